@@ -1,0 +1,43 @@
+# DisCo DETR: the two set-up commands are `make demo` and `make test`.
+# Each creates .venv and installs everything on first use; later runs reuse it.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed-v1
+DEMO_DATA := datasets/demo
+DEMO_OUT  := output/demo
+
+.PHONY: demo test install lint clean-demo
+
+install: $(STAMP)
+
+# torch/torchvision: the versions verified on our machines (pip takes them from local disk
+# where it can). detectron2 is installed as `sal-detectron2` (upstream detectron2 at commit
+# a59f0563 plus a Python 3.11 fix); only a cp310 wheel exists, so we take its pure-Python
+# part (--python-version 3.10 --no-deps), never load its compiled _C, and remove the stray
+# top-level `tools/` package that the wheel drops into site-packages (it shadows ours).
+$(STAMP): requirements.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip<26.2"
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 "numpy<2"
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps --target "$$($(PY) -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')" \
+		--python-version 3.10 --only-binary=:all: --upgrade sal-detectron2==0.7.2
+	rm -rf "$$($(PY) -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/tools"
+	$(PIP) install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) tools/make_demo_data.py --out $(DEMO_DATA)
+	$(PY) tools/lazyconfig_train_net.py --config-file configs/demo_cond.py \
+		train.output_dir=$(DEMO_OUT)/finetune_scratch
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean-demo:
+	rm -rf $(DEMO_DATA) $(DEMO_OUT)

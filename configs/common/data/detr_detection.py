@@ -1,0 +1,38 @@
+# Fine-tuning data: DETR augmentation, COCO-style evaluation. Experiment files set the
+# dataset names and batch size.
+from detectron2.config import LazyCall as L
+from detectron2.data import build_detection_test_loader
+from detectron2.evaluation import COCOEvaluator
+from omegaconf import OmegaConf
+
+from disco_detr.data import DetrDatasetMapper, build_train_loader, load_detection_dicts
+
+dataloader = OmegaConf.create()
+
+dataloader.train = L(build_train_loader)(
+    dataset=L(load_detection_dicts)(names="coco_2017_train", filter_empty=True),
+    mapper=L(DetrDatasetMapper)(
+        is_train=True,
+        num_classes="${model.num_classes}",
+        min_sizes=tuple(range(480, 801, 32)),
+        max_size=1333,
+        crop_resize_sizes=(400, 500, 600),
+        crop_size=(384, 600),
+        crop_probability=0.5,
+    ),
+    total_batch_size=64,
+    num_workers=4,
+    seed="${train.seed}",
+)
+
+dataloader.test = L(build_detection_test_loader)(
+    dataset=L(load_detection_dicts)(names="coco_2017_val", filter_empty=False),
+    mapper=L(DetrDatasetMapper)(is_train=False, num_classes="${model.num_classes}", min_sizes=(800,), max_size=1333),
+    num_workers=4,
+)
+
+dataloader.evaluator = L(COCOEvaluator)(
+    dataset_name="${..test.dataset.names}",
+    tasks=("bbox",),
+    output_dir="${train.output_dir}/inference",
+)

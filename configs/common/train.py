@@ -1,0 +1,15 @@
+# The `train` section read by disco_detr.engine.Trainer (every key is used; see TRAIN_KEYS).
+train = dict(
+    output_dir="./output",
+    init_checkpoint="",  # a detectron2/torchvision-converted backbone or a DisCo pre-trained model
+    max_iter=90000,
+    device="auto",  # "auto" = CUDA when available, else CPU; override with train.device=cpu
+    seed=0,  # data order, augmentation and dropout are functions of (seed, iteration)
+    amp=dict(enabled=True),  # mixed precision on CUDA; ignored (logged) on CPU
+    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+    clip_grad_norm=0.1,  # max L2 norm of all gradients; 0 disables clipping
+    checkpointer=dict(period=5000, max_to_keep=100),
+    eval_period=5000,  # 0 = evaluate only at the end
+    log_period=20,
+    checkpoint_allow_pickle=False,  # True only for trusted checkpoints that hold Python objects
+)

@@ -1,0 +1,45 @@
+# CPU demo: fine-tune a small Conditional DETR from scratch on the generated demo data
+# (python tools/make_demo_data.py --out datasets/demo). 160-px images, a tiny ResNet
+# (stride 16), d=128, 6+6 layers, 30 queries. See README for timings.
+from detectron2.config import LazyCall as L
+
+from disco_detr.data.demo import DEMO_CLASSES
+from disco_detr.modeling import build_tiny_resnet
+
+from .common.data.detr_detection import dataloader
+from .common.models.conditional_detr_r50 import model
+from .common.optim import AdamW as optimizer
+from .common.schedule import step_schedule
+from .common.train import train
+
+D_MODEL = 128
+
+model.backbone = L(build_tiny_resnet)(widths=(32, 64, 128), blocks=(1, 1, 1), stem_width=32,
+                                      out_features=("res4",), norm="BN")
+model.in_feature = "res4"
+for part in (model.encoder, model.decoder):
+    part.d_model = D_MODEL
+    part.dim_feedforward = 4 * D_MODEL
+    part.dropout = 0.0  # dropout's random masks cost ~30% of a CPU step; the demo does without
+model.num_classes = len(DEMO_CLASSES)
+model.num_queries = 30
+model.num_detections = 100
+
+dataloader.train.dataset.names = "disco_demo_train"
+dataloader.test.dataset.names = "disco_demo_val"
+dataloader.train.mapper.update(min_sizes=(128, 144, 160, 176), max_size=300,
+                               crop_resize_sizes=(120, 140, 160), crop_size=(96, 150))
+dataloader.test.mapper.update(min_sizes=(160,), max_size=300)
+dataloader.train.total_batch_size = 8
+dataloader.train.num_workers = 1
+dataloader.test.num_workers = 0
+
+optimizer.lr = 2e-4
+optimizer.params.backbone_lr_factor = 1.0  # the tiny backbone is trained from scratch
+train.max_iter = 1200
+train.amp.enabled = False
+train.eval_period = 0
+train.checkpointer.period = 400
+train.log_period = 20
+train.output_dir = "./output/demo/finetune_scratch"
+lr_multiplier = step_schedule(drop_fraction=0.8, warmup_fraction=0.02)

@@ -1,0 +1,29 @@
+# Fine-tune Conditional DETR R50 (300 queries) on PASCAL VOC trainval07+12, evaluate on
+# test07 with COCO-style AP (as the paper reports) and the VOC AP50 evaluator.
+# Paper schedule: 50 epochs, lr drop after 40 ("40/50"), batch 64, AdamW 1e-4.
+# Pre-trained model: train.init_checkpoint=/path/to/disco_pretrained.pth
+from detectron2.config import LazyCall as L
+from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
+
+from .common.data.detr_detection import dataloader
+from .common.models.conditional_detr_r50 import model
+from .common.schedule import epochs_to_iters, step_schedule
+from .common.train import train
+
+VOC_TRAINVAL_IMAGES = 16551  # VOC2007 trainval (5011) + VOC2012 trainval (11540)
+EPOCHS, DROP_EPOCH = 50, 40
+
+model.num_classes = 20
+dataloader.train.dataset.names = ("voc_2007_trainval", "voc_2012_trainval")
+dataloader.test.dataset.names = "voc_2007_test"
+dataloader.train.total_batch_size = 64
+dataloader.evaluator = [
+    L(COCOEvaluator)(dataset_name="voc_2007_test", tasks=("bbox",), output_dir="${train.output_dir}/inference"),
+    L(PascalVOCDetectionEvaluator)(dataset_name="voc_2007_test"),
+]
+
+train.max_iter = epochs_to_iters(EPOCHS, VOC_TRAINVAL_IMAGES, dataloader.train.total_batch_size)
+train.eval_period = epochs_to_iters(5, VOC_TRAINVAL_IMAGES, dataloader.train.total_batch_size)
+train.checkpointer.period = train.eval_period
+train.output_dir = "./output/finetune_cond_voc"
+lr_multiplier = step_schedule(drop_fraction=DROP_EPOCH / EPOCHS)

@@ -1,0 +1,3 @@
+from .checkpointer import DisCoCheckpointer
+
+__all__ = ["DisCoCheckpointer"]

@@ -1,0 +1,130 @@
+"""A resumable, reproducible training loader.
+
+detectron2's default training loader restarts its sample stream and its augmentation
+randomness when a run resumes, so a resumed run sees different data from an uninterrupted
+one. Here every sample is a pure function of ``(seed, stream position)``: the position
+picks the image through a per-epoch permutation and seeds the augmentation RNGs. A run
+resumed at iteration ``i`` starts its stream at ``i * batch_size`` and trains on exactly
+the samples the uninterrupted run would have used, whatever the number of workers.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+
+import numpy as np
+import torch
+import torch.utils.data as torchdata
+from detectron2.data.common import DatasetFromList
+from detectron2.utils import comm
+
+__all__ = ["StreamDataset", "StreamSampler", "build_train_loader", "set_loader_start"]
+
+logger = logging.getLogger(__name__)
+
+
+def _mix(*values: int) -> int:
+    """A deterministic 63-bit hash of a few integers (stable across processes and runs)."""
+    return int(np.random.SeedSequence(list(values)).generate_state(2, np.uint32).astype(np.uint64)
+               .view(np.uint64)[0] >> np.uint64(1))
+
+
+def seed_rngs(seed: int) -> None:
+    """Seed python, numpy and torch RNGs of this process (detectron2 augmentations use numpy)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class StreamDataset(torchdata.Dataset):
+    """Maps a stream position to a mapped sample.
+
+    Position p lies in epoch ``p // len(dataset)``; the image is that epoch's permutation
+    (seeded by ``(seed, epoch)``) at ``p % len(dataset)``. A sample whose mapping raises or
+    returns None is logged with its file name and replaced by a deterministic random other
+    image (up to ``max_retries`` times), so one bad file never stops a run.
+    """
+
+    def __init__(self, dataset: list, mapper, seed: int = 0, shuffle: bool = True, max_retries: int = 10):
+        self.dataset = dataset if isinstance(dataset, DatasetFromList) else DatasetFromList(dataset, copy=False)
+        if len(self.dataset) == 0:
+            raise ValueError("The training dataset is empty.")
+        self.mapper = mapper
+        self.seed = seed
+        self.shuffle = shuffle
+        self.max_retries = max_retries
+        self._perm_epoch, self._perm = None, None
+
+    def __len__(self):  # the stream is infinite; DataLoader only needs indexability
+        return 2**62
+
+    def index_at(self, position: int) -> int:
+        n = len(self.dataset)
+        epoch, offset = divmod(position, n)
+        if not self.shuffle:
+            return offset
+        if self._perm_epoch != epoch:
+            g = torch.Generator().manual_seed(_mix(self.seed, epoch))
+            self._perm, self._perm_epoch = torch.randperm(n, generator=g), epoch
+        return int(self._perm[offset])
+
+    def __getitem__(self, position: int):
+        index = self.index_at(position)
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                index = random.Random(_mix(self.seed, position, attempt)).randrange(len(self.dataset))
+            record = self.dataset[index]
+            seed_rngs(_mix(self.seed, position, attempt, 1))
+            try:
+                sample = self.mapper(record)
+            except Exception as e:
+                logger.warning("Skipping sample %s: %s: %s", record.get("file_name", index), type(e).__name__, e)
+                continue
+            if sample is not None:
+                return sample
+            logger.warning("Skipping sample %s: the mapper returned None", record.get("file_name", index))
+        raise RuntimeError(f"{self.max_retries + 1} samples in a row failed at stream position {position}; "
+                           "see the warnings above for the files and the errors.")
+
+
+class StreamSampler(torchdata.Sampler):
+    """Infinite stream positions of this rank: ``start*W + rank, (start+1)*W + rank, ...``.
+
+    ``start`` counts this rank's samples already consumed (set it before iterating).
+    """
+
+    def __init__(self, start: int = 0, rank: int | None = None, world_size: int | None = None):
+        self.start = start
+        self.rank = comm.get_rank() if rank is None else rank
+        self.world_size = comm.get_world_size() if world_size is None else world_size
+
+    def __iter__(self):
+        for k in itertools.count(self.start):
+            yield k * self.world_size + self.rank
+
+
+def _collate_list(batch):
+    return batch
+
+
+def build_train_loader(dataset: list, mapper, total_batch_size: int, num_workers: int = 0,
+                       seed: int = 0, shuffle: bool = True) -> torchdata.DataLoader:
+    """A training loader yielding lists of ``total_batch_size / world_size`` mapped dicts."""
+    world = comm.get_world_size()
+    if total_batch_size <= 0 or total_batch_size % world:
+        raise ValueError(f"total_batch_size={total_batch_size} must be a positive multiple of the "
+                         f"number of processes ({world}).")
+    sampler = StreamSampler()
+    batch_sampler = torchdata.BatchSampler(sampler, total_batch_size // world, drop_last=True)
+    return torchdata.DataLoader(
+        StreamDataset(dataset, mapper, seed=seed, shuffle=shuffle),
+        batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=_collate_list,
+        persistent_workers=False, prefetch_factor=2 if num_workers > 0 else None,
+    )
+
+
+def set_loader_start(loader: torchdata.DataLoader, iteration: int) -> None:
+    """Make a loader from :func:`build_train_loader` resume at ``iteration`` (before iterating)."""
+    batch_sampler = loader.batch_sampler
+    batch_sampler.sampler.start = iteration * batch_sampler.batch_size

@@ -1,0 +1,127 @@
+"""The DETR fine-tuning DatasetMapper: flip, multi-scale resize and the random-crop branch."""
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import torch
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+
+__all__ = ["DetrDatasetMapper", "detr_train_augmentations", "detr_test_augmentations", "read_rgb_image"]
+
+logger = logging.getLogger(__name__)
+
+
+def read_rgb_image(file_name: str) -> np.ndarray:
+    """Read any image PIL can open (grey, CMYK, alpha, 16-bit) as (H, W, 3) uint8 RGB.
+
+    Raises ``OSError`` naming the file when it is missing, truncated or not an image.
+    """
+    try:
+        return utils.read_image(file_name, format="RGB")
+    except Exception as e:  # PIL raises several types; all mean "unusable image"
+        raise OSError(f"Cannot read image {file_name!r}: {e}") from e
+
+
+def detr_train_augmentations(min_sizes=tuple(range(480, 801, 32)), max_size=1333,
+                             crop_resize_sizes=(400, 500, 600), crop_size=(384, 600)):
+    """DETR's training augmentation as two lists, chosen 50/50 per image by the mapper.
+
+    Returns (plain, with_crop): a horizontal flip then a multi-scale resize (short side from
+    ``min_sizes``, long side at most ``max_size``); the crop branch inserts a resize to a
+    short side in ``crop_resize_sizes`` and a random crop of side in ``crop_size`` (absolute
+    range) before the multi-scale resize. Scale every number down for small images.
+    """
+    flip = T.RandomFlip(horizontal=True)
+    resize = T.ResizeShortestEdge(list(min_sizes), max_size=max_size, sample_style="choice")
+    crop = [
+        T.ResizeShortestEdge(list(crop_resize_sizes), sample_style="choice"),
+        T.RandomCrop("absolute_range", crop_size),
+    ]
+    return [flip, resize], [flip, *crop, resize]
+
+
+def detr_test_augmentations(min_size: int = 800, max_size: int = 1333):
+    """Deterministic test-time resize."""
+    return [T.ResizeShortestEdge(min_size, max_size=max_size)]
+
+
+class DetrDatasetMapper:
+    """Maps a detectron2 dataset dict to the model input.
+
+    Training: horizontal flip, then (with probability ``1 - crop_probability``) a
+    multi-scale resize with the short side drawn from ``min_sizes`` and the long side at
+    most ``max_size``, or (with probability ``crop_probability``) a resize to a short side in
+    ``crop_resize_sizes``, a random crop with sides in ``crop_size`` and the same multi-scale
+    resize. Test: resize the short side to ``min_sizes[0]`` (long side at most ``max_size``).
+    Scale every number down for small images.
+
+    Output: the dict with "image" (3, H, W) uint8 RGB tensor of the transformed image and,
+    in training, "instances" with ``gt_boxes`` (xyxy pixels of the transformed image) and
+    ``gt_classes`` (contiguous ids). Boxes emptied by cropping are dropped.
+
+    Bad input raises an error that names the file: unreadable image, a size that differs
+    from the dict's "height"/"width", an empty or inverted box, a category id outside
+    [0, num_classes). The training loader logs such a sample and skips it.
+    """
+
+    def __init__(self, *, is_train: bool, num_classes: int, min_sizes=tuple(range(480, 801, 32)),
+                 max_size: int = 1333, crop_resize_sizes=(400, 500, 600), crop_size=(384, 600),
+                 crop_probability: float = 0.5):
+        self.is_train = is_train
+        self.num_classes = num_classes
+        if is_train:
+            plain, with_crop = detr_train_augmentations(min_sizes, max_size, crop_resize_sizes, crop_size)
+            self.augmentation = T.AugmentationList(plain)
+            self.augmentation_with_crop = T.AugmentationList(with_crop)
+        else:
+            self.augmentation = T.AugmentationList(detr_test_augmentations(min_sizes[0], max_size))
+            self.augmentation_with_crop = None
+        self.crop_probability = crop_probability
+    def check_annotations(self, dataset_dict: dict) -> None:
+        file_name = dataset_dict["file_name"]
+        for obj in dataset_dict.get("annotations", []):
+            box = np.asarray(obj["bbox"], dtype=np.float64)
+            xyxy = utils.BoxMode.convert(box.tolist(), obj["bbox_mode"], utils.BoxMode.XYXY_ABS)
+            if not np.all(np.isfinite(xyxy)) or xyxy[2] <= xyxy[0] or xyxy[3] <= xyxy[1]:
+                raise ValueError(f"{file_name}: empty or inverted box {obj['bbox']} ({obj['bbox_mode']})")
+            cat = obj["category_id"]
+            if not 0 <= cat < self.num_classes:
+                raise ValueError(
+                    f"{file_name}: category id {cat} is outside [0, {self.num_classes}); "
+                    "the dataset and the model's num_classes disagree"
+                )
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        file_name = dataset_dict["file_name"]
+        image = read_rgb_image(file_name)
+        try:
+            utils.check_image_size(dataset_dict, image)
+        except Exception as e:
+            raise ValueError(f"{file_name}: {e}") from e
+        if self.is_train:
+            self.check_annotations(dataset_dict)
+
+        augs = self.augmentation
+        if self.augmentation_with_crop is not None and np.random.rand() < self.crop_probability:
+            augs = self.augmentation_with_crop
+        aug_input = T.AugInput(image)
+        transforms = augs(aug_input)
+        image = aug_input.image
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+        annotations = dataset_dict.pop("annotations", None)
+        if not self.is_train or annotations is None:
+            return dataset_dict
+        image_shape = image.shape[:2]
+        annos = [
+            utils.transform_instance_annotations(obj, transforms, image_shape)
+            for obj in annotations
+            if obj.get("iscrowd", 0) == 0
+        ]
+        instances = utils.annotations_to_instances(annos, image_shape)
+        dataset_dict["instances"] = utils.filter_empty_instances(instances)
+        return dataset_dict

@@ -1,0 +1,3 @@
+from .trainer import DETRTrainLoop, Trainer, resolve_device
+
+__all__ = ["DETRTrainLoop", "Trainer", "resolve_device"]

@@ -1,0 +1,210 @@
+"""The LazyConfig trainer: a detectron2 ``DefaultTrainer`` that reads LazyConfig files.
+
+``DefaultTrainer`` builds everything from YACS keys; this subclass builds the same pieces
+from ``cfg.model``, ``cfg.optimizer``, ``cfg.lr_multiplier``, ``cfg.dataloader`` and
+``cfg.train`` and keeps the rest of detectron2's machinery (hooks, writers, checkpointer,
+``launch``). It serves fine-tuning and pre-training alike.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+
+import torch
+from detectron2.config import instantiate
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
+from detectron2.engine.defaults import default_writers
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..checkpoint import DisCoCheckpointer
+from ..data.build import _mix, set_loader_start
+
+__all__ = ["Trainer", "DETRTrainLoop", "resolve_device", "TRAIN_KEYS"]
+
+logger = logging.getLogger("detectron2")
+
+#: Every key of ``cfg.train`` the trainer reads; any other key is a typo and is rejected.
+TRAIN_KEYS = {
+    "output_dir", "init_checkpoint", "max_iter", "device", "seed", "amp", "ddp", "clip_grad_norm",
+    "checkpointer", "eval_period", "log_period", "checkpoint_allow_pickle",
+}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as torch understands it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={device} but CUDA is not available; use train.device=cpu or auto")
+    return device
+
+
+def validate_train_config(train_cfg) -> None:
+    unknown = sorted(set(train_cfg.keys()) - TRAIN_KEYS)
+    if unknown:
+        raise KeyError(f"Unknown key(s) in cfg.train: {', '.join('train.' + k for k in unknown)}. "
+                       f"Known keys: {', '.join(sorted(TRAIN_KEYS))}")
+
+
+class DETRTrainLoop(SimpleTrainer):
+    """SimpleTrainer with optional CUDA AMP, gradient clipping and reproducible dropout.
+
+    Each step reseeds torch's RNG from ``(seed, iteration, rank)`` after loading the batch,
+    so a resumed run draws exactly the dropout masks the uninterrupted run would have.
+    """
+
+    def __init__(self, model, data_loader, optimizer, *, amp: bool = False, clip_grad_norm: float = 0.0,
+                 seed: int = 0):
+        super().__init__(model, data_loader, optimizer)
+        self.amp = amp
+        self.grad_scaler = torch.amp.GradScaler("cuda") if amp else None
+        self.clip_grad_norm = clip_grad_norm
+        self.seed = seed
+
+    def run_step(self):
+        assert self.model.training, "[DETRTrainLoop] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        torch.manual_seed(_mix(self.seed, self.iter, comm.get_rank()))
+
+        with torch.autocast("cuda", enabled=self.amp):
+            loss_dict = self.model(data)
+            losses = sum(loss_dict.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(losses).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+        else:
+            losses.backward()
+        self.after_backward()
+        if self.clip_grad_norm > 0:
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        self._write_metrics(loss_dict, data_time)
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.grad_scaler is not None:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer driven by a LazyConfig.
+
+    Reads ``cfg.model``, ``cfg.optimizer`` (its ``params.model`` is filled in),
+    ``cfg.lr_multiplier`` (a fvcore ParamScheduler over ``train.max_iter``),
+    ``cfg.dataloader.{train,test,evaluator}`` and ``cfg.train`` (keys: :data:`TRAIN_KEYS`).
+    """
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logger.isEnabledFor(logging.INFO):
+            setup_logger()
+        validate_train_config(cfg.train)
+        self.cfg = cfg
+        self.device = resolve_device(cfg.train.device)
+        torch.manual_seed(cfg.train.seed)  # the same initial weights however the trainer is started
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        ddp = dict(cfg.train.get("ddp", {}))
+        if self.device.type == "cpu":
+            ddp["device_ids"] = None  # CPU DDP (GLOO): DistributedDataParallel takes no device ids
+        model = create_ddp_model(model, **ddp)
+        amp = bool(cfg.train.amp.enabled)
+        if amp and self.device.type != "cuda":
+            logger.info("train.amp.enabled is ignored on %s (AMP is used on CUDA only).", self.device)
+            amp = False
+        self._trainer = DETRTrainLoop(model, data_loader, optimizer, amp=amp,
+                                      clip_grad_norm=cfg.train.get("clip_grad_norm", 0.0),
+                                      seed=cfg.train.seed)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DisCoCheckpointer(
+            model, cfg.train.output_dir, trainer=weakref.proxy(self),
+            allow_pickle=cfg.train.get("checkpoint_allow_pickle", False),
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.train.max_iter
+        self.register_hooks(self.build_hooks())
+
+    @property
+    def model(self):
+        return self._trainer.model
+
+    @classmethod
+    def build_model(cls, cfg):
+        model = instantiate(cfg.model)
+        model.to(resolve_device(cfg.train.device))
+        logger.info("Model:\n%s", model)
+        num_params = sum(p.numel() for p in model.parameters())
+        num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logger.info("Parameters: %s total, %s trainable", f"{num_params:,}", f"{num_trainable:,}")
+        return model
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        cfg.optimizer.params.model = model
+        return instantiate(cfg.optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return instantiate(cfg.dataloader.train)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return instantiate(cfg.lr_multiplier)
+
+    def build_hooks(self):
+        cfg = self.cfg
+        ret = [hooks.IterationTimer(), hooks.LRScheduler(optimizer=self._trainer.optimizer, scheduler=self.scheduler)]
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, **cfg.train.checkpointer))
+        ret.append(hooks.EvalHook(cfg.train.eval_period, self._evaluate))
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.train.log_period))
+        return ret
+
+    def _evaluate(self):
+        self._last_eval_results = self.test(self.cfg, self.model)
+        return self._last_eval_results
+
+    def build_writers(self):
+        return default_writers(self.cfg.train.output_dir, self.max_iter)
+
+    def resume_or_load(self, resume: bool = True):
+        """Load ``train.init_checkpoint``, or with ``resume`` the last checkpoint of the output
+        folder (model, optimizer, schedule, iteration), and continue the data stream there."""
+        self.checkpointer.resume_or_load(self.cfg.train.init_checkpoint, resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            self.start_iter = self.iter + 1
+        set_loader_start(self._trainer.data_loader, self.start_iter)
+
+    def train(self):
+        TrainerBase.train(self, self.start_iter, self.max_iter)
+        return getattr(self, "_last_eval_results", None)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """Run ``cfg.dataloader.evaluator`` on ``cfg.dataloader.test``; returns its results."""
+        loader = instantiate(cfg.dataloader.test)
+        evaluator = evaluators if evaluators is not None else instantiate(cfg.dataloader.evaluator)
+        results = inference_on_dataset(model, loader, evaluator)
+        if comm.is_main_process():
+            print_csv_format(results)
+        return results

@@ -1,0 +1,26 @@
+from .box_ops import (
+    box_area,
+    box_cxcywh_to_xyxy,
+    box_iou,
+    box_xyxy_to_cxcywh,
+    generalized_box_iou,
+    inverse_sigmoid,
+)
+from .mlp import MLP
+from .position_encoding import PositionEmbeddingSine, sine_embed_points
+
+__all__ = [
+    "MLP",
+    "PositionEmbeddingSine",
+    "box_area",
+    "box_cxcywh_to_xyxy",
+    "box_iou",
+    "box_xyxy_to_cxcywh",
+    "generalized_box_iou",
+    "inverse_sigmoid",
+    "sine_embed_points",
+]
+from .attention import MultiheadAttention, multi_head_attention  # noqa: E402
+from .transformer import FFN, DETREncoder, DETREncoderLayer  # noqa: E402
+
+__all__ += ["FFN", "DETREncoder", "DETREncoderLayer", "MultiheadAttention", "multi_head_attention"]

@@ -1,0 +1,56 @@
+"""Multi-head attention on batch-first tensors, with separate query/key and value widths."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = ["multi_head_attention", "MultiheadAttention"]
+
+
+def multi_head_attention(q: Tensor, k: Tensor, v: Tensor, num_heads: int,
+                         key_padding_mask: Tensor | None = None, dropout: float = 0.0) -> Tensor:
+    """Scaled dot-product attention split into ``num_heads`` heads.
+
+    q: (B, Nq, Eqk), k: (B, Nk, Eqk), v: (B, Nk, Ev); Eqk and Ev divisible by num_heads and
+    possibly different (Conditional DETR's cross-attention concatenates content and position
+    per head, so its queries/keys are twice as wide as its values).
+    key_padding_mask: (B, Nk) bool, True where the key must be ignored (padding).
+    Returns (B, Nq, Ev), heads concatenated in order.
+    """
+    b, nq, _ = q.shape
+    nk = k.shape[1]
+    q = q.view(b, nq, num_heads, -1).transpose(1, 2)
+    k = k.view(b, nk, num_heads, -1).transpose(1, 2)
+    v = v.view(b, nk, num_heads, -1).transpose(1, 2)
+    attn_mask = None
+    if key_padding_mask is not None:
+        attn_mask = ~key_padding_mask[:, None, None, :]  # True = may attend
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+    return out.transpose(1, 2).reshape(b, nq, -1)
+
+
+class MultiheadAttention(nn.Module):
+    """Standard multi-head attention with its own q/k/v/output projections (batch first).
+
+    forward(query (B,Nq,d), key (B,Nk,d), value (B,Nk,d), key_padding_mask (B,Nk) or None)
+    -> (B, Nq, d).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor,
+                key_padding_mask: Tensor | None = None) -> Tensor:
+        out = multi_head_attention(
+            self.q_proj(query), self.k_proj(key), self.v_proj(value), self.num_heads,
+            key_padding_mask, self.dropout if self.training else 0.0,
+        )
+        return self.out_proj(out)

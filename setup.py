@@ -1,0 +1,13 @@
+"""Installs the package ``disco_detr`` whose code lives under projects/DisCoDETR."""
+from setuptools import find_packages, setup
+
+setup(
+    name="disco_detr",
+    version="0.1.0",
+    description="DisCo DETR: distance-aware multi-view contrastive pre-training for DETR detectors "
+    "(a Detectron2 project)",
+    python_requires=">=3.10",
+    package_dir={"": "projects/DisCoDETR"},
+    packages=find_packages(where="projects/DisCoDETR"),
+    install_requires=[],  # installed by the Makefile (see requirements.txt and the README)
+)

@@ -1,0 +1,44 @@
+#!/usr/bin/env python
+"""Train or evaluate a DisCo DETR LazyConfig, the detectron2 way.
+
+    python tools/lazyconfig_train_net.py --config-file configs/demo_cond.py [key=value ...]
+    python tools/lazyconfig_train_net.py --config-file configs/finetune_cond_voc.py \\
+        --num-gpus 8 train.init_checkpoint=output/disco_cond/model_final.pth
+    python tools/lazyconfig_train_net.py --config-file ... --eval-only train.init_checkpoint=model.pth
+    python tools/lazyconfig_train_net.py --config-file ... --resume   # continue a killed run
+
+detectron2's standard arguments (--num-gpus, --num-machines, --machine-rank, --dist-url)
+go to detectron2's ``launch``. Without GPUs, --num-gpus N starts N CPU processes that
+train together over the GLOO backend.
+"""
+import logging
+
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+
+from disco_detr.checkpoint import DisCoCheckpointer
+from disco_detr.config import load_config
+from disco_detr.engine import Trainer
+
+logger = logging.getLogger("detectron2")
+
+
+def main(args):
+    cfg = load_config(args.config_file, args.opts)
+    default_setup(cfg, args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DisCoCheckpointer(model, allow_pickle=cfg.train.checkpoint_allow_pickle).load(cfg.train.init_checkpoint)
+        return Trainer.test(cfg, model)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    results = trainer.train()
+    if comm.is_main_process() and results:
+        logger.info("Final evaluation: %s", results)
+    return results
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
