@@ -3,6 +3,7 @@
 # Pre-trained model: train.init_checkpoint=/path/to/disco_pretrained.pth
 from .common.data.detr_detection import dataloader
 from .common.models.conditional_detr_r50 import model
+from .common.optim import AdamW as optimizer
 from .common.schedule import epochs_to_iters, step_schedule
 from .common.train import train
 

@@ -7,6 +7,7 @@ from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 
 from .common.data.detr_detection import dataloader
 from .common.models.conditional_detr_r50 import model
+from .common.optim import AdamW as optimizer
 from .common.schedule import epochs_to_iters, step_schedule
 from .common.train import train
 

@@ -11,26 +11,7 @@ torch.set_num_threads(2)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(REPO, "configs", "demo_cond.py")
 
-# A model small enough for a CPU test step in well under a second.
-TINY_OVERRIDES = [
-    "model.backbone.widths=[8,16,32]",
-    "model.backbone.stem_width=8",
-    "model.backbone.norm=FrozenBN",
-    "model.encoder.num_layers=1",
-    "model.decoder.num_layers=2",
-    "model.encoder.d_model=32",
-    "model.decoder.d_model=32",
-    "model.encoder.num_heads=4",
-    "model.decoder.num_heads=4",
-    "model.encoder.dim_feedforward=64",
-    "model.decoder.dim_feedforward=64",
-    "model.num_queries=12",
-    "dataloader.train.total_batch_size=4",
-    "dataloader.train.num_workers=0",
-    "dataloader.test.num_workers=0",
-    "train.device=cpu",
-    "train.log_period=1",
-]
+TINY_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_cond.py")
 
 
 @pytest.fixture(scope="session")
@@ -46,15 +27,8 @@ def demo_root(tmp_path_factory):
     return root
 
 
-def tiny_config(output_dir, *extra):
+def tiny_config(output_dir, *overrides):
+    """The tiny test preset (tests/configs/tiny_cond.py) writing to ``output_dir``."""
     from disco_detr.config import load_config
 
-    overrides = TINY_OVERRIDES + [
-        "dataloader.train.mapper.min_sizes=[80,96]",
-        "dataloader.train.mapper.crop_resize_sizes=[80,96]",
-        "dataloader.train.mapper.crop_size=[64,90]",
-        "dataloader.test.mapper.min_sizes=[96]",
-        f"train.output_dir={output_dir}",
-        *extra,
-    ]
-    return load_config(DEMO_CONFIG, overrides)
+    return load_config(TINY_CONFIG, [f"train.output_dir={output_dir}", *overrides])

@@ -1,10 +1,12 @@
-"""Backbone builders: detectron2 ResNets for the paper configs and a tiny one for CPU demos."""
+"""Backbones: detectron2 ResNets for the paper configs; a tiny ResNet and MobileNetV2 for CPU runs."""
 from __future__ import annotations
 
-from detectron2.modeling.backbone import BasicStem, ResNet
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.modeling.backbone import Backbone, BasicStem, ResNet
 from detectron2.modeling.backbone.resnet import BasicBlock
+from torch import nn
 
-__all__ = ["build_resnet", "build_tiny_resnet"]
+__all__ = ["build_resnet", "build_tiny_resnet", "MobileNetV2Backbone"]
 
 
 def build_resnet(depth: int = 50, out_features: tuple[str, ...] = ("res5",), freeze_at: int = 1,
@@ -35,3 +37,83 @@ def build_tiny_resnet(widths: tuple[int, ...] = (32, 64, 128), blocks: tuple[int
         ))
         in_channels = width
     return ResNet(stem, stages, out_features=list(out_features), freeze_at=0)
+
+
+class _ConvBN(nn.Sequential):
+    """conv (no bias) -> BN -> optional ReLU6; indices 0/1 keep the checkpoint's key names."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, groups: int = 1, relu: bool = True):
+        layers = [nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False),
+                  nn.BatchNorm2d(out_ch)]
+        if relu:
+            layers.append(nn.ReLU6(inplace=True))
+        super().__init__(*layers)
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV2 block as one flat ``conv`` Sequential (expand, depthwise, project).
+
+    The flat layout numbers its layers conv.0..conv.7 (conv.0..conv.4 without expansion),
+    which is how the ImageNet weights we use for the demo are stored.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, expand_ratio: int):
+        super().__init__()
+        hidden = in_ch * expand_ratio
+        layers = []
+        if expand_ratio != 1:
+            layers += list(_ConvBN(in_ch, hidden, 1, 1))
+        layers += list(_ConvBN(hidden, hidden, 3, stride, groups=hidden))
+        layers += list(_ConvBN(hidden, out_ch, 1, 1, relu=False))
+        self.conv = nn.Sequential(*layers)
+        self.use_residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_residual else self.conv(x)
+
+
+class MobileNetV2Backbone(Backbone):
+    """MobileNetV2 (width 1.0) as a detectron2 backbone, for small CPU runs.
+
+    Outputs ``stride8`` (32 ch), ``stride16`` (96 ch) and ``stride32`` (1280 ch) feature
+    maps (B, C, H/s, W/s). Module names are ``features.{0..18}`` so that ImageNet weights
+    in the flat MobileNetV2 layout load by name (see ``tools/prepare_demo_backbone.py``).
+    BatchNorm is frozen (FrozenBatchNorm2d) and the first ``freeze_at`` feature blocks get
+    no gradient. Only the blocks needed for ``out_features`` are built.
+    """
+
+    # (expand ratio t, channels c, repeats n, first stride s) of the paper's Table 2
+    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                (6, 320, 1, 1))
+    OUTPUT_BLOCKS = {"stride8": (6, 32, 8), "stride16": (13, 96, 16), "stride32": (18, 1280, 32)}
+
+    def __init__(self, out_features: tuple[str, ...] = ("stride16",), freeze_at: int = 0):
+        super().__init__()
+        unknown = set(out_features) - set(self.OUTPUT_BLOCKS)
+        if unknown:
+            raise ValueError(f"Unknown MobileNetV2 outputs {sorted(unknown)}; choose from {sorted(self.OUTPUT_BLOCKS)}")
+        self._out_features = list(out_features)
+        last = max(self.OUTPUT_BLOCKS[f][0] for f in out_features)
+        blocks = [_ConvBN(3, 32, 3, 2)]
+        in_ch = 32
+        for t, c, n, s in self.SETTINGS:
+            for i in range(n):
+                blocks.append(_InvertedResidual(in_ch, c, s if i == 0 else 1, t))
+                in_ch = c
+        blocks.append(_ConvBN(in_ch, 1280, 1, 1))
+        self.features = nn.Sequential(*blocks[: last + 1])
+        self._block_to_name = {self.OUTPUT_BLOCKS[f][0]: f for f in out_features}
+        self._out_feature_channels = {f: self.OUTPUT_BLOCKS[f][1] for f in out_features}
+        self._out_feature_strides = {f: self.OUTPUT_BLOCKS[f][2] for f in out_features}
+        FrozenBatchNorm2d.convert_frozen_batchnorm(self)
+        for block in self.features[:freeze_at]:
+            for p in block.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, x):
+        outputs = {}
+        for i, block in enumerate(self.features):
+            x = block(x)
+            if i in self._block_to_name:
+                outputs[self._block_to_name[i]] = x
+        return outputs

@@ -1,0 +1,54 @@
+"""Two-process CPU DDP (GLOO) through detectron2's launch gives the single-process result.
+
+Samples are functions of their stream position (not of the rank), the loss normaliser is
+averaged over workers and DDP averages gradients, so with FrozenBN and no dropout two
+processes with 2 images each must reach the weights of one process with 4 images.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from conftest import REPO, TINY_CONFIG
+
+COMMON = ["train.max_iter=3", "train.eval_period=0"]
+
+
+def _train(output_dir, num_gpus):
+    cmd = [sys.executable, os.path.join(REPO, "tools", "lazyconfig_train_net.py"), "--config-file", TINY_CONFIG,
+           "--num-gpus", str(num_gpus), *COMMON, f"train.output_dir={output_dir}"]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def test_two_cpu_processes_match_one(demo_root, tmp_path):
+    log_one = _train(str(tmp_path / "one"), 1)
+    log_two = _train(str(tmp_path / "two"), 2)
+    assert "copypaste: AP,AP50,AP75" in log_one and "copypaste: AP,AP50,AP75" in log_two
+    assert "World size: 2" in log_two
+    # the logged losses (averaged over workers) equal the single-process losses: the same
+    # samples, and the loss normaliser counts the boxes of all workers
+    losses_one, losses_two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(losses_one) == 3
+    for it in losses_one:
+        for name, value in losses_one[it].items():
+            assert abs(losses_two[it][name] - value) <= 1e-3 * max(1.0, abs(value)), (it, name)
+    one = torch.load(tmp_path / "one" / "model_final.pth", map_location="cpu", weights_only=True)["model"]
+    two = torch.load(tmp_path / "two" / "model_final.pth", map_location="cpu", weights_only=True)["model"]
+    assert one.keys() == two.keys()
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-4, rtol=1e-3), key
+
+
+def _losses(output_dir):
+    """{iteration: {loss name: value}} from detectron2's metrics.json (log_period=1)."""
+    out = {}
+    with open(output_dir / "metrics.json") as f:
+        for line in f:
+            record = json.loads(line)
+            if "total_loss" in record:
+                out[record["iteration"]] = {k: v for k, v in record.items() if k.startswith("loss")}
+    return out
