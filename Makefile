@@ -30,11 +30,12 @@ $(STAMP): requirements.txt setup.py
 
 demo: $(STAMP)
 	$(PY) tools/make_demo_data.py --out $(DEMO_DATA)
-	$(PY) tools/lazyconfig_train_net.py --config-file configs/demo_cond.py \
-		train.output_dir=$(DEMO_OUT)/finetune_scratch
+	$(PY) tools/prepare_demo_backbone.py --out datasets/weights/mobilenet_v2_imagenet.pth
+	PYTHONWARNINGS=ignore $(PY) tools/lazyconfig_train_net.py --config-file configs/demo_cond.py \
+		train.output_dir=$(DEMO_OUT)/finetune
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=10 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -4,11 +4,12 @@ import os
 
 import pytest
 import torch
-from conftest import REPO, tiny_config
 from detectron2.config import LazyConfig, instantiate
 
 from disco_detr.config import load_config
 from disco_detr.engine import Trainer
+
+from conftest import REPO, tiny_config
 
 EXPERIMENT_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
 ALL_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.py"), recursive=True))

@@ -1,8 +1,9 @@
 import pytest
 import torch
-from conftest import tiny_config
 from detectron2.config import instantiate
 from detectron2.structures import Boxes, Instances
+
+from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")

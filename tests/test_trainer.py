@@ -1,12 +1,13 @@
 """The LazyConfig trainer: short runs, kill + resume, evaluation on the demo val split."""
 import pytest
 import torch
-from conftest import tiny_config
 from detectron2.data import DatasetCatalog
 from detectron2.engine import HookBase
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from disco_detr.engine import Trainer
+
+from conftest import tiny_config
 
 
 class _Crash(HookBase):

@@ -11,8 +11,6 @@ detectron2's standard arguments (--num-gpus, --num-machines, --machine-rank, --d
 go to detectron2's ``launch``. Without GPUs, --num-gpus N starts N CPU processes that
 train together over the GLOO backend.
 """
-import logging
-
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 
@@ -20,7 +18,15 @@ from disco_detr.checkpoint import DisCoCheckpointer
 from disco_detr.config import load_config
 from disco_detr.engine import Trainer
 
-logger = logging.getLogger("detectron2")
+
+def summarize(results) -> None:
+    """One line per evaluated task: AP / AP50 / AP75 (COCO-style, in percent)."""
+    if not comm.is_main_process() or not results:
+        return
+    for task, metrics in results.items():
+        if isinstance(metrics, dict) and "AP" in metrics:
+            print(f"[{task}] AP {metrics['AP']:.2f}  AP50 {metrics.get('AP50', float('nan')):.2f}  "
+                  f"AP75 {metrics.get('AP75', float('nan')):.2f}", flush=True)
 
 
 def main(args):
@@ -29,12 +35,12 @@ def main(args):
     if args.eval_only:
         model = Trainer.build_model(cfg)
         DisCoCheckpointer(model, allow_pickle=cfg.train.checkpoint_allow_pickle).load(cfg.train.init_checkpoint)
-        return Trainer.test(cfg, model)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    results = trainer.train()
-    if comm.is_main_process() and results:
-        logger.info("Final evaluation: %s", results)
+        results = Trainer.test(cfg, model)
+    else:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        results = trainer.train()
+    summarize(results)
     return results
 
 

@@ -28,8 +28,10 @@ class DisCoCheckpointer(DetectionCheckpointer):
             try:
                 return torch.load(fh, map_location=torch.device("cpu"), weights_only=not self.allow_pickle)
             except pickle.UnpicklingError as e:
+                reason = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line),
+                              str(e).splitlines()[0])
                 raise pickle.UnpicklingError(
                     f"Checkpoint {f!r} holds Python objects that torch refuses to unpickle with "
-                    f"weights_only=True ({e}). If you trust this file, set "
+                    f"weights_only=True ({reason}). If you trust this file, set "
                     "train.checkpoint_allow_pickle=True."
                 ) from e
