@@ -1,7 +1,7 @@
 # CPU demo: fine-tune a small Conditional DETR on the generated demo data
 # (python tools/make_demo_data.py --out datasets/demo). 160-px images, a frozen ImageNet
 # MobileNetV2 backbone at stride 16 (python tools/prepare_demo_backbone.py), d=128,
-# 3+3 transformer layers, 30 queries, 1500 iterations of 8 images (20 epochs).
+# 3+3 transformer layers, 30 queries, 1200 iterations of 8 images (16 epochs).
 # Same detector class and losses as the paper configs, only smaller. See README for timings.
 from detectron2.config import LazyCall as L
 
@@ -39,10 +39,10 @@ dataloader.test.num_workers = 0
 
 optimizer.lr = 3e-4
 train.init_checkpoint = "datasets/weights/mobilenet_v2_imagenet.pth"
-train.max_iter = 1500
+train.max_iter = 1200
 train.amp.enabled = False
 train.eval_period = 0
-train.checkpointer.period = 500
+train.checkpointer.period = 400
 train.log_period = 20
 train.output_dir = "./output/demo/finetune"
 lr_multiplier = step_schedule(drop_fraction=0.8, warmup_fraction=0.02)

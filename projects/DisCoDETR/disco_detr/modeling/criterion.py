@@ -56,11 +56,10 @@ class SetCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.aux_loss = aux_loss
 
-    def layer_losses(self, logits: Tensor, boxes: Tensor, targets: list[dict], num_boxes: float,
-                     indices: list[tuple[Tensor, Tensor]] | None = None) -> dict[str, Tensor]:
+    def layer_losses(self, logits: Tensor, boxes: Tensor, targets: list[dict], num_boxes: float) -> dict[str, Tensor]:
         """Unweighted losses of one decoder layer: logits (B,Q,C), boxes (B,Q,4) cxcywh."""
-        if indices is None:
-            indices = self.matcher(logits, boxes, targets)
+        logits, boxes = logits.float(), boxes.float()  # fp32 losses under AMP (GIoU's eps underflows in fp16)
+        indices = self.matcher(logits, boxes, targets)
         batch_ids = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)]).to(logits.device)
         query_ids = torch.cat([q for q, _ in indices]).to(logits.device)
 
