@@ -28,10 +28,11 @@ $(STAMP): requirements.txt setup.py
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
+demo: export PYTHONWARNINGS = ignore::FutureWarning
 demo: $(STAMP)
 	$(PY) tools/make_demo_data.py --out $(DEMO_DATA)
 	$(PY) tools/prepare_demo_backbone.py --out datasets/weights/mobilenet_v2_imagenet.pth
-	PYTHONWARNINGS=ignore $(PY) tools/lazyconfig_train_net.py --config-file configs/demo_cond.py \
+	$(PY) tools/lazyconfig_train_net.py --config-file configs/demo_cond.py \
 		train.output_dir=$(DEMO_OUT)/finetune
 
 test: $(STAMP)

@@ -1,7 +1,7 @@
 """Two-process CPU DDP (GLOO) through detectron2's launch gives the single-process result.
 
 Samples are functions of their stream position (not of the rank), the loss normaliser is
-averaged over workers and DDP averages gradients, so with FrozenBN and no dropout two
+averaged over workers and DDP averages gradients, so with FrozenBN, no dropout and SGD two
 processes with 2 images each must reach the weights of one process with 4 images.
 """
 import json
@@ -14,15 +14,21 @@ from detectron2.config import instantiate
 
 from disco_detr.config import load_config
 
-from conftest import REPO, TINY_CONFIG
+from conftest import REPO
 
-COMMON = ["train.max_iter=3", "train.eval_period=0"]
+SGD_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_cond_sgd.py")
+
+# One image size for every sample: a batch is padded to its largest image and a CNN's
+# borders see the padding, so different batch compositions (4 images vs 2 + 2) would
+# otherwise differ slightly for a reason that has nothing to do with DDP.
+COMMON = ["train.max_iter=3", "train.eval_period=0", "dataloader.train.mapper.min_sizes=[96]",
+          "dataloader.train.mapper.crop_probability=0.0"]
 
 
 def _train(output_dir, num_gpus, *extra):
     flags = [a for a in extra if a.startswith("--")]
     overrides = [a for a in extra if not a.startswith("--")]
-    cmd = [sys.executable, os.path.join(REPO, "tools", "lazyconfig_train_net.py"), "--config-file", TINY_CONFIG,
+    cmd = [sys.executable, os.path.join(REPO, "tools", "lazyconfig_train_net.py"), "--config-file", SGD_CONFIG,
            "--num-gpus", str(num_gpus), *flags, *COMMON, f"train.output_dir={output_dir}", *overrides]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -46,10 +52,9 @@ def test_two_cpu_processes_match_one(demo_root, tmp_path):
     for it in losses_one:
         for name, value in losses_one[it].items():
             assert abs(losses_two[it][name] - value) <= 1e-3 * max(1.0, abs(value)), (it, name)
-    # the weight updates agree up to float reduction order (which Adam amplifies on
-    # near-zero gradients, so compare the update vectors, not single weights)
+    # the weight updates (SGD: linear in the gradients) agree up to float rounding
     torch.manual_seed(0)  # the trainer seeds with train.seed=0 before building the model
-    init = instantiate(load_config(TINY_CONFIG).model).state_dict()
+    init = instantiate(load_config(SGD_CONFIG).model).state_dict()
     one = torch.load(tmp_path / "one" / "model_final.pth", map_location="cpu", weights_only=True)["model"]
     two = torch.load(tmp_path / "two" / "model_final.pth", map_location="cpu", weights_only=True)["model"]
     assert one.keys() == two.keys() == init.keys()
@@ -57,7 +62,7 @@ def test_two_cpu_processes_match_one(demo_root, tmp_path):
     delta_one = torch.cat([(one[k] - init[k]).flatten() for k in keys])
     delta_two = torch.cat([(two[k] - init[k]).flatten() for k in keys])
     assert delta_one.norm() > 0
-    assert (delta_one - delta_two).norm() < 0.02 * delta_one.norm()
+    assert (delta_one - delta_two).norm() < 1e-3 * delta_one.norm()
 
 
 def _copypaste(log):

@@ -109,8 +109,12 @@ def _collate_list(batch):
 
 
 def build_train_loader(dataset: list, mapper, total_batch_size: int, num_workers: int = 0,
-                       seed: int = 0, shuffle: bool = True) -> torchdata.DataLoader:
-    """A training loader yielding lists of ``total_batch_size / world_size`` mapped dicts."""
+                       seed: int = 0, shuffle: bool = True, collate_fn=None) -> torchdata.DataLoader:
+    """A training loader of batches of ``total_batch_size / world_size`` mapped samples.
+
+    Batches are lists of dicts (detectron2's convention) unless ``collate_fn`` is given,
+    e.g. :func:`disco_detr.data.pretrain_mapper.collate_paired_views`.
+    """
     world = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world:
         raise ValueError(f"total_batch_size={total_batch_size} must be a positive multiple of the "
@@ -119,7 +123,7 @@ def build_train_loader(dataset: list, mapper, total_batch_size: int, num_workers
     batch_sampler = torchdata.BatchSampler(sampler, total_batch_size // world, drop_last=True)
     return torchdata.DataLoader(
         StreamDataset(dataset, mapper, seed=seed, shuffle=shuffle),
-        batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=_collate_list,
+        batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=collate_fn or _collate_list,
         persistent_workers=False, prefetch_factor=2 if num_workers > 0 else None,
     )
 
