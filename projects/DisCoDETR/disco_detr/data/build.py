@@ -19,7 +19,7 @@ import torch.utils.data as torchdata
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
-__all__ = ["StreamDataset", "StreamSampler", "build_train_loader", "set_loader_start"]
+__all__ = ["StreamDataset", "StreamSampler", "build_pretrain_loader", "build_train_loader", "set_loader_start"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +126,15 @@ def build_train_loader(dataset: list, mapper, total_batch_size: int, num_workers
         batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=collate_fn or _collate_list,
         persistent_workers=False, prefetch_factor=2 if num_workers > 0 else None,
     )
+
+
+def build_pretrain_loader(dataset: list, mapper, total_batch_size: int, num_workers: int = 0,
+                          seed: int = 0) -> torchdata.DataLoader:
+    """:func:`build_train_loader` for paired-view pre-training: batches are the padded dicts of
+    :func:`disco_detr.data.pretrain_mapper.collate_paired_views`."""
+    from .pretrain_mapper import collate_paired_views
+
+    return build_train_loader(dataset, mapper, total_batch_size, num_workers, seed, collate_fn=collate_paired_views)
 
 
 def set_loader_start(loader: torchdata.DataLoader, iteration: int) -> None:

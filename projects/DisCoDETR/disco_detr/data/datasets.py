@@ -13,6 +13,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_datas
 from detectron2.data.datasets import register_coco_instances, register_pascal_voc
 
 from .demo import DEMO_CLASSES
+from .pretrain_datasets import register_unlabelled_images
 
 __all__ = ["DEMO_ROOT_ENV", "register_demo_datasets", "check_dataset_available", "load_detection_dicts"]
 
@@ -24,8 +25,10 @@ def _demo_root() -> str:
 
 
 def register_demo_datasets(root: str | None = None) -> None:
-    """Register the demo splits: ``disco_demo_{train,val}`` (COCO json) and
-    ``disco_demo_voc_{train,val}`` (the same images in PASCAL VOC layout).
+    """Register the demo splits: ``disco_demo_{train,val}`` (COCO json),
+    ``disco_demo_voc_{train,val}`` (the same images in PASCAL VOC layout) and
+    ``disco_demo_unlabelled`` (unlabelled images with proposals in
+    ``<root>/proposals/unlabelled.sqlite``, for pre-training).
 
     ``root`` defaults to ``$DISCO_DEMO_ROOT`` or ``datasets/demo`` (made by
     ``tools/make_demo_data.py``). Re-registering replaces the earlier entries, so tests can
@@ -44,6 +47,8 @@ def register_demo_datasets(root: str | None = None) -> None:
         )
         register_pascal_voc(f"disco_demo_voc_{split}", os.path.join(root, "VOC"), split, 2007,
                             class_names=list(DEMO_CLASSES))
+    register_unlabelled_images("disco_demo_unlabelled", os.path.join(root, "images", "unlabelled"),
+                               os.path.join(root, "proposals", "unlabelled.sqlite"))
 
 
 def check_dataset_available(name: str) -> None:

@@ -175,7 +175,8 @@ class Trainer(DefaultTrainer):
         ret = [hooks.IterationTimer(), hooks.LRScheduler(optimizer=self._trainer.optimizer, scheduler=self.scheduler)]
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, **cfg.train.checkpointer))
-        ret.append(hooks.EvalHook(cfg.train.eval_period, self._evaluate))
+        if "test" in cfg.dataloader:  # pre-training configs have no test set
+            ret.append(hooks.EvalHook(cfg.train.eval_period, self._evaluate))
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.train.log_period))
         return ret

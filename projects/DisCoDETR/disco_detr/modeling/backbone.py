@@ -19,11 +19,12 @@ def build_resnet(depth: int = 50, out_features: tuple[str, ...] = ("res5",), fre
 
 def build_tiny_resnet(widths: tuple[int, ...] = (32, 64, 128), blocks: tuple[int, ...] = (1, 1, 1),
                       stem_width: int = 32, out_features: tuple[str, ...] = ("res4",),
-                      norm: str = "BN") -> ResNet:
+                      norm: str = "BN", freeze_at: int = 0) -> ResNet:
     """A narrow ResNet of BasicBlocks for tiny images and CPU runs.
 
     Stage i (named res{i+2}) has ``widths[i]`` channels and ``blocks[i]`` blocks; the stem has
     stride 4 and every later stage halves the resolution, so ``res4`` has stride 16.
+    ``freeze_at`` follows detectron2: 1 freezes the stem, 2 also res2, and so on.
     """
     if len(widths) != len(blocks):
         raise ValueError(f"widths {widths} and blocks {blocks} must have the same length")
@@ -36,7 +37,7 @@ def build_tiny_resnet(widths: tuple[int, ...] = (32, 64, 128), blocks: tuple[int
             stride_per_block=[first_stride] + [1] * (num_blocks - 1), norm=norm,
         ))
         in_channels = width
-    return ResNet(stem, stages, out_features=list(out_features), freeze_at=0)
+    return ResNet(stem, stages, out_features=list(out_features), freeze_at=freeze_at)
 
 
 class _ConvBN(nn.Sequential):

@@ -159,7 +159,7 @@ class ConditionalDETR(nn.Module):
 
     def __init__(self, *, backbone: Backbone, in_feature: str, encoder: DETREncoder,
                  decoder: ConditionalDecoder, num_classes: int, num_queries: int,
-                 criterion: SetCriterion, pixel_mean: list[float], pixel_std: list[float],
+                 criterion: SetCriterion | None, pixel_mean: list[float], pixel_std: list[float],
                  num_detections: int = 100, size_divisibility: int = 32):
         super().__init__()
         self.backbone = backbone
@@ -246,6 +246,9 @@ class ConditionalDETR(nn.Module):
         hs, reference = self.decode(self.encode(images))
         outputs = {"pred_logits": self.class_embed(hs), "pred_boxes": self.predict_boxes(hs, reference)}
         if self.training:
+            if self.criterion is None:
+                raise RuntimeError("This detector was built without a criterion (pre-training builds it that way); "
+                                   "it cannot compute fine-tuning losses.")
             targets = self.prepare_targets(batched_inputs, images.image_sizes)
             return self.criterion(outputs, targets)
         results = self.inference(outputs["pred_logits"][-1], outputs["pred_boxes"][-1], images.image_sizes)

@@ -1,0 +1,5 @@
+# DisCo DETR with 100 queries (n = 10 boxes: 10 queries per box).
+from .disco_cond import dataloader, lr_multiplier, model, optimizer, train
+
+model.detector.num_queries = 100
+train.output_dir = "./output/disco_cond_q100"

@@ -1,0 +1,108 @@
+"""Unlabelled image folders for pre-training, registered in detectron2's DatasetCatalog.
+
+A dataset is a folder of images (flat, or ImageNet-style class sub-folders such as
+mini-ImageNet's ``train/n01532829/*.jpg``) plus its offline proposals store made by
+``tools/generate_proposals.py``. Each dict is::
+
+    {"file_name": abs path, "image_id": int, "proposals_file": store path,
+     "proposal_key": path relative to the image folder, with "/"}
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .proposals import ProposalStore
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "list_images",
+    "load_unlabelled_images",
+    "load_unlabelled_dicts",
+    "register_unlabelled_images",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def list_images(image_root: str) -> list[str]:
+    """Image paths under ``image_root`` (recursive), relative with "/" separators, sorted."""
+    found = []
+    for folder, dirs, files in os.walk(image_root):
+        dirs.sort()
+        rel = os.path.relpath(folder, image_root)
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
+    return found
+
+
+def _make_command(image_root: str, proposals_file: str) -> str:
+    return f"python tools/generate_proposals.py --images {image_root} --out {proposals_file}"
+
+
+def load_unlabelled_images(name: str, image_root: str, proposals_file: str) -> list[dict]:
+    """Dataset dicts of the images that have proposals; images without an entry are
+    counted, logged and left out. Errors name the folder, the store and the command."""
+    if not os.path.isdir(image_root):
+        raise FileNotFoundError(f"Dataset {name!r}: image folder {image_root!r} does not exist "
+                                "(see datasets/README.md)")
+    if not os.path.exists(proposals_file):
+        raise FileNotFoundError(f"Dataset {name!r}: proposals file {proposals_file!r} does not exist; make it with "
+                                f"`{_make_command(image_root, proposals_file)}`")
+    images = list_images(image_root)
+    if not images:
+        raise FileNotFoundError(f"Dataset {name!r}: no images under {image_root!r}")
+    store = ProposalStore(proposals_file, mode="r")
+    have = set(store.keys())
+    store.close()
+    kept = [rel for rel in images if rel in have]
+    if not kept:
+        raise ValueError(f"Dataset {name!r}: none of the {len(images)} images under {image_root!r} has an entry in "
+                         f"{proposals_file!r}; the proposals file does not match the dataset (remake it with "
+                         f"`{_make_command(image_root, proposals_file)}`)")
+    if len(kept) < len(images):
+        logger.warning("Dataset %r: %d of %d images have no proposals in %s and are left out; `%s` adds them.",
+                       name, len(images) - len(kept), len(images), proposals_file,
+                       _make_command(image_root, proposals_file))
+    return [{"file_name": os.path.join(image_root, rel), "image_id": i, "proposals_file": proposals_file,
+             "proposal_key": rel} for i, rel in enumerate(kept)]
+
+
+def register_unlabelled_images(name: str, image_root: str, proposals_file: str) -> None:
+    """Register (or re-register) an unlabelled image folder with its proposals store."""
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: load_unlabelled_images(name, image_root, proposals_file))
+    MetadataCatalog.get(name).set(image_root=image_root, proposals_file=proposals_file, evaluator_type="none")
+
+
+def load_unlabelled_dicts(names: str | list[str]) -> list[dict]:
+    """The dicts of one or more registered unlabelled datasets, image ids renumbered."""
+    names = [names] if isinstance(names, str) else list(names)
+    dicts = []
+    for name in names:
+        if name not in DatasetCatalog.list():
+            known = [n for n in DatasetCatalog.list() if "proposals_file" in MetadataCatalog.get(n).as_dict()]
+            raise KeyError(f"Dataset {name!r} is not registered (unlabelled datasets: {', '.join(known)})")
+        if "proposals_file" not in MetadataCatalog.get(name).as_dict():
+            raise ValueError(f"Dataset {name!r} is not an unlabelled image folder with proposals "
+                             "(register it with register_unlabelled_images)")
+        dicts.extend(DatasetCatalog.get(name))
+    return [{**d, "image_id": i} for i, d in enumerate(dicts)]
+
+
+def _register_builtin() -> None:
+    root = os.environ.get("DETECTRON2_DATASETS", "datasets")
+    register_unlabelled_images("mini_imagenet_train", os.path.join(root, "mini-imagenet", "train"),
+                               os.path.join(root, "mini-imagenet", "proposals_train.sqlite"))
+    register_unlabelled_images("imagenet_train", os.path.join(root, "imagenet", "train"),
+                               os.path.join(root, "imagenet", "proposals_train.sqlite"))
+
+
+_register_builtin()

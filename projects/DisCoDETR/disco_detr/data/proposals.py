@@ -1,0 +1,572 @@
+"""Offline object proposals for unlabelled pre-training images: generation and storage.
+
+Proposals are computed once by ``tools/generate_proposals.py`` and stored in one SQLite
+file per image set (:class:`ProposalStore`); training reads one image's entry at a time.
+
+Storage layout (format version :data:`FORMAT_VERSION`)::
+
+    proposals(key TEXT PRIMARY KEY, height INT, width INT, boxes BLOB, scores BLOB, fallback TEXT)
+    meta(name TEXT PRIMARY KEY, value TEXT)
+
+``key`` is the image path relative to the image root with "/" separators (see
+:func:`image_key`); ``boxes`` is a float32 ``(K, 4)`` xyxy array in pixels of the
+original image (after EXIF orientation, i.e. as detectron2's ``read_image`` loads it) and
+``height``/``width`` are that image's size; ``scores`` is a float32 ``(K,)`` array sorted
+in descending order. ``meta`` holds the method, ``max_boxes``, the format version and the
+image root the keys are relative to.
+
+Generation: :func:`edge_boxes` (OpenCV ximgproc EdgeBoxes) and :func:`selective_search`
+(OpenCV ximgproc selective search, fast mode); :func:`compute_proposals` adds the
+fallbacks of the pre-training spec. The structured-edge (SED) model file that EdgeBoxes is
+normally paired with cannot be downloaded here, so without ``sed_model`` the edge map is a
+colour gradient magnitude and the orientation map the smoothed gradient direction; the
+edges are thinned by :func:`edge_nms`, a small numpy/OpenCV non-maximum suppression along
+the gradient direction. OpenCV's own ``StructuredEdgeDetection.edgesNms`` and
+``computeOrientation`` do not use the trained forest, but they are methods of the
+``StructuredEdgeDetection`` object, and ``createStructuredEdgeDetection`` refuses to build
+one without a readable model file (an assertion in its constructor), so they cannot be
+called without the model. With ``sed_model`` the SED edges, orientation and NMS are used.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "FALLBACKS",
+    "FORMAT_VERSION",
+    "METHODS",
+    "Proposals",
+    "ProposalStore",
+    "compute_proposals",
+    "edge_boxes",
+    "edge_map",
+    "edge_nms",
+    "enhance_image",
+    "image_key",
+    "proposals_for_file",
+    "read_image_rgb",
+    "selective_search",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the stored layout or the meaning of a column changes.
+FORMAT_VERSION = "1"
+METHODS = ("edgeboxes", "selective_search")
+#: Values of :attr:`Proposals.fallback` ("" when the method found boxes on the image itself).
+FALLBACKS = ("", "enhanced", "centre_box")
+
+GENERATE_COMMAND = "python tools/generate_proposals.py --images IMAGE_DIR --out {path}"
+
+# Images are processed at most this large (long side, pixels); boxes are scaled back.
+EDGEBOXES_MAX_SIDE = 800
+SELECTIVE_SEARCH_MAX_SIDE = 500
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """One image's proposals.
+
+    boxes: ``(K, 4)`` float32 xyxy in pixels of the image the proposals were computed on
+    (``height`` x ``width``, the original image); scores: ``(K,)`` float32, descending;
+    fallback: ``""`` normally, ``"enhanced"`` or ``"centre_box"`` when a fallback made them.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    height: int
+    width: int
+    fallback: str = ""
+
+
+def image_key(path: str, image_root: str) -> str:
+    """The store key of ``path``: its path relative to ``image_root``, with "/" separators."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(image_root))
+    if rel == os.curdir or rel.startswith(os.pardir + os.sep) or rel == os.pardir:
+        raise ValueError(f"{path!r} is not inside the image root {image_root!r}")
+    return rel.replace(os.sep, "/")
+
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS proposals (key TEXT PRIMARY KEY, height INT, width INT, "
+    "boxes BLOB, scores BLOB, fallback TEXT)",
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)",
+)
+
+_PAGE_SIZE = 8192
+
+# Connections inherited through fork() are never used again in the child; they are kept
+# referenced here so that garbage collection in the child does not close the parent's
+# database handle from the child (SQLite's rule: do not carry a connection across fork).
+_INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
+
+
+class ProposalStore:
+    """The proposals of one image set in one SQLite file.
+
+    ``mode="r"`` opens an existing file read-only; ``mode="a"`` creates it (and its
+    folder) if needed and allows :meth:`put_many`. The SQLite connection is opened lazily
+    in the process that uses it (and reopened after a fork), so a store can be created in
+    the main process and used from DataLoader workers; it pickles without its connection.
+    """
+
+    def __init__(self, path: str, mode: str = "r"):
+        if mode not in ("r", "a"):
+            raise ValueError(f"ProposalStore mode must be 'r' or 'a', got {mode!r}")
+        self.path = os.fspath(path)
+        self.mode = mode
+        self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._meta: dict[str, str] | None = None
+        if mode == "r":
+            if not os.path.isfile(self.path):
+                raise FileNotFoundError(
+                    f"Proposals store {self.path!r} does not exist; make it with "
+                    f"`{GENERATE_COMMAND.format(path=self.path)}`")
+        else:
+            folder = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(folder, exist_ok=True)
+            conn = self._connection()
+            # 8 KiB pages: a 512-box row (10 KiB) then takes little more than its size on disk
+            # (4 KiB pages waste ~20% in partly filled overflow pages). No effect on an existing file.
+            conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
+            with conn:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+
+    # -- connection handling
+    def _connection(self) -> sqlite3.Connection:
+        pid = os.getpid()
+        if self._conn is not None and self._pid == pid:
+            return self._conn
+        if self._conn is not None:  # inherited through fork: never touch it here
+            _INHERITED_CONNECTIONS.append(self._conn)
+            self._conn = None
+        if self.mode == "r":
+            uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+            try:
+                conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+                conn.execute("SELECT 1 FROM proposals LIMIT 1")
+            except sqlite3.DatabaseError as e:
+                raise ValueError(f"{self.path!r} is not a proposals store ({e}); make it with "
+                                 f"`{GENERATE_COMMAND.format(path=self.path)}`") from e
+        else:
+            conn = sqlite3.connect(self.path, check_same_thread=False)
+            conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn, self._pid = conn, pid
+        return conn
+
+    def close(self) -> None:
+        """Closes the connection (if open in this process); the store reopens on next use."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            elif self._conn is not None:
+                _INHERITED_CONNECTIONS.append(self._conn)
+            self._conn, self._pid = None, None
+
+    def __enter__(self) -> ProposalStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_conn"] = None
+        state["_pid"] = None
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ProposalStore({self.path!r}, mode={self.mode!r})"
+
+    # -- reading
+    def get(self, key: str) -> Proposals | None:
+        """The proposals stored under ``key``, or None."""
+        with self._lock:
+            row = self._connection().execute(
+                "SELECT height, width, boxes, scores, fallback FROM proposals WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        height, width, boxes, scores, fallback = row
+        return Proposals(boxes=np.frombuffer(boxes, dtype=np.float32).reshape(-1, 4).copy(),
+                         scores=np.frombuffer(scores, dtype=np.float32).copy(),
+                         height=int(height), width=int(width), fallback=fallback or "")
+
+    def __getitem__(self, key: str) -> Proposals:
+        props = self.get(key)
+        if props is None:
+            raise KeyError(f"no proposals for key {key!r} in {self.path!r}")
+        return props
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        with self._lock:
+            row = self._connection().execute("SELECT 1 FROM proposals WHERE key = ?", (key,)).fetchone()
+        return row is not None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._connection().execute("SELECT COUNT(*) FROM proposals").fetchone()[0])
+
+    def keys(self) -> Iterator[str]:
+        """All keys, sorted (fetched at once: a list of strings even at ImageNet scale)."""
+        with self._lock:
+            rows = self._connection().execute("SELECT key FROM proposals ORDER BY key").fetchall()
+        return iter([r[0] for r in rows])
+
+    @property
+    def meta(self) -> dict[str, str]:
+        """The store's metadata (method, max_boxes, format_version, image_root, ...)."""
+        if self._meta is None or self.mode == "a":
+            with self._lock:
+                rows = self._connection().execute("SELECT name, value FROM meta").fetchall()
+            self._meta = {name: value for name, value in rows}
+        return dict(self._meta)
+
+    # -- writing
+    def _check_writable(self) -> None:
+        if self.mode != "a":
+            raise PermissionError(f"{self.path!r} is open read-only (mode='r'); open it with mode='a' to write")
+
+    def update_meta(self, values: dict[str, object]) -> None:
+        """Sets metadata entries (values are stored as strings)."""
+        self._check_writable()
+        with self._lock:
+            conn = self._connection()
+            with conn:
+                conn.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
+                                 [(str(k), str(v)) for k, v in values.items()])
+
+    def put_many(self, items: Iterable[tuple[str, Proposals]]) -> None:
+        """Stores (or replaces) entries, all in one transaction."""
+        self._check_writable()
+        rows = [_encode(key, props) for key, props in items]
+        with self._lock:
+            conn = self._connection()
+            with conn:
+                conn.executemany("INSERT OR REPLACE INTO proposals (key, height, width, boxes, scores, fallback) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Removes entries (missing keys are ignored), in one transaction."""
+        self._check_writable()
+        with self._lock:
+            conn = self._connection()
+            with conn:
+                conn.executemany("DELETE FROM proposals WHERE key = ?", [(k,) for k in keys])
+
+
+def _encode(key: str, props: Proposals) -> tuple:
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"proposal keys must be non-empty strings, got {key!r}")
+    boxes = np.ascontiguousarray(props.boxes, dtype=np.float32)
+    scores = np.ascontiguousarray(props.scores, dtype=np.float32)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != (boxes.shape[0],):
+        raise ValueError(f"{key}: boxes must be (K, 4) and scores (K,), got {boxes.shape} and {scores.shape}")
+    if props.fallback not in FALLBACKS:
+        raise ValueError(f"{key}: unknown fallback {props.fallback!r} (expected one of {FALLBACKS})")
+    return (key, int(props.height), int(props.width), boxes.tobytes(), scores.tobytes(), props.fallback)
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def read_image_rgb(path: str) -> np.ndarray:
+    """Reads any PIL-readable image as an ``H x W x 3`` uint8 RGB array, EXIF orientation
+    applied (as detectron2's ``read_image`` does). Grey, palette, CMYK, 16-bit and float
+    images are converted; transparent pixels are composited onto white. Raises ``OSError``
+    (or another exception from PIL) for unreadable or truncated files."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as img:
+        img.load()  # decodes now: truncated data raises here
+        img = ImageOps.exif_transpose(img)
+        return _pil_to_rgb(img)
+
+
+def _pil_to_rgb(img) -> np.ndarray:
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        arr = np.asarray(img).astype(np.float64)
+        if mode == "F":
+            hi = 1.0 if arr.size and float(np.nanmax(arr)) <= 1.0 else 255.0
+        else:
+            hi = 65535.0 if arr.size and float(arr.max()) > 255 else 255.0
+        grey = np.clip(np.nan_to_num(arr) / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode in ("P", "L", "RGB") and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def _downscale(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """``image`` shrunk so that its long side is at most ``max_side``, and the factor."""
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return image, 1.0
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def enhance_image(image_rgb: np.ndarray) -> np.ndarray:
+    """The fallback input: sharpened (unsharp mask), contrast x1.5 around the mean, 2x upscaled."""
+    img = image_rgb.astype(np.float32)
+    blurred = cv2.GaussianBlur(img, (0, 0), 2.0)
+    sharp = img + 1.0 * (img - blurred)
+    mean = sharp.reshape(-1, sharp.shape[-1]).mean(axis=0)
+    contrast = (sharp - mean) * 1.5 + mean
+    out = np.clip(contrast + 0.5, 0, 255).astype(np.uint8)
+    h, w = out.shape[:2]
+    return cv2.resize(out, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC)
+
+
+# ----------------------------------------------------------------------------- edge boxes
+
+# Gradient edge map: light blur, Sobel derivatives per colour channel.
+_BLUR_SIGMA = 1.0
+_ORIENT_SIGMA = 2.0
+# Gradient magnitudes (per pixel, image in [0, 1]) are normalised by a high quantile, but
+# never by less than _NORM_FLOOR, and those under _NOISE_FLOOR are dropped, so that flat or
+# noise-only images give no edges (and so no boxes: the fallbacks take over).
+_NORM_QUANTILE = 99.0
+_NORM_FLOOR = 0.08
+_NOISE_FLOOR = 0.01
+# EdgeBoxes' minimum box area as a fraction of the image area (OpenCV's default, 1000 px,
+# is tuned for ~500x400 images).
+_MIN_BOX_AREA_FRACTION = 0.003
+_MIN_BOX_AREA_PX = 64
+
+
+def edge_map(image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient edge map in [0, 1] and orientation map in [0, pi), both float32 ``H x W``.
+
+    Magnitude: the largest per-channel Sobel gradient of the lightly blurred image,
+    normalised by a high quantile. Orientation: the edge normal (gradient direction, the
+    convention of OpenCV's ``computeOrientation`` and of EdgeBoxes' affinities), from the
+    Gaussian-smoothed structure tensor so that it varies smoothly along an edge.
+    """
+    img = image_rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+    channels = cv2.split(img) if img.ndim == 3 else [img]
+    mag = jxx = jyy = jxy = None
+    for channel in channels:  # per channel with OpenCV: numpy reductions over a channel axis are slow
+        channel = cv2.GaussianBlur(channel, (0, 0), _BLUR_SIGMA, borderType=cv2.BORDER_REFLECT)
+        gx = cv2.Sobel(channel, cv2.CV_32F, 1, 0, ksize=3, scale=0.125, borderType=cv2.BORDER_REFLECT)
+        gy = cv2.Sobel(channel, cv2.CV_32F, 0, 1, ksize=3, scale=0.125, borderType=cv2.BORDER_REFLECT)
+        m = cv2.magnitude(gx, gy)
+        xx, yy, xy = cv2.multiply(gx, gx), cv2.multiply(gy, gy), cv2.multiply(gx, gy)
+        if mag is None:
+            mag, jxx, jyy, jxy = m, xx, yy, xy
+        else:
+            mag = cv2.max(mag, m)
+            jxx, jyy, jxy = cv2.add(jxx, xx), cv2.add(jyy, yy), cv2.add(jxy, xy)
+    jxx, jyy, jxy = (cv2.GaussianBlur(j, (0, 0), _ORIENT_SIGMA) for j in (jxx, jyy, jxy))
+    # phase() gives the angle of (jxx - jyy, 2 jxy) in [0, 2 pi): half of it is the normal in [0, pi)
+    orientation = cv2.phase(cv2.subtract(jxx, jyy), cv2.multiply(jxy, 2.0)) * np.float32(0.5)
+    orientation[orientation >= np.pi] = 0.0
+    mag[mag < _NOISE_FLOOR] = 0.0
+    sample = mag[::2, ::2]  # the quantile of a subsample is as good and 4x cheaper
+    norm = max(float(np.percentile(sample, _NORM_QUANTILE)), _NORM_FLOOR)
+    edges = cv2.min(mag * np.float32(1.0 / norm), 1.0)
+    return edges, orientation
+
+
+def edge_nms(edges: np.ndarray, orientation: np.ndarray, radius: int = 1, multiplier: float = 1.01) -> np.ndarray:
+    """Thins an edge map: a pixel is kept only if ``multiplier`` times its value is at least
+    the (bilinearly sampled) edge value at distance 1..``radius`` on both sides along its
+    normal ``orientation``. The same rule as OpenCV's ``edgesNms`` (without its boundary
+    suppression), which cannot be called without a structured-edge model object."""
+    h, w = edges.shape
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    cos, sin = np.cos(orientation).astype(np.float32), np.sin(orientation).astype(np.float32)
+    keep = np.ones((h, w), dtype=bool)
+    scaled = edges * np.float32(multiplier)
+    for d in range(1, radius + 1):
+        for sign in (1.0, -1.0):
+            neighbour = cv2.remap(edges, xs + sign * d * cos, ys + sign * d * sin, cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
+            keep &= scaled >= neighbour
+    return np.where(keep, edges, 0.0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def _sed_detector(model_path: str):
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"structured-edge model {model_path!r} not found")
+    return cv2.ximgproc.createStructuredEdgeDetection(model_path)
+
+
+def _xywh_to_xyxy(rects, scores, scale: float, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV (x, y, w, h) rects in a copy scaled by ``scale`` -> xyxy boxes in the image of
+    ``height`` x ``width`` (clipped to it, degenerate ones dropped)."""
+    rects = np.asarray(rects, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1) / np.float32(scale)
+    return _clip_boxes(boxes, scores, height, width)
+
+
+def _sort_boxes(boxes: np.ndarray, scores: np.ndarray, max_boxes: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-scores, kind="stable")[:max_boxes]
+    return (np.ascontiguousarray(boxes[order], dtype=np.float32).reshape(-1, 4),
+            np.ascontiguousarray(scores[order], dtype=np.float32))
+
+
+def edge_boxes(image_rgb: np.ndarray, max_boxes: int = 512, sed_model: str | None = None,
+               max_side: int | None = EDGEBOXES_MAX_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """EdgeBoxes proposals: ``(K, 4)`` float32 xyxy boxes in ``image_rgb`` pixels (clipped
+    to the image, positive width and height) and ``(K,)`` float32 scores, descending,
+    ``K <= max_boxes`` (may be 0).
+
+    The image is processed at most ``max_side`` pixels long (boxes scaled back). Edges come
+    from the structured-edge model ``sed_model`` if given, else from :func:`edge_map` and
+    :func:`edge_nms`.
+    """
+    image_rgb = _as_rgb(image_rgb)
+    height, width = image_rgb.shape[:2]
+    work, scale = _downscale(image_rgb, max_side)
+    h, w = work.shape[:2]
+    if min(h, w) < 8:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+    if sed_model:
+        sed = _sed_detector(os.path.abspath(sed_model))
+        raw = sed.detectEdges(work.astype(np.float32) * (1.0 / 255.0))
+        orientation = sed.computeOrientation(raw)
+        edges = sed.edgesNms(raw, orientation, 2, 0, 1, True)
+    else:
+        edges, orientation = edge_map(work)
+        edges = edge_nms(edges, orientation)
+    eb = cv2.ximgproc.createEdgeBoxes()
+    eb.setMaxBoxes(int(max_boxes))
+    eb.setMinBoxArea(float(max(_MIN_BOX_AREA_PX, _MIN_BOX_AREA_FRACTION * h * w)))
+    result = eb.getBoundingBoxes(edges, orientation)
+    rects, scores = result if isinstance(result, tuple) else (result, None)
+    if rects is None or len(rects) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+    if scores is None or len(scores) != len(rects):  # older OpenCV: boxes in score order, no scores
+        scores = 1.0 - np.arange(len(rects), dtype=np.float32) / len(rects)
+    boxes, scores = _xywh_to_xyxy(rects, scores, scale, height, width)
+    return _sort_boxes(boxes, scores, max_boxes)
+
+
+def selective_search(image_rgb: np.ndarray, max_boxes: int = 512,
+                     max_side: int | None = SELECTIVE_SEARCH_MAX_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """Selective search (OpenCV ximgproc, fast mode) on a copy at most ``max_side`` pixels
+    long. Boxes as in :func:`edge_boxes`; score = ``1 - rank / K`` in the output order."""
+    image_rgb = _as_rgb(image_rgb)
+    height, width = image_rgb.shape[:2]
+    work, scale = _downscale(image_rgb, max_side)
+    h, w = work.shape[:2]
+    if min(h, w) < 8:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+    ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    ss.setBaseImage(np.ascontiguousarray(work[:, :, ::-1]))
+    ss.switchToSelectiveSearchFast()
+    rects = np.asarray(ss.process(), dtype=np.int64).reshape(-1, 4)
+    if len(rects) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+    # drop exact duplicates, keeping the first (best-ranked) occurrence
+    _, first = np.unique(rects, axis=0, return_index=True)
+    rects = rects[np.sort(first)][:max_boxes]
+    # a region covering the whole (flat) image is not a proposal: let the fallbacks decide
+    rects = rects[~((rects[:, 2] >= w) & (rects[:, 3] >= h))]
+    if len(rects) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+    scores = 1.0 - np.arange(len(rects), dtype=np.float32) / len(rects)
+    boxes, scores = _xywh_to_xyxy(rects, scores, scale, height, width)
+    return _sort_boxes(boxes, scores, max_boxes)
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def _clip_boxes(boxes: np.ndarray, scores: np.ndarray, height: int, width: int,
+                min_size: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    boxes = boxes.astype(np.float32, copy=True)
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    ok = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+    return boxes[ok], scores[ok]
+
+
+def _run_method(image_rgb: np.ndarray, method: str, max_boxes: int, sed_model: str | None):
+    if method == "edgeboxes":
+        return edge_boxes(image_rgb, max_boxes=max_boxes, sed_model=sed_model, max_side=None)
+    if method == "selective_search":
+        return selective_search(image_rgb, max_boxes=max_boxes, max_side=None)
+    raise ValueError(f"unknown proposal method {method!r} (expected one of {METHODS})")
+
+
+def compute_proposals(image_rgb: np.ndarray, method: str = "edgeboxes", max_boxes: int = 512,
+                      sed_model: str | None = None, max_side: int | None = None) -> Proposals:
+    """One image's proposals with the spec's fallbacks, boxes in ``image_rgb`` pixels.
+
+    The image is processed at most ``max_side`` pixels long (default: the method's, see
+    :data:`EDGEBOXES_MAX_SIDE`). If the method finds nothing it is retried on
+    :func:`enhance_image` of the image (``fallback="enhanced"``); if that finds nothing
+    either the result is the centre box ``[w/4, h/4, 3w/4, 3h/4]`` with score 1
+    (``fallback="centre_box"``). Boxes are clipped to the image; boxes under one pixel wide
+    or high are dropped.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown proposal method {method!r} (expected one of {METHODS})")
+    if max_boxes < 1:
+        raise ValueError(f"max_boxes must be >= 1, got {max_boxes}")
+    image_rgb = _as_rgb(image_rgb)
+    height, width = image_rgb.shape[:2]
+    if max_side is None:
+        max_side = EDGEBOXES_MAX_SIDE if method == "edgeboxes" else SELECTIVE_SEARCH_MAX_SIDE
+    work, scale = _downscale(image_rgb, max_side)
+
+    boxes, scores = _run_method(work, method, max_boxes, sed_model)
+    boxes, scores = _clip_boxes(boxes / np.float32(scale), scores, height, width)
+    fallback = ""
+    if len(boxes) == 0:
+        fallback = "enhanced"
+        boxes, scores = _run_method(enhance_image(work), method, max_boxes, sed_model)
+        boxes, scores = _clip_boxes(boxes / np.float32(2.0 * scale), scores, height, width)
+    if len(boxes) == 0:
+        fallback = "centre_box"
+        boxes = np.array([[width / 4, height / 4, 3 * width / 4, 3 * height / 4]], dtype=np.float32)
+        scores = np.ones((1,), dtype=np.float32)
+    boxes, scores = _sort_boxes(boxes, scores, max_boxes)
+    return Proposals(boxes=boxes, scores=scores, height=int(height), width=int(width), fallback=fallback)
+
+
+def proposals_for_file(path: str, method: str = "edgeboxes", max_boxes: int = 512,
+                       sed_model: str | None = None) -> Proposals:
+    """Reads ``path`` (see :func:`read_image_rgb`) and computes its proposals."""
+    return compute_proposals(read_image_rgb(path), method=method, max_boxes=max_boxes, sed_model=sed_model)

@@ -1,0 +1,260 @@
+"""DisCo DETR / Siamese DETR pre-training meta-architecture (SPEC sections 3-6).
+
+``DisCoDETR`` owns an unchanged detector (the class used for fine-tuning) and adds the
+pre-training heads. It reads the detector through its documented interface:
+``preprocess_images``, ``encode``, ``bare_query_pos``, ``reference_points``, ``decode``
+(whose ``query_pos`` input carries the fused queries), ``predict_boxes``, ``class_embed``.
+
+Inputs: the batch of :func:`disco_detr.data.pretrain_mapper.collate_paired_views`
+(views (B,2,3,H,W) uint8 RGB, boxes (B,2,n,4) xyxy view pixels, crops
+(B,2,n,3,s,s) uint8, image_sizes). Views are processed as one batch of 2B images,
+view 1 first: index ``v * B + b``.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import ImageList
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchvision.ops import roi_align
+
+from ..layers import MLP, box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, generalized_box_iou
+from ..matching import HungarianMatcher
+from ..matching.query_assignment import assign_queries_to_proposals, fixed_group_assignment
+from .cld import CLDHeads
+
+__all__ = ["DisCoDETR", "EncoderConsistencyHead"]
+
+logger = logging.getLogger(__name__)
+
+FUSIONS = ("mlp", "add", "add_first_proposal")
+
+
+class EncoderConsistencyHead(nn.Module):
+    """L_enc: pooled encoder memory -> projector FC-BN-ReLU-FC-BN-ReLU-FC-BN -> predictor
+    FC-BN-ReLU-FC; symmetric 2 - 2 cos with stop-gradient on the target view.
+
+    forward(m1, m2): (B, d) pooled memories of the two views -> scalar.
+    """
+
+    def __init__(self, d_model: int = 256, hidden: int = 1024):
+        super().__init__()
+        d = d_model
+        self.projector = nn.Sequential(
+            nn.Linear(d, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, d), nn.BatchNorm1d(d),
+        )
+        self.predictor = nn.Sequential(nn.Linear(d, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                       nn.Linear(hidden, d))
+
+    @staticmethod
+    def _two_minus_two_cos(p: Tensor, z: Tensor) -> Tensor:
+        return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
+
+    def forward(self, m1: Tensor, m2: Tensor) -> Tensor:
+        z = self.projector(torch.cat([m1, m2]))
+        p = self.predictor(z)
+        z1, z2 = z.chunk(2)
+        p1, p2 = p.chunk(2)
+        return 0.5 * self._two_minus_two_cos(p1, z2) + 0.5 * self._two_minus_two_cos(p2, z1)
+
+
+@META_ARCH_REGISTRY.register()
+class DisCoDETR(nn.Module):
+    """DisCo DETR pre-training around a DETR detector.
+
+    Args:
+        detector: the fine-tuning detector class, built with ``num_classes=2`` (object,
+            no-object) and a frozen backbone; its own criterion is not used here.
+        feature_levels: backbone outputs pooled for object features (RoIAlign 7x7) and crop
+            features (global average pool), concatenated over levels.
+        use_dmoqf: distance-aware matching (True) or Siamese DETR's fixed groups (False).
+        fusion: "mlp" (paper eq. 3: MLP(query_pos + z)), "add" (the released code:
+            query_pos + z), or "add_first_proposal" (the released code's indexing bug: every
+            query gets proposal 0's feature; only for studying the discrepancy).
+        loss weights: ``weight_loc`` (lambda_2), ``weight_rec`` (lambda_0), ``weight_enc``
+            (lambda_1), ``weight_contrast`` (lambda_3). A weight of 0 removes the loss and
+            its head.
+        cld_projector / cld_predictor: the Table 4 ablations of CLD.
+    """
+
+    def __init__(self, *, detector: nn.Module, feature_levels: tuple[str, ...] = ("res5",), use_dmoqf: bool = True,
+                 fusion: str = "mlp", weight_loc: float = 1.0, weight_rec: float = 5.0, weight_enc: float = 10.0,
+                 weight_contrast: float = 2.0, cld_projector: bool = True, cld_predictor: bool = True,
+                 box_jitter: float = 0.1, no_object_weight: float = 0.1, cost_class: float = 1.0,
+                 cost_bbox: float = 5.0, cost_giou: float = 2.0, loss_bbox: float = 5.0, loss_giou: float = 2.0,
+                 loss_class: float = 1.0, enc_hidden: int = 1024):
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if detector.num_classes != 2:
+            raise ValueError("The pre-training detector must have num_classes=2 (object, no-object), "
+                             f"got {detector.num_classes}")
+        self.detector = detector
+        d = detector.decoder.d_model
+        shapes = detector.backbone.output_shape()
+        missing = [f for f in feature_levels if f not in shapes]
+        if missing:
+            raise ValueError(f"feature_levels {missing} are not backbone outputs ({sorted(shapes)})")
+        self.feature_levels = tuple(feature_levels)
+        self.feature_dim = sum(shapes[f].channels for f in feature_levels)
+        self.strides = {f: shapes[f].stride for f in feature_levels}
+        self.use_dmoqf = use_dmoqf
+        self.fusion = fusion
+        self.box_jitter = box_jitter
+        self.weights = {"loc": weight_loc, "rec": weight_rec, "enc": weight_enc, "contrast": weight_contrast}
+        self.loc_weights = {"bbox": loss_bbox, "giou": loss_giou, "class": loss_class}
+        self.no_object_weight = no_object_weight
+        self.matcher = HungarianMatcher(cost_class, cost_bbox, cost_giou, class_cost="objectness")
+
+        self.object_proj = nn.Linear(self.feature_dim, d)
+        self.fusion_mlp = MLP(d, d, d, 2) if fusion == "mlp" else None
+        self.rec_head = MLP(d, d, self.feature_dim, 2) if weight_rec > 0 else None
+        self.enc_head = EncoderConsistencyHead(d, enc_hidden) if weight_enc > 0 else None
+        self.cld = CLDHeads(d, cld_projector, cld_predictor) if weight_contrast > 0 else None
+        if self.cld is not None:
+            logger.info("CLD heads (f_proj=%s, f_pred=%s): %s parameters", cld_projector, cld_predictor,
+                        f"{sum(p.numel() for p in self.cld.parameters()):,}")
+        trainable_backbone = [n for n, p in detector.backbone.named_parameters() if p.requires_grad]
+        if trainable_backbone:
+            raise ValueError(f"The backbone must be frozen in pre-training; trainable: {trainable_backbone[:3]} ...")
+
+    @property
+    def device(self) -> torch.device:
+        return self.detector.device
+
+    # ---- features of the frozen backbone --------------------------------------------------
+    def pooled_box_features(self, features: dict[str, Tensor], boxes: Tensor) -> Tensor:
+        """RoIAlign 7x7 + average pool per level, concatenated: boxes (M, n, 4) xyxy pixels of
+        the M images -> (M, n, C)."""
+        m, n = boxes.shape[:2]
+        ids = torch.arange(m, device=boxes.device, dtype=boxes.dtype).repeat_interleave(n)[:, None]
+        rois = torch.cat([ids, boxes.reshape(-1, 4)], 1)
+        pooled = [roi_align(features[f], rois, (7, 7), 1.0 / self.strides[f], 0, True).mean((2, 3))
+                  for f in self.feature_levels]
+        return torch.cat(pooled, 1).view(m, n, -1)
+
+    @torch.no_grad()
+    def crop_features(self, crops: Tensor) -> Tensor:
+        """(B, 2, n, 3, s, s) uint8 crops -> (B, 2, n, C) pooled backbone features (no grad)."""
+        flat = crops.flatten(0, 2).to(self.device).float()
+        flat = (flat - self.detector.pixel_mean) / self.detector.pixel_std
+        features = self.detector.backbone(flat)
+        pooled = torch.cat([features[f].mean((2, 3)) for f in self.feature_levels], 1)
+        return pooled.view(*crops.shape[:3], -1)
+
+    def jitter_boxes(self, boxes: Tensor, image_sizes: Tensor) -> Tensor:
+        """Each coordinate moved by up to +-box_jitter of the box size, clipped to the image."""
+        size = (boxes[..., 2:] - boxes[..., :2]).repeat(1, 1, 2)
+        out = boxes + (torch.rand_like(boxes) * 2 - 1) * self.box_jitter * size
+        hw = image_sizes.to(boxes)
+        limit = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], 1)[:, None]
+        return torch.minimum(out.clamp(min=0), limit)
+
+    # ---- DMOQF ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def assign(self, centres: Tensor) -> Tensor:
+        """centres (M, n, 2) normalised proposal centres -> owner (M, N): the proposal of each query."""
+        num_queries = self.detector.num_queries
+        if not self.use_dmoqf:
+            owner = fixed_group_assignment(num_queries, centres.shape[1]).to(centres.device)
+            return owner[None].expand(centres.shape[0], -1)
+        ref = self.detector.reference_points(self.detector.bare_query_pos())
+        return assign_queries_to_proposals(centres, ref).owner
+
+    def fused_query_pos(self, object_features: Tensor, owner: Tensor) -> Tensor:
+        """object_features (M, n, d) of the *other* view, owner (M, N) -> query_pos (M, N, d)."""
+        base = self.detector.bare_query_pos()[None]
+        if self.fusion == "add_first_proposal":
+            owner = torch.zeros_like(owner)
+        fused = torch.gather(object_features, 1, owner[..., None].expand(-1, -1, object_features.shape[-1]))
+        query_pos = base + fused
+        return self.fusion_mlp(query_pos) if self.fusion_mlp is not None else query_pos
+
+    # ---- losses -----------------------------------------------------------------------------
+    def loc_losses(self, logits: Tensor, boxes: Tensor, targets: Tensor, indices) -> dict[str, Tensor]:
+        """Object/no-object CE over all queries + L1 and GIoU on matched ones, for one layer.
+
+        logits (M, N, 2), boxes (M, N, 4) cxcywh, targets (M, n, 4) cxcywh normalised."""
+        m, n = targets.shape[:2]
+        batch_ids = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)]).to(logits.device)
+        query_ids = torch.cat([q for q, _ in indices]).to(logits.device)
+        target_ids = torch.cat([t for _, t in indices]).to(logits.device)
+        labels = torch.ones(logits.shape[:2], dtype=torch.long, device=logits.device)  # 1 = no object
+        labels[batch_ids, query_ids] = 0
+        class_weight = torch.tensor([1.0, self.no_object_weight], device=logits.device)
+        loss_class = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), weight=class_weight)
+        src = boxes[batch_ids, query_ids].float()
+        tgt = targets[batch_ids, target_ids].float()
+        num = float(m * n)
+        giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt)))
+        return {"class": loss_class, "bbox": F.l1_loss(src, tgt, reduction="sum") / num,
+                "giou": (1 - giou).sum() / num}
+
+    @staticmethod
+    def matched_outputs(hs: Tensor, indices, n: int) -> Tensor:
+        """hs (M, N, d) -> (M, n, d): the output of the query matched to each box k."""
+        out = hs.new_zeros(hs.shape[0], n, hs.shape[-1])
+        for i, (q, t) in enumerate(indices):
+            out[i, t.to(hs.device)] = hs[i, q.to(hs.device)]
+        return out
+
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        if not self.training:
+            raise RuntimeError("DisCoDETR is a pre-training model; evaluate the fine-tuned detector instead.")
+        views = batch["views"]
+        b, _, _, hmax, wmax = views.shape
+        n = batch["boxes"].shape[2]
+        sizes = [tuple(s) for s in batch["image_sizes"]] * 2
+        det = self.detector
+        images = ImageList.from_tensors(
+            [((views[i % b, i // b, :, :h, :w].to(self.device).float() - det.pixel_mean) / det.pixel_std)
+             for i, (h, w) in enumerate(sizes)], det.size_divisibility)
+        encoded = det.encode(images)
+        image_hw = torch.tensor(sizes, device=self.device, dtype=torch.float32)  # (2B, 2) h, w
+        boxes = batch["boxes"].to(self.device).float().transpose(0, 1).flatten(0, 1)  # (2B, n, 4) view pixels
+        scale = torch.stack([image_hw[:, 1], image_hw[:, 0]] * 2, 1)[:, None]
+        targets = box_xyxy_to_cxcywh(boxes / scale)  # normalised cxcywh
+
+        with torch.no_grad():
+            pooled = self.pooled_box_features(encoded.features, self.jitter_boxes(boxes, image_hw))
+        z = self.object_proj(pooled)  # (2B, n, d)
+        z_other = torch.cat([z[b:], z[:b]])  # view 1 decodes with view 2's features and vice versa
+        owner = self.assign(targets[..., :2])
+        hs, reference = det.decode(encoded, self.fused_query_pos(z_other, owner))
+        logits = det.class_embed(hs)
+        pred_boxes = det.predict_boxes(hs, reference)
+
+        losses: dict[str, Tensor] = {}
+        num_layers = hs.shape[0]
+        crop_targets = None
+        if self.rec_head is not None:
+            crops = self.crop_features(batch["crops"])  # (B, 2, n, C)
+            other = torch.cat([crops[:, 1], crops[:, 0]])  # target of view v = the other view's crop
+            crop_targets = F.normalize(other.float(), dim=-1)
+        last_matched = None
+        for layer in range(num_layers):
+            suffix = "" if layer == num_layers - 1 else f"_{layer}"
+            target_list = [{"labels": torch.zeros(n, dtype=torch.long, device=self.device), "boxes": t} for t in targets]
+            indices = self.matcher(logits[layer], pred_boxes[layer], target_list)
+            if self.weights["loc"] > 0:
+                for name, value in self.loc_losses(logits[layer], pred_boxes[layer], targets, indices).items():
+                    losses[f"loss_loc_{name}{suffix}"] = self.weights["loc"] * self.loc_weights[name] * value
+            if self.rec_head is not None or (self.cld is not None and layer == num_layers - 1):
+                matched = self.matched_outputs(hs[layer], indices, n)
+                if self.rec_head is not None:
+                    pred = F.normalize(self.rec_head(matched).float(), dim=-1)
+                    losses[f"loss_rec{suffix}"] = self.weights["rec"] * F.mse_loss(pred, crop_targets)
+                last_matched = matched
+        if self.enc_head is not None:
+            valid = (~encoded.mask).float()[..., None]
+            pooled_memory = (encoded.memory * valid).sum(1) / valid.sum(1).clamp(min=1)
+            losses["loss_enc"] = self.weights["enc"] * self.enc_head(pooled_memory[:b], pooled_memory[b:])
+        if self.cld is not None:
+            q1, q2 = last_matched[:b].flatten(0, 1), last_matched[b:].flatten(0, 1)
+            losses["loss_contrast"] = self.weights["contrast"] * self.cld(q1, q2)
+        return losses

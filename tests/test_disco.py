@@ -1,0 +1,129 @@
+"""DisCo DETR pre-training: fusion, losses, weights, transfer, a short run."""
+import importlib.util
+import os
+
+import pytest
+import torch
+from detectron2.config import instantiate
+
+from disco_detr.checkpoint import DisCoCheckpointer
+from disco_detr.config import load_config
+
+from conftest import REPO
+
+TINY_DISCO = os.path.join(REPO, "tests", "configs", "tiny_disco.py")
+
+
+@pytest.fixture(scope="module")
+def demo_proposals(demo_root):
+    spec = importlib.util.spec_from_file_location("generate_proposals", os.path.join(REPO, "tools", "generate_proposals.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(["--images", os.path.join(demo_root, "images", "unlabelled"),
+               "--out", os.path.join(demo_root, "proposals", "unlabelled.sqlite"), "--workers", "1"])
+    return demo_root
+
+
+def _model(*overrides):
+    cfg = load_config(TINY_DISCO, list(overrides))
+    torch.manual_seed(0)
+    return instantiate(cfg.model), cfg
+
+
+def _batch(cfg, n=2):
+    loader = instantiate(cfg.dataloader.train)
+    return next(iter(loader))
+
+
+def test_fusion_gives_each_query_its_own_proposal_feature():
+    model, _ = _model("model.fusion=add")
+    n, num_queries, d = 4, model.detector.num_queries, model.detector.decoder.d_model
+    features = torch.arange(2 * n, dtype=torch.float32).view(2, n, 1).expand(2, n, d).contiguous()
+    owner = torch.randint(0, n, (2, num_queries))
+    fused = model.fused_query_pos(features, owner) - model.detector.bare_query_pos()[None]
+    assert torch.allclose(fused[..., 0], features[torch.arange(2)[:, None], owner, 0])
+    assert len(torch.unique(fused[0, :, 0])) == len(torch.unique(owner[0]))  # not all proposal 0
+    buggy, _ = _model("model.fusion=add_first_proposal")
+    fused_bug = buggy.fused_query_pos(features, owner) - buggy.detector.bare_query_pos()[None]
+    assert torch.allclose(fused_bug[..., 0], features[:, :1, 0].expand(2, num_queries))
+
+
+def test_matched_outputs_pair_the_same_box():
+    from disco_detr.modeling.pretrain.disco import DisCoDETR
+
+    hs = torch.arange(2 * 6, dtype=torch.float32).view(2, 6, 1)
+    indices = [(torch.tensor([4, 1, 3]), torch.tensor([2, 0, 1])), (torch.tensor([0, 5, 2]), torch.tensor([0, 1, 2]))]
+    out = DisCoDETR.matched_outputs(hs, indices, 3)
+    assert out[0, :, 0].tolist() == [1.0, 3.0, 4.0]  # box 0 <- query 1, box 1 <- query 3, box 2 <- query 4
+    assert out[1, :, 0].tolist() == [6.0, 11.0, 8.0]
+
+
+def test_losses_finite_and_decrease_and_zero_weights_remove_them(demo_proposals):
+    model, cfg = _model()
+    batch = _batch(cfg)
+    model.train()
+    losses = model(batch)
+    for name in ("loss_loc_class", "loss_loc_bbox", "loss_loc_giou", "loss_rec", "loss_enc", "loss_contrast",
+                 "loss_rec_0", "loss_loc_bbox_0"):
+        assert name in losses and torch.isfinite(losses[name]), name
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    totals = []
+    for _ in range(25):
+        total = sum(model(batch).values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        totals.append(total.item())
+    assert totals[-1] < totals[0]
+
+    off, _ = _model("model.weight_contrast=0", "model.weight_enc=0", "model.weight_rec=0")
+    assert off.cld is None and off.enc_head is None and off.rec_head is None
+    off.train()
+    names = set(off(batch))
+    assert not any(n.startswith(("loss_contrast", "loss_enc", "loss_rec")) for n in names)
+    assert "loss_loc_bbox" in names
+
+
+def test_backbone_is_frozen_and_siamese_groups_are_fixed(demo_proposals):
+    model, cfg = _model("model.use_dmoqf=False")
+    assert not any(p.requires_grad for p in model.detector.backbone.parameters())
+    centres = torch.rand(3, 4, 2)
+    owner = model.assign(centres)
+    assert torch.equal(owner[0], owner[2])  # independent of the proposals
+    assert owner[0].bincount().tolist() == [3, 3, 3, 3]
+
+
+def test_transfer_keeps_and_drops_the_documented_keys(tmp_path, caplog):
+    from disco_detr.checkpoint.checkpointer import pretrained_to_finetune
+
+    model, _ = _model()
+    pre = model.state_dict()
+    kept, dropped = pretrained_to_finetune(pre)
+    assert set(dropped) == {k for k in pre if not k.startswith("detector.") or k.startswith("detector.class_embed.")}
+    assert {k.split(".")[0] for k in dropped} >= {"object_proj", "fusion_mlp", "rec_head", "enc_head", "cld", "detector"}
+    path = tmp_path / "pre.pth"
+    torch.save({"model": pre}, path)
+    torch.manual_seed(1)
+    finetune = instantiate(load_config(os.path.join(REPO, "tests", "configs", "tiny_cond.py")).model)
+    fresh_class = {k: v.clone() for k, v in finetune.state_dict().items() if k.startswith("class_embed.")}
+    with caplog.at_level("INFO"):
+        DisCoCheckpointer(finetune).load(str(path))
+    after = finetune.state_dict()
+    for key, value in after.items():
+        if key.startswith("class_embed."):
+            assert torch.equal(value, fresh_class[key])  # a new class head, not the object/no-object one
+        else:
+            assert torch.equal(value, pre["detector." + key]), key
+    assert "freshly initialised 2 (class_embed.bias, class_embed.weight)" in caplog.text
+
+
+def test_disco_config_trains_a_few_iterations(demo_proposals, tmp_path):
+    from disco_detr.engine import Trainer
+
+    cfg = load_config(TINY_DISCO, [f"train.output_dir={tmp_path}", "train.max_iter=3"])
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert os.path.exists(tmp_path / "model_final.pth")
+    assert trainer.iter == 3
