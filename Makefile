@@ -30,10 +30,7 @@ $(STAMP): requirements.txt setup.py
 
 demo: export PYTHONWARNINGS = ignore::FutureWarning
 demo: $(STAMP)
-	$(PY) tools/make_demo_data.py --out $(DEMO_DATA)
-	$(PY) tools/prepare_demo_backbone.py --out datasets/weights/mobilenet_v2_imagenet.pth
-	$(PY) tools/lazyconfig_train_net.py --config-file configs/demo_cond.py \
-		train.output_dir=$(DEMO_OUT)/finetune
+	$(PY) tools/run_demo.py --data $(DEMO_DATA) --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=10 tests

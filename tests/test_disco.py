@@ -127,3 +127,24 @@ def test_disco_config_trains_a_few_iterations(demo_proposals, tmp_path):
     trainer.train()
     assert os.path.exists(tmp_path / "model_final.pth")
     assert trainer.iter == 3
+
+
+def test_paper_disco_config_runs_on_cpu(demo_proposals, tmp_path):
+    """configs/disco_cond.py itself (R50, 300 queries, n = 10, all four losses) for two
+    iterations on the demo's unlabelled images, with small views and a batch of 2."""
+    from disco_detr.engine import Trainer
+
+    cfg = load_config(os.path.join(REPO, "configs", "disco_cond.py"), [
+        f"train.output_dir={tmp_path}", "train.max_iter=2", "train.device=cpu", "train.log_period=1",
+        "dataloader.train.dataset.names=disco_demo_unlabelled", "dataloader.train.total_batch_size=2",
+        "dataloader.train.num_workers=0", "dataloader.train.mapper.min_sizes=[160]",
+        "dataloader.train.mapper.max_size=200", "dataloader.train.mapper.crop_size=64",
+    ])
+    trainer = Trainer(cfg)
+    assert sum(p.numel() for p in trainer.model.cld.parameters()) == 724_480
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    with open(tmp_path / "metrics.json") as f:
+        last = [line for line in f if "loss_contrast" in line][-1]
+    for name in ("loss_loc_bbox", "loss_rec", "loss_enc", "loss_contrast"):
+        assert f'"{name}"' in last

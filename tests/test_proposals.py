@@ -195,7 +195,7 @@ def test_store_pickles_and_works_in_forked_processes(store_path):
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(2) as pool:
         results = pool.map(_read_in_worker, [(store, k) for k in items])
-    for (pid, boxes, scores, fallback), (key, props) in zip(results, items.items()):
+    for (pid, boxes, scores, fallback), props in zip(results, items.values()):
         assert pid != os.getpid()
         assert np.array_equal(boxes, props.boxes) and np.array_equal(scores, props.scores)
         assert fallback == props.fallback

@@ -132,6 +132,7 @@ class ProposalStore:
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
+        self._lock_pid = os.getpid()
         self._meta: dict[str, str] | None = None
         if mode == "r":
             if not os.path.isfile(self.path):
@@ -173,7 +174,7 @@ class ProposalStore:
 
     def close(self) -> None:
         """Closes the connection (if open in this process); the store reopens on next use."""
-        with self._lock:
+        with self._guard():
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             elif self._conn is not None:
@@ -191,11 +192,21 @@ class ProposalStore:
         state["_conn"] = None
         state["_pid"] = None
         state["_lock"] = None
+        state["_lock_pid"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._lock_pid = os.getpid()
+
+    def _guard(self) -> threading.Lock:
+        """The lock serialising use of the connection between threads; a fresh one after a
+        fork (a lock held by another thread of the parent would never be released here)."""
+        if self._lock_pid != os.getpid():
+            self._lock = threading.Lock()
+            self._lock_pid = os.getpid()
+        return self._lock
 
     def __repr__(self) -> str:
         return f"ProposalStore({self.path!r}, mode={self.mode!r})"
@@ -203,7 +214,7 @@ class ProposalStore:
     # -- reading
     def get(self, key: str) -> Proposals | None:
         """The proposals stored under ``key``, or None."""
-        with self._lock:
+        with self._guard():
             row = self._connection().execute(
                 "SELECT height, width, boxes, scores, fallback FROM proposals WHERE key = ?", (key,)).fetchone()
         if row is None:
@@ -222,17 +233,17 @@ class ProposalStore:
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
             return False
-        with self._lock:
+        with self._guard():
             row = self._connection().execute("SELECT 1 FROM proposals WHERE key = ?", (key,)).fetchone()
         return row is not None
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._guard():
             return int(self._connection().execute("SELECT COUNT(*) FROM proposals").fetchone()[0])
 
     def keys(self) -> Iterator[str]:
         """All keys, sorted (fetched at once: a list of strings even at ImageNet scale)."""
-        with self._lock:
+        with self._guard():
             rows = self._connection().execute("SELECT key FROM proposals ORDER BY key").fetchall()
         return iter([r[0] for r in rows])
 
@@ -240,7 +251,7 @@ class ProposalStore:
     def meta(self) -> dict[str, str]:
         """The store's metadata (method, max_boxes, format_version, image_root, ...)."""
         if self._meta is None or self.mode == "a":
-            with self._lock:
+            with self._guard():
                 rows = self._connection().execute("SELECT name, value FROM meta").fetchall()
             self._meta = {name: value for name, value in rows}
         return dict(self._meta)
@@ -253,7 +264,7 @@ class ProposalStore:
     def update_meta(self, values: dict[str, object]) -> None:
         """Sets metadata entries (values are stored as strings)."""
         self._check_writable()
-        with self._lock:
+        with self._guard():
             conn = self._connection()
             with conn:
                 conn.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
@@ -263,7 +274,7 @@ class ProposalStore:
         """Stores (or replaces) entries, all in one transaction."""
         self._check_writable()
         rows = [_encode(key, props) for key, props in items]
-        with self._lock:
+        with self._guard():
             conn = self._connection()
             with conn:
                 conn.executemany("INSERT OR REPLACE INTO proposals (key, height, width, boxes, scores, fallback) "
@@ -272,7 +283,7 @@ class ProposalStore:
     def delete(self, keys: Iterable[str]) -> None:
         """Removes entries (missing keys are ignored), in one transaction."""
         self._check_writable()
-        with self._lock:
+        with self._guard():
             conn = self._connection()
             with conn:
                 conn.executemany("DELETE FROM proposals WHERE key = ?", [(k,) for k in keys])
@@ -457,7 +468,7 @@ def edge_boxes(image_rgb: np.ndarray, max_boxes: int = 512, sed_model: str | Non
         sed = _sed_detector(os.path.abspath(sed_model))
         raw = sed.detectEdges(work.astype(np.float32) * (1.0 / 255.0))
         orientation = sed.computeOrientation(raw)
-        edges = sed.edgesNms(raw, orientation, 2, 0, 1, True)
+        edges = sed.edgesNms(raw, orientation, r=2, s=0, m=1.0, isParallel=True)
     else:
         edges, orientation = edge_map(work)
         edges = edge_nms(edges, orientation)

@@ -22,8 +22,7 @@ from torch.nn import functional as F
 from torchvision.ops import roi_align
 
 from ..layers import MLP, box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, generalized_box_iou
-from ..matching import HungarianMatcher
-from ..matching.query_assignment import assign_queries_to_proposals, fixed_group_assignment
+from ..matching import HungarianMatcher, assign_queries_to_proposals, fixed_group_assignment
 from .cld import CLDHeads
 
 __all__ = ["DisCoDETR", "EncoderConsistencyHead"]

@@ -1,0 +1,6 @@
+# CPU demo: the Siamese DETR baseline of demo_disco_cond.py (fixed query groups, no CLD).
+from .demo_disco_cond import dataloader, lr_multiplier, model, optimizer, train
+
+model.use_dmoqf = False
+model.weight_contrast = 0.0
+train.output_dir = "./output/demo/pretrain_siamese"
