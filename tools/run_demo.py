@@ -79,11 +79,11 @@ def main(argv=None):
 
     print(f"\nDemo results (seed {args.seed}; pre-training {args.pretrain_iters} iterations of 8 images, "
           f"fine-tuning {args.finetune_iters} iterations of 8 images; COCO-style AP on the 100 val images)")
-    print(f"| {'pre-training':<14} | {'AP':>6} | {'AP50':>6} | {'AP75':>6} |")
-    print(f"|{'-' * 16}|{'-' * 8}|{'-' * 8}|{'-' * 8}|")
+    print(f"| {'pre-training':<15} | {'AP':>6} | {'AP50':>6} | {'AP75':>6} |")
+    print(f"|{'-' * 17}|{'-' * 8}|{'-' * 8}|{'-' * 8}|")
     labels = {"scratch": "none (ImageNet)", "siamese": "Siamese DETR", "disco": "DisCo DETR"}
     for name, m in results.items():
-        print(f"| {labels[name]:<14} | {m['AP']:6.2f} | {m['AP50']:6.2f} | {m['AP75']:6.2f} |")
+        print(f"| {labels[name]:<15} | {m['AP']:6.2f} | {m['AP50']:6.2f} | {m['AP75']:6.2f} |")
     print("step times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     with open(os.path.join(args.out, "demo_results.json"), "w") as f:
         json.dump({"seed": args.seed, "pretrain_iters": args.pretrain_iters, "finetune_iters": args.finetune_iters,
