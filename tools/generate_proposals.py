@@ -25,26 +25,10 @@ import time
 import cv2
 from tqdm import tqdm
 
+from disco_detr.data.pretrain_datasets import list_images
 from disco_detr.data.proposals import FORMAT_VERSION, METHODS, ProposalStore, proposals_for_file
 
 logger = logging.getLogger("generate_proposals")
-
-#: Same list as disco_detr.data.pretrain_datasets.IMAGE_EXTENSIONS (kept in sync by hand:
-#: importing that module would import detectron2 and register datasets).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def find_images(image_root: str) -> list[str]:
-    """Image paths under ``image_root`` (recursive), relative with "/" separators, sorted."""
-    found = []
-    for folder, dirs, files in os.walk(image_root):
-        dirs.sort()
-        rel = os.path.relpath(folder, image_root)
-        for name in files:
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(name if rel == os.curdir else f"{rel}/{name}".replace(os.sep, "/"))
-    return sorted(found)
-
 
 def _edges_name(method: str, sed_model: str | None) -> str:
     if method != "edgeboxes":
@@ -128,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(problem)
         store.update_meta({**wanted, "image_root": store.meta.get("image_root", image_root)})
 
-        keys = find_images(image_root)
+        keys = list_images(image_root)
         if args.limit is not None:
             keys = keys[: max(args.limit, 0)]
         existing = set(store.keys())

@@ -448,6 +448,17 @@ def _sort_boxes(boxes: np.ndarray, scores: np.ndarray, max_boxes: int) -> tuple[
             np.ascontiguousarray(scores[order], dtype=np.float32))
 
 
+def _no_boxes() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+
+
+def _working_copy(image_rgb: np.ndarray, max_side: int | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """(RGB uint8 image, copy at most ``max_side`` long, its scale) for a proposal method."""
+    image_rgb = _as_rgb(image_rgb)
+    work, scale = _downscale(image_rgb, max_side)
+    return image_rgb, work, scale
+
+
 def edge_boxes(image_rgb: np.ndarray, max_boxes: int = 512, sed_model: str | None = None,
                max_side: int | None = EDGEBOXES_MAX_SIDE) -> tuple[np.ndarray, np.ndarray]:
     """EdgeBoxes proposals: ``(K, 4)`` float32 xyxy boxes in ``image_rgb`` pixels (clipped
@@ -458,12 +469,11 @@ def edge_boxes(image_rgb: np.ndarray, max_boxes: int = 512, sed_model: str | Non
     from the structured-edge model ``sed_model`` if given, else from :func:`edge_map` and
     :func:`edge_nms`.
     """
-    image_rgb = _as_rgb(image_rgb)
+    image_rgb, work, scale = _working_copy(image_rgb, max_side)
     height, width = image_rgb.shape[:2]
-    work, scale = _downscale(image_rgb, max_side)
     h, w = work.shape[:2]
     if min(h, w) < 8:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        return _no_boxes()
     if sed_model:
         sed = _sed_detector(os.path.abspath(sed_model))
         raw = sed.detectEdges(work.astype(np.float32) * (1.0 / 255.0))
@@ -478,7 +488,7 @@ def edge_boxes(image_rgb: np.ndarray, max_boxes: int = 512, sed_model: str | Non
     result = eb.getBoundingBoxes(edges, orientation)
     rects, scores = result if isinstance(result, tuple) else (result, None)
     if rects is None or len(rects) == 0:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        return _no_boxes()
     if scores is None or len(scores) != len(rects):  # older OpenCV: boxes in score order, no scores
         scores = 1.0 - np.arange(len(rects), dtype=np.float32) / len(rects)
     boxes, scores = _xywh_to_xyxy(rects, scores, scale, height, width)
@@ -489,25 +499,24 @@ def selective_search(image_rgb: np.ndarray, max_boxes: int = 512,
                      max_side: int | None = SELECTIVE_SEARCH_MAX_SIDE) -> tuple[np.ndarray, np.ndarray]:
     """Selective search (OpenCV ximgproc, fast mode) on a copy at most ``max_side`` pixels
     long. Boxes as in :func:`edge_boxes`; score = ``1 - rank / K`` in the output order."""
-    image_rgb = _as_rgb(image_rgb)
+    image_rgb, work, scale = _working_copy(image_rgb, max_side)
     height, width = image_rgb.shape[:2]
-    work, scale = _downscale(image_rgb, max_side)
     h, w = work.shape[:2]
     if min(h, w) < 8:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        return _no_boxes()
     ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     ss.setBaseImage(np.ascontiguousarray(work[:, :, ::-1]))
     ss.switchToSelectiveSearchFast()
     rects = np.asarray(ss.process(), dtype=np.int64).reshape(-1, 4)
     if len(rects) == 0:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        return _no_boxes()
     # drop exact duplicates, keeping the first (best-ranked) occurrence
     _, first = np.unique(rects, axis=0, return_index=True)
     rects = rects[np.sort(first)][:max_boxes]
     # a region covering the whole (flat) image is not a proposal: let the fallbacks decide
     rects = rects[~((rects[:, 2] >= w) & (rects[:, 3] >= h))]
     if len(rects) == 0:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        return _no_boxes()
     scores = 1.0 - np.arange(len(rects), dtype=np.float32) / len(rects)
     boxes, scores = _xywh_to_xyxy(rects, scores, scale, height, width)
     return _sort_boxes(boxes, scores, max_boxes)
