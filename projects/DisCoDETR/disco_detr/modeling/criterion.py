@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from .layers.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from .matching import HungarianMatcher
 
-__all__ = ["SetCriterion", "sigmoid_focal_loss", "num_boxes_across_workers"]
+__all__ = ["SetCriterion", "box_losses", "flatten_indices", "num_boxes_across_workers", "sigmoid_focal_loss"]
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
@@ -21,6 +21,21 @@ def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gam
     if alpha >= 0:
         loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
     return loss
+
+
+def flatten_indices(indices: list[tuple[Tensor, Tensor]], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-image matches [(query_ids, target_ids)] -> flat (batch_ids, query_ids, target_ids) on ``device``."""
+    batch_ids = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)]).to(device)
+    query_ids = torch.cat([q for q, _ in indices]).to(device)
+    target_ids = torch.cat([t for _, t in indices]).to(device)
+    return batch_ids, query_ids, target_ids
+
+
+def box_losses(src: Tensor, tgt: Tensor, normaliser: float) -> tuple[Tensor, Tensor]:
+    """Summed L1 and (1 - GIoU) of matched (P, 4) cxcywh boxes, each divided by ``normaliser``."""
+    loss_bbox = F.l1_loss(src, tgt, reduction="sum") / normaliser
+    giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt)))
+    return loss_bbox, (1 - giou).sum() / normaliser
 
 
 def num_boxes_across_workers(targets: list[dict], device: torch.device) -> float:
@@ -60,8 +75,7 @@ class SetCriterion(nn.Module):
         """Unweighted losses of one decoder layer: logits (B,Q,C), boxes (B,Q,4) cxcywh."""
         logits, boxes = logits.float(), boxes.float()  # fp32 losses under AMP (GIoU's eps underflows in fp16)
         indices = self.matcher(logits, boxes, targets)
-        batch_ids = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)]).to(logits.device)
-        query_ids = torch.cat([q for q, _ in indices]).to(logits.device)
+        batch_ids, query_ids, _ = flatten_indices(indices, logits.device)
 
         onehot = torch.zeros_like(logits)
         labels = torch.cat([t["labels"][tgt.to(t["labels"].device)] for t, (_, tgt) in zip(targets, indices)])
@@ -70,9 +84,7 @@ class SetCriterion(nn.Module):
 
         src = boxes[batch_ids, query_ids]
         tgt_boxes = torch.cat([t["boxes"][tgt.to(t["boxes"].device)] for t, (_, tgt) in zip(targets, indices)])
-        loss_bbox = F.l1_loss(src, tgt_boxes, reduction="none").sum() / num_boxes
-        giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt_boxes)))
-        loss_giou = (1 - giou).sum() / num_boxes
+        loss_bbox, loss_giou = box_losses(src, tgt_boxes.float(), num_boxes)
         return {"loss_class": loss_class, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
     def forward(self, outputs: dict[str, Tensor], targets: list[dict]) -> dict[str, Tensor]:

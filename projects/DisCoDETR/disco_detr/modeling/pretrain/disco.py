@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
-from ..layers import MLP, box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, generalized_box_iou
+from ..criterion import box_losses, flatten_indices
+from ..layers import MLP, box_xyxy_to_cxcywh
 from ..matching import HungarianMatcher, assign_queries_to_proposals, fixed_group_assignment
 from .cld import CLDHeads
 
@@ -180,19 +181,15 @@ class DisCoDETR(nn.Module):
 
         logits (M, N, 2), boxes (M, N, 4) cxcywh, targets (M, n, 4) cxcywh normalised."""
         m, n = targets.shape[:2]
-        batch_ids = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)]).to(logits.device)
-        query_ids = torch.cat([q for q, _ in indices]).to(logits.device)
-        target_ids = torch.cat([t for _, t in indices]).to(logits.device)
+        batch_ids, query_ids, target_ids = flatten_indices(indices, logits.device)
         labels = torch.ones(logits.shape[:2], dtype=torch.long, device=logits.device)  # 1 = no object
         labels[batch_ids, query_ids] = 0
         class_weight = torch.tensor([1.0, self.no_object_weight], device=logits.device)
         loss_class = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), weight=class_weight)
         src = boxes[batch_ids, query_ids].float()
         tgt = targets[batch_ids, target_ids].float()
-        num = float(m * n)
-        giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt)))
-        return {"class": loss_class, "bbox": F.l1_loss(src, tgt, reduction="sum") / num,
-                "giou": (1 - giou).sum() / num}
+        loss_bbox, loss_giou = box_losses(src, tgt, float(m * n))
+        return {"class": loss_class, "bbox": loss_bbox, "giou": loss_giou}
 
     @staticmethod
     def matched_outputs(hs: Tensor, indices, n: int) -> Tensor:
