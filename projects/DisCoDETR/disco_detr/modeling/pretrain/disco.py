@@ -233,9 +233,10 @@ class DisCoDETR(nn.Module):
             other = torch.cat([crops[:, 1], crops[:, 0]])  # target of view v = the other view's crop
             crop_targets = F.normalize(other.float(), dim=-1)
         last_matched = None
+        labels = torch.zeros(n, dtype=torch.long, device=self.device)  # every box is "object"
+        target_list = [{"labels": labels, "boxes": t} for t in targets]
         for layer in range(num_layers):
             suffix = "" if layer == num_layers - 1 else f"_{layer}"
-            target_list = [{"labels": torch.zeros(n, dtype=torch.long, device=self.device), "boxes": t} for t in targets]
             indices = self.matcher(logits[layer], pred_boxes[layer], target_list)
             if self.weights["loc"] > 0:
                 for name, value in self.loc_losses(logits[layer], pred_boxes[layer], targets, indices).items():
