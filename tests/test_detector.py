@@ -100,18 +100,20 @@ def test_inference_box_decoding_by_hand(model):
 
 
 def test_reference_points_follow_query_pos(model):
-    """The DMOQF interface: reference points come from the positional queries passed in."""
-    query_pos = model.bare_query_pos()
-    ref = model.reference_points(query_pos)
+    """The pre-training contract: reference points come from the positional queries passed in."""
+    query_pos = model.query_embed.weight
+    ref = model.decoder.reference_points(query_pos)
     assert ref.shape == (model.num_queries, 2) and ((ref > 0) & (ref < 1)).all()
     gen = torch.Generator().manual_seed(3)
     images = model.preprocess_images([torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=gen)])
     model.eval()
     with torch.no_grad():
         encoded = model.encode(images)
-        hs, ref_bare = model.decode(encoded)
+        queries = model.initial_queries(encoded)
+        bare = model.decode(encoded, queries)
         shifted = query_pos[None] + torch.randn(1, *query_pos.shape, generator=gen)
-        hs2, ref_shifted = model.decode(encoded, shifted)
-    assert torch.allclose(ref_bare[0], ref)
-    assert torch.allclose(ref_shifted[0], model.reference_points(shifted[0]))
-    assert not torch.allclose(hs, hs2)
+        moved = model.decode(encoded, queries.replace(position=shifted))
+    assert torch.allclose(queries.reference[0], ref)
+    assert torch.allclose(bare.references[0, 0], ref)
+    assert torch.allclose(moved.references[0, 0], model.decoder.reference_points(shifted[0]))
+    assert not torch.allclose(bare.hidden, moved.hidden)

@@ -35,16 +35,26 @@ def _batch(cfg, n=2):
     return next(iter(loader))
 
 
+def _bare_queries(model, m):
+    from disco_detr.modeling.detectors.base import QueryInit
+
+    det = model.detector
+    pos = det.query_embed.weight[None].expand(m, -1, -1)
+    return QueryInit(torch.zeros_like(pos), pos, det.decoder.reference_points(pos))
+
+
 def test_fusion_gives_each_query_its_own_proposal_feature():
     model, _ = _model("model.fusion=add")
-    n, num_queries, d = 4, model.detector.num_queries, model.detector.decoder.d_model
+    n, num_queries, d = 4, model.detector.num_queries, model.detector.d_model
     features = torch.arange(2 * n, dtype=torch.float32).view(2, n, 1).expand(2, n, d).contiguous()
     owner = torch.randint(0, n, (2, num_queries))
-    fused = model.fused_query_pos(features, owner) - model.detector.bare_query_pos()[None]
+    queries = _bare_queries(model, 2)
+    fused = model.fuse(queries, features, owner).position - queries.position
     assert torch.allclose(fused[..., 0], features[torch.arange(2)[:, None], owner, 0])
     assert len(torch.unique(fused[0, :, 0])) == len(torch.unique(owner[0]))  # not all proposal 0
     buggy, _ = _model("model.fusion=add_first_proposal")
-    fused_bug = buggy.fused_query_pos(features, owner) - buggy.detector.bare_query_pos()[None]
+    queries = _bare_queries(buggy, 2)
+    fused_bug = buggy.fuse(queries, features, owner).position - queries.position
     assert torch.allclose(fused_bug[..., 0], features[:, :1, 0].expand(2, num_queries))
 
 
@@ -89,7 +99,7 @@ def test_backbone_is_frozen_and_siamese_groups_are_fixed(demo_proposals):
     model, cfg = _model("model.use_dmoqf=False")
     assert not any(p.requires_grad for p in model.detector.backbone.parameters())
     centres = torch.rand(3, 4, 2)
-    owner = model.assign(centres)
+    owner = model.assign(centres, _bare_queries(model, 3))
     assert torch.equal(owner[0], owner[2])  # independent of the proposals
     assert owner[0].bincount().tolist() == [3, 3, 3, 3]
 

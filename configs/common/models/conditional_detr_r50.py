@@ -8,6 +8,9 @@ from disco_detr.modeling.layers import DETREncoder
 model = L(ConditionalDETR)(
     backbone=L(build_resnet)(depth=50, out_features=("res5",), freeze_at=2, norm="FrozenBN"),
     in_feature="res5",
+    # feature-map sine positions as in the Conditional DETR release (and detrex): offset 0, T 10000
+    position_offset=0.0,
+    position_temperature=10000.0,
     encoder=L(DETREncoder)(num_layers=6, d_model=256, num_heads=8, dim_feedforward=2048, dropout=0.1),
     decoder=L(ConditionalDecoder)(num_layers=6, d_model=256, num_heads=8, dim_feedforward=2048, dropout=0.1),
     num_classes=80,
@@ -24,4 +27,5 @@ model = L(ConditionalDETR)(
     pixel_mean=[123.675, 116.280, 103.530],
     pixel_std=[58.395, 57.120, 57.375],
     num_detections=100,
+    size_divisibility=0,  # pad to the batch's largest image only, as the release does
 )

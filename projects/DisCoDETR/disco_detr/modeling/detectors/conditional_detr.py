@@ -1,27 +1,19 @@
-"""Conditional DETR (Meng et al., ICCV 2021) as a detectron2 meta-architecture.
+"""Conditional DETR (Meng et al., ICCV 2021) as a member of the DETR family.
 
-The same class is fine-tuned on labelled data and pre-trained by DisCo DETR. For the
-latter it exposes, as a small documented interface, what DMOQF needs:
-
-* :meth:`ConditionalDETR.bare_query_pos` -- the learned positional queries (N, d);
-* :meth:`ConditionalDETR.reference_points` -- the 2-d reference points the decoder derives
-  from positional queries, ``sigmoid(MLP(query_pos))``, normalised (x, y) in [0, 1];
-* the single explicit decoder input ``query_pos`` of :meth:`ConditionalDETR.decode`: the
-  positional queries to decode with, (B, N, d). Fine-tuning passes the bare queries;
-  DisCo passes queries with object features fused in, and the reference points are then
-  recomputed from them inside the decoder.
+The same class is fine-tuned on labelled data and pre-trained by DisCo DETR, through the
+contract of :mod:`.base`: the learned positional queries are ``QueryInit.position`` (the
+field DisCo fuses object features into), and the reference points are a function of them,
+``sigmoid(MLP(query_pos))`` (normalised (x, y) in [0, 1]), recomputed inside :meth:`decode`
+from whatever positional queries it receives.
 """
 from __future__ import annotations
 
-import logging
 import math
-from dataclasses import dataclass
 
 import torch
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, detector_postprocess
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone
+from detectron2.structures import ImageList
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ..criterion import SetCriterion
 from ..layers import (
@@ -29,16 +21,13 @@ from ..layers import (
     MLP,
     DETREncoder,
     PositionEmbeddingSine,
-    box_cxcywh_to_xyxy,
-    box_xyxy_to_cxcywh,
     inverse_sigmoid,
     multi_head_attention,
     sine_embed_points,
 )
+from .base import DecoderOutput, DETRDetector, EncoderOutput, QueryInit
 
-__all__ = ["ConditionalDETR", "ConditionalDecoder", "ConditionalDecoderLayer", "EncodedImages"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["ConditionalDETR", "ConditionalDecoder", "ConditionalDecoderLayer"]
 
 
 class ConditionalDecoderLayer(nn.Module):
@@ -73,7 +62,7 @@ class ConditionalDecoderLayer(nn.Module):
         drop = self.dropout if self.training else 0.0
         q = p["sa_qcontent"](tgt) + p["sa_qpos"](query_pos)
         k = p["sa_kcontent"](tgt) + p["sa_kpos"](query_pos)
-        out = multi_head_attention(q, k, p["sa_v"](tgt), self.num_heads, dropout=drop)
+        out = multi_head_attention(q, k, p["sa_v"](tgt), self.num_heads, dropout=drop, record=("self_attn", self))
         tgt = self.norm1(tgt + self.drop(p["sa_out"](out)))
 
         q = p["ca_qcontent"](tgt)
@@ -86,7 +75,8 @@ class ConditionalDecoderLayer(nn.Module):
         h = self.num_heads
         q = torch.cat([q.view(b, n, h, d // h), p["ca_qpos_sine"](query_sine_embed).view(b, n, h, d // h)], -1)
         k = torch.cat([k.view(b, -1, h, d // h), k_pos.view(b, -1, h, d // h)], -1)
-        out = multi_head_attention(q.flatten(2), k.flatten(2), p["ca_v"](memory), h, memory_mask, drop)
+        out = multi_head_attention(q.flatten(2), k.flatten(2), p["ca_v"](memory), h, memory_mask, drop,
+                                   record=("cross_attn", self))
         tgt = self.norm2(tgt + self.drop(p["ca_out"](out)))
         return self.ffn(tgt)
 
@@ -94,9 +84,9 @@ class ConditionalDecoderLayer(nn.Module):
 class ConditionalDecoder(nn.Module):
     """Conditional DETR decoder.
 
-    forward(memory (B,HW,d), pos (B,HW,d), memory_mask (B,HW), query_pos (B,N,d))
-    -> hs (L, B, N, d) normalised outputs of every layer, reference (B, N, 2) normalised
-    (x, y) reference points derived from ``query_pos``.
+    forward(memory (B,HW,d), pos (B,HW,d), memory_mask (B,HW), query_pos (B,N,d), tgt (B,N,d)
+    content queries or None = zeros) -> hs (L, B, N, d) normalised outputs of every layer,
+    reference (B, N, 2) normalised (x, y) reference points derived from ``query_pos``.
     """
 
     def __init__(self, num_layers: int = 6, d_model: int = 256, num_heads: int = 8,
@@ -116,10 +106,11 @@ class ConditionalDecoder(nn.Module):
         return self.ref_point_head(query_pos).sigmoid()
 
     def forward(self, memory: Tensor, pos: Tensor, memory_mask: Tensor | None,
-                query_pos: Tensor) -> tuple[Tensor, Tensor]:
+                query_pos: Tensor, tgt: Tensor | None = None) -> tuple[Tensor, Tensor]:
         reference = self.reference_points(query_pos)
         base_sine = sine_embed_points(reference, self.d_model)
-        tgt = torch.zeros_like(query_pos)
+        if tgt is None:
+            tgt = torch.zeros_like(query_pos)
         outputs = []
         for i, layer in enumerate(self.layers):
             scale = 1.0 if i == 0 else self.query_scale(tgt)
@@ -128,58 +119,37 @@ class ConditionalDecoder(nn.Module):
         return torch.stack(outputs), reference
 
 
-@dataclass
-class EncodedImages:
-    """Encoder output of a padded batch.
-
-    memory: (B, HW, d) encoder output; pos: (B, HW, d) sine position embedding;
-    mask: (B, HW) bool, True on padding; shape: (h, w) of the feature map;
-    features: the backbone's output dict (B, C, h_s, w_s) per stage, for heads that pool it.
-    """
-
-    memory: Tensor
-    pos: Tensor
-    mask: Tensor
-    shape: tuple[int, int]
-    features: dict[str, Tensor]
-
-
 @META_ARCH_REGISTRY.register()
-class ConditionalDETR(nn.Module):
-    """Conditional DETR detector on a detectron2 backbone.
+class ConditionalDETR(DETRDetector):
+    """Conditional DETR on a detectron2 backbone (one feature level).
 
-    Inputs follow detectron2: a list of dicts with "image" (3, H, W) uint8 RGB tensor
-    (already resized by the mapper), "instances" with ``gt_boxes`` (xyxy pixels of the
-    resized image) and ``gt_classes`` in training, and optional "height"/"width" (original
-    size) that inference results are rescaled to. Training returns a dict of weighted
-    losses; inference returns ``[{"instances": Instances}]`` with ``pred_boxes`` (xyxy
-    pixels of the original image), ``scores`` and ``pred_classes``: the top-k (query, class)
-    pairs by sigmoid score.
+    Args (besides :class:`~.base.DETRDetector`'s):
+        in_feature: the backbone output the transformer reads (res5 in the paper).
+        encoder, decoder: :class:`~disco_detr.modeling.layers.DETREncoder` and
+            :class:`ConditionalDecoder` of one width d.
+        position_offset, position_temperature: of the feature-map sine embedding (d/2
+            features per axis, see :class:`PositionEmbeddingSine`); the Conditional DETR
+            release uses offset 0 and temperature 10000.
     """
 
     def __init__(self, *, backbone: Backbone, in_feature: str, encoder: DETREncoder,
                  decoder: ConditionalDecoder, num_classes: int, num_queries: int,
                  criterion: SetCriterion | None, pixel_mean: list[float], pixel_std: list[float],
-                 num_detections: int = 100, size_divisibility: int = 32):
-        super().__init__()
-        self.backbone = backbone
-        self.in_feature = in_feature
+                 position_offset: float = 0.0, position_temperature: float = 10000.0,
+                 num_detections: int = 100, size_divisibility: int = 0):
         d_model = decoder.d_model
+        super().__init__(backbone=backbone, num_classes=num_classes, num_queries=num_queries, d_model=d_model,
+                         criterion=criterion, pixel_mean=pixel_mean, pixel_std=pixel_std,
+                         num_detections=num_detections, size_divisibility=size_divisibility)
+        self.in_feature = in_feature
         in_channels = backbone.output_shape()[in_feature].channels
         self.input_proj = nn.Conv2d(in_channels, d_model, kernel_size=1)
-        self.position_embedding = PositionEmbeddingSine(d_model // 2)
+        self.position_embedding = PositionEmbeddingSine(d_model // 2, position_temperature, offset=position_offset)
         self.encoder = encoder
         self.decoder = decoder
         self.query_embed = nn.Embedding(num_queries, d_model)
         self.class_embed = nn.Linear(d_model, num_classes)
         self.bbox_embed = MLP(d_model, d_model, 4, 3)
-        self.criterion = criterion
-        self.num_classes = num_classes
-        self.num_queries = num_queries
-        self.num_detections = num_detections
-        self.size_divisibility = size_divisibility
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
         self._reset_parameters()
 
     def _reset_parameters(self):
@@ -192,97 +162,28 @@ class ConditionalDETR(nn.Module):
         nn.init.zeros_(self.bbox_embed.layers[-1].weight)
         nn.init.zeros_(self.bbox_embed.layers[-1].bias)
 
-    @property
-    def device(self) -> torch.device:
-        return self.query_embed.weight.device
-
-    # ---- the interface used by DisCo pre-training -------------------------------------
-    def bare_query_pos(self) -> Tensor:
-        """The learned positional queries, (N, d)."""
-        return self.query_embed.weight
-
-    def reference_points(self, query_pos: Tensor) -> Tensor:
-        """Reference points of positional queries: (..., N, d) -> (..., N, 2) normalised (x, y)."""
-        return self.decoder.reference_points(query_pos)
-
-    def preprocess_images(self, images: list[Tensor]) -> ImageList:
-        """Normalise (3, H_i, W_i) RGB images and pad them into one batch (B, 3, H, W)."""
-        images = [(x.to(self.device) - self.pixel_mean) / self.pixel_std for x in images]
-        return ImageList.from_tensors(images, self.size_divisibility)
-
-    def encode(self, images: ImageList) -> EncodedImages:
-        """Backbone, input projection and encoder on a padded batch."""
+    def encode(self, images: ImageList) -> EncoderOutput:
+        """Backbone, input projection, sine positions and the encoder on a padded batch."""
         features = self.backbone(images.tensor)
         feat = features[self.in_feature]
-        b, _, h_pad, w_pad = images.tensor.shape
-        mask = torch.ones((b, h_pad, w_pad), dtype=torch.bool, device=feat.device)
-        for i, (h, w) in enumerate(images.image_sizes):
-            mask[i, :h, :w] = False
-        mask = F.interpolate(mask[None].float(), size=feat.shape[-2:])[0].bool()
-        pos = self.position_embedding(mask).to(feat.dtype).flatten(2).transpose(1, 2)
-        src = self.input_proj(feat).flatten(2).transpose(1, 2)
-        mask = mask.flatten(1)
+        (mask,) = self.level_masks(images, [feat])
+        pos = self.position_embedding(mask).to(feat.dtype)
+        src, mask, pos, shapes, starts, ratios = self.flatten_levels([self.input_proj(feat)], [mask], [pos])
         memory = self.encoder(src, pos, mask)
-        return EncodedImages(memory, pos, mask, tuple(feat.shape[-2:]), features)
+        return EncoderOutput(memory, pos, mask, shapes, starts, ratios, list(images.image_sizes), features)
 
-    def decode(self, encoded: EncodedImages, query_pos: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Decode with positional queries ``query_pos`` (B, N, d); ``None`` = the bare queries.
+    def initial_queries(self, encoded: EncoderOutput) -> QueryInit:
+        """The learned positional queries (B, N, d), zero content and their reference points (B, N, 2)."""
+        b = encoded.memory.shape[0]
+        query_pos = self.query_embed.weight[None].expand(b, -1, -1)
+        return QueryInit(torch.zeros_like(query_pos), query_pos, self.decoder.reference_points(query_pos))
 
-        Returns hs (L, B, N, d) and the reference points (B, N, 2) derived from query_pos.
-        """
-        if query_pos is None:
-            query_pos = self.bare_query_pos()[None].expand(encoded.memory.shape[0], -1, -1)
-        return self.decoder(encoded.memory, encoded.pos, encoded.mask, query_pos)
-
-    def predict_boxes(self, hs: Tensor, reference: Tensor) -> Tensor:
-        """hs (L, B, N, d), reference (B, N, 2) -> boxes (L, B, N, 4) normalised cxcywh."""
+    def decode(self, encoded: EncoderOutput, queries: QueryInit) -> DecoderOutput:
+        """Decode from ``queries.position`` and ``queries.content`` (B, N, d); the reference points
+        are recomputed from the positional queries (``queries.reference`` is not read)."""
+        hs, reference = self.decoder(encoded.memory, encoded.pos, encoded.mask, queries.position, queries.content)
         delta = self.bbox_embed(hs)
         offset = torch.cat([inverse_sigmoid(reference), torch.zeros_like(reference)], -1)
-        return (delta + offset).sigmoid()
-
-    # ---- detectron2 API -----------------------------------------------------------------
-    def forward(self, batched_inputs: list[dict]):
-        images = self.preprocess_images([x["image"] for x in batched_inputs])
-        hs, reference = self.decode(self.encode(images))
-        outputs = {"pred_logits": self.class_embed(hs), "pred_boxes": self.predict_boxes(hs, reference)}
-        if self.training:
-            if self.criterion is None:
-                raise RuntimeError("This detector was built without a criterion (pre-training builds it that way); "
-                                   "it cannot compute fine-tuning losses.")
-            targets = self.prepare_targets(batched_inputs, images.image_sizes)
-            return self.criterion(outputs, targets)
-        results = self.inference(outputs["pred_logits"][-1], outputs["pred_boxes"][-1], images.image_sizes)
-        processed = []
-        for result, inp, size in zip(results, batched_inputs, images.image_sizes):
-            height, width = inp.get("height", size[0]), inp.get("width", size[1])
-            processed.append({"instances": detector_postprocess(result, height, width)})
-        return processed
-
-    def prepare_targets(self, batched_inputs: list[dict], image_sizes: list[tuple[int, int]]) -> list[dict]:
-        """gt Instances (xyxy pixels) -> dicts of labels (T,) and normalised cxcywh boxes (T, 4)."""
-        targets = []
-        for inp, (h, w) in zip(batched_inputs, image_sizes):
-            inst = inp["instances"].to(self.device)
-            scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
-            boxes = box_xyxy_to_cxcywh(inst.gt_boxes.tensor / scale)
-            targets.append({"labels": inst.gt_classes.long(), "boxes": boxes})
-        return targets
-
-    def inference(self, logits: Tensor, boxes: Tensor, image_sizes: list[tuple[int, int]]) -> list[Instances]:
-        """Top-k (query, class) pairs. logits (B,N,C), boxes (B,N,4) cxcywh normalised ->
-        Instances with xyxy pixel boxes of the (resized) input image."""
-        prob = logits.sigmoid().flatten(1)
-        k = min(self.num_detections, prob.shape[1])
-        scores, idx = prob.topk(k, dim=1)
-        query_ids = torch.div(idx, self.num_classes, rounding_mode="floor")
-        labels = idx % self.num_classes
-        results = []
-        for b, (h, w) in enumerate(image_sizes):
-            xyxy = box_cxcywh_to_xyxy(boxes[b, query_ids[b]]) * torch.tensor([w, h, w, h], device=boxes.device)
-            result = Instances((h, w))
-            result.pred_boxes = Boxes(xyxy)
-            result.pred_boxes.clip((h, w))
-            result.scores = scores[b]
-            result.pred_classes = labels[b]
-            results.append(result)
-        return results
+        boxes = (delta + offset).sigmoid()
+        references = reference[None].expand(hs.shape[0], -1, -1, -1)
+        return DecoderOutput(hs, self.class_embed(hs), boxes, references)

@@ -1,20 +1,27 @@
 """Multi-head attention on batch-first tensors, with separate query/key and value widths."""
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from .recording import emit, is_recording
 
 __all__ = ["multi_head_attention", "MultiheadAttention"]
 
 
 def multi_head_attention(q: Tensor, k: Tensor, v: Tensor, num_heads: int,
-                         key_padding_mask: Tensor | None = None, dropout: float = 0.0) -> Tensor:
+                         key_padding_mask: Tensor | None = None, dropout: float = 0.0,
+                         record: tuple[str, nn.Module | None] | None = None) -> Tensor:
     """Scaled dot-product attention split into ``num_heads`` heads.
 
     q: (B, Nq, Eqk), k: (B, Nk, Eqk), v: (B, Nk, Ev); Eqk and Ev divisible by num_heads and
     possibly different (Conditional DETR's cross-attention concatenates content and position
     per head, so its queries/keys are twice as wide as its values).
     key_padding_mask: (B, Nk) bool, True where the key must be ignored (padding).
+    record: (site, module) to emit the attention weights (B, heads, Nq, Nk) under when a
+    :func:`~.recording.record_attention` block is open (see :mod:`.recording`).
     Returns (B, Nq, Ev), heads concatenated in order.
     """
     b, nq, _ = q.shape
@@ -26,6 +33,11 @@ def multi_head_attention(q: Tensor, k: Tensor, v: Tensor, num_heads: int,
     if key_padding_mask is not None:
         attn_mask = ~key_padding_mask[:, None, None, :]  # True = may attend
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+    if record is not None and is_recording():
+        logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        if attn_mask is not None:
+            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        emit(record[0], record[1], weights=logits.softmax(-1))
     return out.transpose(1, 2).reshape(b, nq, -1)
 
 
@@ -36,8 +48,9 @@ class MultiheadAttention(nn.Module):
     -> (B, Nq, d).
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0):
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, site: str = "self_attn"):
         super().__init__()
+        self.site = site
         if d_model % num_heads:
             raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
         self.num_heads = num_heads
@@ -51,6 +64,6 @@ class MultiheadAttention(nn.Module):
                 key_padding_mask: Tensor | None = None) -> Tensor:
         out = multi_head_attention(
             self.q_proj(query), self.k_proj(key), self.v_proj(value), self.num_heads,
-            key_padding_mask, self.dropout if self.training else 0.0,
+            key_padding_mask, self.dropout if self.training else 0.0, (self.site, self),
         )
         return self.out_proj(out)

@@ -20,13 +20,16 @@ class PositionEmbeddingSine(nn.Module):
 
     forward(mask): mask (B, H, W) bool, True on padding -> (B, 2 * num_pos_feats, H, W),
     channels ordered (y features, x features). With ``normalize`` the cumulative
-    coordinates are divided by the un-padded extent, so the embedding is the same for an
-    image whatever padding it received in the batch.
+    coordinates (1 for the first row/column) plus ``offset`` are divided by the un-padded
+    extent, so the embedding is the same for an image whatever padding it received in the
+    batch: ``y = (cumsum_y + offset) / (y_last + eps) * scale``. ``offset`` is 0 in the
+    DETR / Conditional DETR / DAB-DETR releases and -0.5 in Deformable DETR and DINO.
     """
 
     def __init__(self, num_pos_feats: int = 128, temperature: float = 10000.0,
-                 normalize: bool = True, scale: float = 2 * math.pi, eps: float = 1e-6):
+                 normalize: bool = True, scale: float = 2 * math.pi, eps: float = 1e-6, offset: float = 0.0):
         super().__init__()
+        self.offset = offset
         self.num_pos_feats = num_pos_feats
         self.temperature = temperature
         self.normalize = normalize
@@ -38,8 +41,8 @@ class PositionEmbeddingSine(nn.Module):
         y_embed = not_mask.cumsum(1)
         x_embed = not_mask.cumsum(2)
         if self.normalize:
-            y_embed = (y_embed - 0.5) / (y_embed[:, -1:, :] + self.eps) * self.scale
-            x_embed = (x_embed - 0.5) / (x_embed[:, :, -1:] + self.eps) * self.scale
+            y_embed = (y_embed + self.offset) / (y_embed[:, -1:, :] + self.eps) * self.scale
+            x_embed = (x_embed + self.offset) / (x_embed[:, :, -1:] + self.eps) * self.scale
         pos_x = _sine_features(x_embed, self.num_pos_feats, self.temperature)
         pos_y = _sine_features(y_embed, self.num_pos_feats, self.temperature)
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)

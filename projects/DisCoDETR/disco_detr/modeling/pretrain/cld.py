@@ -7,9 +7,10 @@ the symmetric negative cosine with a stop-gradient on the target branch.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from .sync_bn import SyncBatchNorm1d
 
 __all__ = ["CLDHeads", "negative_cosine", "simsiam_loss"]
 
@@ -31,7 +32,9 @@ class CLDHeads(nn.Module):
     f_proj: Linear(d,d,no bias)-BN-ReLU-Linear(d,d,no bias)-BN-ReLU-Linear(d,d)-BN(no affine);
     f_pred: Linear(d,4d,no bias)-BN-ReLU-Linear(4d,d). With d = 256 they hold 724,480
     parameters. ``use_projector`` / ``use_predictor`` = False replace a head by the identity
-    (the paper's Table 4 ablations).
+    (the paper's Table 4 ablations). Each view goes through the heads on its own, so BatchNorm
+    statistics are per view, as SimSiam computes them; they are synchronised across processes
+    under DDP (:class:`SyncBatchNorm1d`), as SimSiam and the released L_enc head do.
 
     forward(q1, q2): the (P, d) decoder outputs of the P positive pairs, row i of q1 and q2
     decoding the same physical box -> scalar loss. BatchNorm needs P >= 2 in training.
@@ -41,19 +44,17 @@ class CLDHeads(nn.Module):
         super().__init__()
         d = d_model
         self.projector = nn.Sequential(
-            nn.Linear(d, d, bias=False), nn.BatchNorm1d(d), nn.ReLU(inplace=True),
-            nn.Linear(d, d, bias=False), nn.BatchNorm1d(d), nn.ReLU(inplace=True),
-            nn.Linear(d, d), nn.BatchNorm1d(d, affine=False),
+            nn.Linear(d, d, bias=False), SyncBatchNorm1d(d), nn.ReLU(inplace=True),
+            nn.Linear(d, d, bias=False), SyncBatchNorm1d(d), nn.ReLU(inplace=True),
+            nn.Linear(d, d), SyncBatchNorm1d(d, affine=False),
         ) if use_projector else nn.Identity()
         self.predictor = nn.Sequential(
-            nn.Linear(d, 4 * d, bias=False), nn.BatchNorm1d(4 * d), nn.ReLU(inplace=True),
+            nn.Linear(d, 4 * d, bias=False), SyncBatchNorm1d(4 * d), nn.ReLU(inplace=True),
             nn.Linear(4 * d, d),
         ) if use_predictor else nn.Identity()
 
     def forward(self, q1: Tensor, q2: Tensor) -> Tensor:
         if q1.shape != q2.shape:
             raise ValueError(f"CLD pairs must have the same shape, got {tuple(q1.shape)} and {tuple(q2.shape)}")
-        t = self.projector(torch.cat([q1, q2]))  # one BN batch over both views, as SimSiam does per view pair
-        t1, t2 = t.chunk(2)
-        t1_hat, t2_hat = self.predictor(t).chunk(2)
-        return simsiam_loss(t1, t1_hat, t2, t2_hat)
+        t1, t2 = self.projector(q1), self.projector(q2)  # BN statistics per view
+        return simsiam_loss(t1, self.predictor(t1), t2, self.predictor(t2))

@@ -1,9 +1,11 @@
 """DisCo DETR / Siamese DETR pre-training meta-architecture (SPEC sections 3-6).
 
 ``DisCoDETR`` owns an unchanged detector (the class used for fine-tuning) and adds the
-pre-training heads. It reads the detector through its documented interface:
-``preprocess_images``, ``encode``, ``bare_query_pos``, ``reference_points``, ``decode``
-(whose ``query_pos`` input carries the fused queries), ``predict_boxes``, ``class_embed``.
+pre-training heads. It talks to the detector only through the pre-training contract of
+:mod:`disco_detr.modeling.detectors.base`: ``preprocess_images``, ``encode``,
+``initial_queries`` (whose references DMOQF matches proposals to, per image),
+``fusion_target`` (the query field a fused object feature enters), ``decode`` (every
+layer's logits and boxes), ``num_queries``, ``num_classes``, ``d_model``, ``backbone``.
 
 Inputs: the batch of :func:`disco_detr.data.pretrain_mapper.collate_paired_views`
 (views (B,2,3,H,W) uint8 RGB, boxes (B,2,n,4) xyxy view pixels, crops
@@ -16,15 +18,16 @@ import logging
 
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
-from detectron2.structures import ImageList
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
 from ..criterion import box_losses, flatten_indices
+from ..detectors.base import DETRDetector, QueryInit
 from ..layers import MLP, box_xyxy_to_cxcywh
 from ..matching import HungarianMatcher, assign_queries_to_proposals, fixed_group_assignment
 from .cld import CLDHeads
+from .sync_bn import SyncBatchNorm1d
 
 __all__ = ["DisCoDETR", "EncoderConsistencyHead"]
 
@@ -37,18 +40,21 @@ class EncoderConsistencyHead(nn.Module):
     """L_enc: pooled encoder memory -> projector FC-BN-ReLU-FC-BN-ReLU-FC-BN -> predictor
     FC-BN-ReLU-FC; symmetric 2 - 2 cos with stop-gradient on the target view.
 
+    As in the released code: hidden width 256, BatchNorm synchronised across processes, and
+    each view through the projector on its own (BN statistics per view).
+
     forward(m1, m2): (B, d) pooled memories of the two views -> scalar.
     """
 
-    def __init__(self, d_model: int = 256, hidden: int = 1024):
+    def __init__(self, d_model: int = 256, hidden: int = 256):
         super().__init__()
         d = d_model
         self.projector = nn.Sequential(
-            nn.Linear(d, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, d), nn.BatchNorm1d(d),
+            nn.Linear(d, hidden), SyncBatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden), SyncBatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, d), SyncBatchNorm1d(d),
         )
-        self.predictor = nn.Sequential(nn.Linear(d, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        self.predictor = nn.Sequential(nn.Linear(d, hidden), SyncBatchNorm1d(hidden), nn.ReLU(inplace=True),
                                        nn.Linear(hidden, d))
 
     @staticmethod
@@ -56,10 +62,8 @@ class EncoderConsistencyHead(nn.Module):
         return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
 
     def forward(self, m1: Tensor, m2: Tensor) -> Tensor:
-        z = self.projector(torch.cat([m1, m2]))
-        p = self.predictor(z)
-        z1, z2 = z.chunk(2)
-        p1, p2 = p.chunk(2)
+        z1, z2 = self.projector(m1), self.projector(m2)
+        p1, p2 = self.predictor(z1), self.predictor(z2)
         return 0.5 * self._two_minus_two_cos(p1, z2) + 0.5 * self._two_minus_two_cos(p2, z1)
 
 
@@ -68,34 +72,42 @@ class DisCoDETR(nn.Module):
     """DisCo DETR pre-training around a DETR detector.
 
     Args:
-        detector: the fine-tuning detector class, built with ``num_classes=2`` (object,
-            no-object) and a frozen backbone; its own criterion is not used here.
+        detector: a :class:`~disco_detr.modeling.detectors.base.DETRDetector`, the class used
+            for fine-tuning, built with ``num_classes=2`` (object, no-object) and a frozen
+            backbone; its own criterion is not used here.
         feature_levels: backbone outputs pooled for object features (RoIAlign 7x7) and crop
             features (global average pool), concatenated over levels.
         use_dmoqf: distance-aware matching (True) or Siamese DETR's fixed groups (False).
-        fusion: "mlp" (paper eq. 3: MLP(query_pos + z)), "add" (the released code:
-            query_pos + z), or "add_first_proposal" (the released code's indexing bug: every
-            query gets proposal 0's feature; only for studying the discrepancy).
+        fusion: how the other view's object feature z enters the query field the detector
+            names (``fusion_target``): "mlp" (paper eq. 3: MLP(q + z)), "add" (q + z: Siamese
+            DETR and the DisCo release), or "add_first_proposal" (the DisCo release's
+            indexing bug: every query gets proposal 0's feature; only for studying it).
         loss weights: ``weight_loc`` (lambda_2), ``weight_rec`` (lambda_0), ``weight_enc``
             (lambda_1), ``weight_contrast`` (lambda_3). A weight of 0 removes the loss and
             its head.
         cld_projector / cld_predictor: the Table 4 ablations of CLD.
+        enc_hidden: hidden width of the L_enc projector/predictor (256 in the release).
+        require_backbone_weights: the trainer refuses to start when ``train.init_checkpoint``
+            does not provide the frozen backbone's weights (False only to pre-train against a
+            random backbone on purpose, e.g. in tests).
     """
 
-    def __init__(self, *, detector: nn.Module, feature_levels: tuple[str, ...] = ("res5",), use_dmoqf: bool = True,
+    def __init__(self, *, detector: DETRDetector, feature_levels: tuple[str, ...] = ("res5",), use_dmoqf: bool = True,
                  fusion: str = "mlp", weight_loc: float = 1.0, weight_rec: float = 5.0, weight_enc: float = 10.0,
                  weight_contrast: float = 2.0, cld_projector: bool = True, cld_predictor: bool = True,
                  box_jitter: float = 0.1, no_object_weight: float = 0.1, cost_class: float = 1.0,
                  cost_bbox: float = 5.0, cost_giou: float = 2.0, loss_bbox: float = 5.0, loss_giou: float = 2.0,
-                 loss_class: float = 1.0, enc_hidden: int = 1024):
+                 loss_class: float = 1.0, enc_hidden: int = 256, require_backbone_weights: bool = True):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if not isinstance(detector, DETRDetector):
+            raise TypeError(f"DisCoDETR needs a DETRDetector, got {type(detector).__name__}")
         if detector.num_classes != 2:
             raise ValueError("The pre-training detector must have num_classes=2 (object, no-object), "
                              f"got {detector.num_classes}")
         self.detector = detector
-        d = detector.decoder.d_model
+        d = detector.d_model
         shapes = detector.backbone.output_shape()
         missing = [f for f in feature_levels if f not in shapes]
         if missing:
@@ -106,6 +118,7 @@ class DisCoDETR(nn.Module):
         self.use_dmoqf = use_dmoqf
         self.fusion = fusion
         self.box_jitter = box_jitter
+        self.require_backbone_weights = require_backbone_weights
         self.weights = {"loc": weight_loc, "rec": weight_rec, "enc": weight_enc, "contrast": weight_contrast}
         self.loc_weights = {"bbox": loss_bbox, "giou": loss_giou, "class": loss_class}
         self.no_object_weight = no_object_weight
@@ -140,7 +153,7 @@ class DisCoDETR(nn.Module):
 
     @torch.no_grad()
     def crop_features(self, crops: Tensor) -> Tensor:
-        """(B, 2, n, 3, s, s) uint8 crops -> (B, 2, n, C) pooled backbone features (no grad)."""
+        """(B, 2, n, 3, s, s) crops in [0, 255] -> (B, 2, n, C) pooled backbone features (no grad)."""
         flat = crops.flatten(0, 2).to(self.device).float()
         flat = (flat - self.detector.pixel_mean) / self.detector.pixel_std
         features = self.detector.backbone(flat)
@@ -157,23 +170,26 @@ class DisCoDETR(nn.Module):
 
     # ---- DMOQF ------------------------------------------------------------------------------
     @torch.no_grad()
-    def assign(self, centres: Tensor) -> Tensor:
-        """centres (M, n, 2) normalised proposal centres -> owner (M, N): the proposal of each query."""
-        num_queries = self.detector.num_queries
+    def assign(self, centres: Tensor, queries: QueryInit) -> Tensor:
+        """centres (M, n, 2) normalised proposal centres, the initial queries of the M images ->
+        owner (M, N): the proposal each query belongs to."""
+        num_queries = queries.reference.shape[1]
         if not self.use_dmoqf:
             owner = fixed_group_assignment(num_queries, centres.shape[1]).to(centres.device)
             return owner[None].expand(centres.shape[0], -1)
-        ref = self.detector.reference_points(self.detector.bare_query_pos())
-        return assign_queries_to_proposals(centres, ref).owner
+        return assign_queries_to_proposals(centres, queries.reference[..., :2].float()).owner
 
-    def fused_query_pos(self, object_features: Tensor, owner: Tensor) -> Tensor:
-        """object_features (M, n, d) of the *other* view, owner (M, N) -> query_pos (M, N, d)."""
-        base = self.detector.bare_query_pos()[None]
+    def fuse(self, queries: QueryInit, object_features: Tensor, owner: Tensor) -> QueryInit:
+        """Add the *other* view's object features (M, n, d) to the field the detector names
+        (``fusion_target``): query i gets the feature of proposal ``owner[:, i]`` (M, N)."""
         if self.fusion == "add_first_proposal":
             owner = torch.zeros_like(owner)
         fused = torch.gather(object_features, 1, owner[..., None].expand(-1, -1, object_features.shape[-1]))
-        query_pos = base + fused
-        return self.fusion_mlp(query_pos) if self.fusion_mlp is not None else query_pos
+        target = self.detector.fusion_target
+        value = getattr(queries, target) + fused
+        if self.fusion_mlp is not None:
+            value = self.fusion_mlp(value)
+        return queries.replace(**{target: value})
 
     # ---- losses -----------------------------------------------------------------------------
     def loc_losses(self, logits: Tensor, boxes: Tensor, targets: Tensor, indices) -> dict[str, Tensor]:
@@ -192,6 +208,15 @@ class DisCoDETR(nn.Module):
         return {"class": loss_class, "bbox": loss_bbox, "giou": loss_giou}
 
     @staticmethod
+    def reconstruction_loss(prediction: Tensor, target: Tensor) -> Tensor:
+        """L_rec for (..., C) predictions and targets: per box the squared distance between the
+        L2-normalised vectors, **summed over the C channels** (= 2 - 2 cos), averaged over
+        boxes (UP-DETR and both released codes; a mean over channels would divide it by C)."""
+        p = F.normalize(prediction.float(), dim=-1)
+        t = F.normalize(target.float(), dim=-1)
+        return (p - t).pow(2).sum(-1).mean()
+
+    @staticmethod
     def matched_outputs(hs: Tensor, indices, n: int) -> Tensor:
         """hs (M, N, d) -> (M, n, d): the output of the query matched to each box k."""
         out = hs.new_zeros(hs.shape[0], n, hs.shape[-1])
@@ -203,13 +228,12 @@ class DisCoDETR(nn.Module):
         if not self.training:
             raise RuntimeError("DisCoDETR is a pre-training model; evaluate the fine-tuned detector instead.")
         views = batch["views"]
-        b, _, _, hmax, wmax = views.shape
+        b = views.shape[0]
         n = batch["boxes"].shape[2]
         sizes = [tuple(s) for s in batch["image_sizes"]] * 2
         det = self.detector
-        images = ImageList.from_tensors(
-            [((views[i % b, i // b, :, :h, :w].to(self.device).float() - det.pixel_mean) / det.pixel_std)
-             for i, (h, w) in enumerate(sizes)], det.size_divisibility)
+        # view 1 of every image first, then view 2: index v * B + b
+        images = det.preprocess_images([views[i % b, i // b, :, :h, :w] for i, (h, w) in enumerate(sizes)])
         encoded = det.encode(images)
         image_hw = torch.tensor(sizes, device=self.device, dtype=torch.float32)  # (2B, 2) h, w
         boxes = batch["boxes"].to(self.device).float().transpose(0, 1).flatten(0, 1)  # (2B, n, 4) view pixels
@@ -220,18 +244,17 @@ class DisCoDETR(nn.Module):
             pooled = self.pooled_box_features(encoded.features, self.jitter_boxes(boxes, image_hw))
         z = self.object_proj(pooled)  # (2B, n, d)
         z_other = torch.cat([z[b:], z[:b]])  # view 1 decodes with view 2's features and vice versa
-        owner = self.assign(targets[..., :2])
-        hs, reference = det.decode(encoded, self.fused_query_pos(z_other, owner))
-        logits = det.class_embed(hs)
-        pred_boxes = det.predict_boxes(hs, reference)
+        queries = det.initial_queries(encoded)
+        owner = self.assign(targets[..., :2], queries)
+        decoded = det.decode(encoded, self.fuse(queries, z_other, owner))
+        hs, logits, pred_boxes = decoded.hidden, decoded.logits, decoded.boxes
 
         losses: dict[str, Tensor] = {}
         num_layers = hs.shape[0]
         crop_targets = None
         if self.rec_head is not None:
             crops = self.crop_features(batch["crops"])  # (B, 2, n, C)
-            other = torch.cat([crops[:, 1], crops[:, 0]])  # target of view v = the other view's crop
-            crop_targets = F.normalize(other.float(), dim=-1)
+            crop_targets = torch.cat([crops[:, 1], crops[:, 0]])  # target of view v = the other view's crop
         last_matched = None
         labels = torch.zeros(n, dtype=torch.long, device=self.device)  # every box is "object"
         target_list = [{"labels": labels, "boxes": t} for t in targets]
@@ -244,8 +267,8 @@ class DisCoDETR(nn.Module):
             if self.rec_head is not None or (self.cld is not None and layer == num_layers - 1):
                 matched = self.matched_outputs(hs[layer], indices, n)
                 if self.rec_head is not None:
-                    pred = F.normalize(self.rec_head(matched).float(), dim=-1)
-                    losses[f"loss_rec{suffix}"] = self.weights["rec"] * F.mse_loss(pred, crop_targets)
+                    rec = self.reconstruction_loss(self.rec_head(matched), crop_targets)
+                    losses[f"loss_rec{suffix}"] = self.weights["rec"] * rec
                 last_matched = matched
         if self.enc_head is not None:
             valid = (~encoded.mask).float()[..., None]

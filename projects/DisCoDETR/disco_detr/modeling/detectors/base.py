@@ -1,0 +1,265 @@
+"""The skeleton every DETR variant shares, and the pre-training contract.
+
+:class:`DETRDetector` owns what all DETR detectors do alike, like detectron2's
+``DenseDetector`` does for RetinaNet and FCOS: image normalisation and padding, padding
+masks per feature level, target preparation, the training forward (criterion over every
+decoder layer) and inference (top-k over queries x classes, boxes mapped back to the
+original image). A variant writes only what makes it that variant, in three steps:
+
+* :meth:`DETRDetector.encode` (``ImageList`` -> :class:`EncoderOutput`): backbone, input
+  projections, position embeddings and its encoder;
+* :meth:`DETRDetector.initial_queries` (:class:`EncoderOutput` -> :class:`QueryInit`): the
+  queries the decoder starts from, with their reference points;
+* :meth:`DETRDetector.decode` (:class:`EncoderOutput`, :class:`QueryInit` ->
+  :class:`DecoderOutput`): its decoder and prediction heads.
+
+The pre-training contract
+-------------------------
+DisCo / Siamese DETR pre-training (``modeling/pretrain``) and the analysis tools talk to a
+detector through these members only; no code outside ``detectors/`` asks which variant it has:
+
+* ``initial_queries(encoded).reference[..., :2]``: the reference-point centres DMOQF matches
+  proposals to, per image (B, N, 2), normalised by each image's un-padded size. Learned
+  queries give the same references for every image; encoder-selected queries (DINO, RT-DETR)
+  differ per image (``references_depend_on_image``).
+* ``fusion_target`` ("position" or "content"): the :class:`QueryInit` field a fused object
+  feature is added to. ``decode`` must honour the fields it is given: a variant whose
+  reference points are a function of the positional query (Conditional, Deformable DETR)
+  recomputes them from ``QueryInit.position`` inside ``decode``.
+* ``decode(...)`` returns every layer's logits and boxes; ``class_embed_names`` /
+  ``transfer_drop``: the state-dict prefixes that pre-training -> fine-tuning transfer
+  drops (the class heads, and any label embedding).
+* ``num_queries``, ``num_classes``, ``d_model``, ``backbone`` and ``preprocess_images``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from detectron2.modeling import Backbone, detector_postprocess
+from detectron2.structures import Boxes, ImageList, Instances
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..layers import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
+
+__all__ = ["DETRDetector", "DecoderOutput", "EncoderOutput", "QueryInit", "unwrap_detector"]
+
+
+@dataclass
+class EncoderOutput:
+    """The encoder's view of a padded batch, multi-scale from the start (one level = single scale).
+
+    memory: (B, S, d) encoder output, levels flattened row-major and concatenated
+        (S = sum of h_l * w_l); pos: (B, S, d) the position embedding the variant adds to
+        queries/keys (with level embeddings where it has them); mask: (B, S) bool, True on padding;
+    spatial_shapes: (L, 2) long (h_l, w_l); level_start_index: (L,) long;
+    valid_ratios: (B, L, 2) float, the un-padded fraction (w, h) of each level's map;
+    image_sizes: un-padded (h, w) pixels of each image; features: the backbone's outputs.
+    extras: whatever else the variant's decoder needs (e.g. encoder proposals).
+    """
+
+    memory: Tensor
+    pos: Tensor | None
+    mask: Tensor
+    spatial_shapes: Tensor
+    level_start_index: Tensor
+    valid_ratios: Tensor
+    image_sizes: list[tuple[int, int]]
+    features: dict[str, Tensor]
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def level_maps(self, x: Tensor) -> list[Tensor]:
+        """Split a (B, S, C) token tensor into per-level (B, C, h_l, w_l) maps."""
+        maps = []
+        for (h, w), start in zip(self.spatial_shapes.tolist(), self.level_start_index.tolist()):
+            maps.append(x[:, start:start + h * w].transpose(1, 2).reshape(x.shape[0], -1, h, w))
+        return maps
+
+
+@dataclass
+class QueryInit:
+    """The queries a decoder starts from.
+
+    content: (B, N, d) content queries (zeros where the variant starts from zeros);
+    position: (B, N, d) positional queries, or None where the decoder derives them from the
+        reference boxes at every layer (DAB-DETR, DINO);
+    reference: (B, N, 2) (cx, cy) or (B, N, 4) (cx, cy, w, h), normalised by each image's
+        un-padded size.
+    """
+
+    content: Tensor
+    position: Tensor | None
+    reference: Tensor
+
+    def replace(self, **changes) -> QueryInit:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class DecoderOutput:
+    """hidden (L, B, N, d) every layer's output; logits (L, B, N, C) before sigmoid/softmax;
+    boxes (L, B, N, 4) normalised cxcywh; references (L, B, N, 2|4) the reference each layer used."""
+
+    hidden: Tensor
+    logits: Tensor
+    boxes: Tensor
+    references: Tensor
+
+
+def unwrap_detector(model: nn.Module) -> DETRDetector:
+    """The detector inside DDP and/or a pre-training wrapper (which holds it as ``.detector``)."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    while not isinstance(model, DETRDetector) and hasattr(model, "detector"):
+        model = model.detector
+    if not isinstance(model, DETRDetector):
+        raise TypeError(f"{type(model).__name__} is not a DETR detector and holds none")
+    return model
+
+
+class DETRDetector(nn.Module):
+    """Base class of the DETR variants (a detectron2 meta-architecture).
+
+    Inputs follow detectron2: a list of dicts with "image" (3, H, W) uint8 RGB (already
+    resized by the mapper), "instances" with ``gt_boxes`` (xyxy pixels of the resized image)
+    and ``gt_classes`` in training, and optional "height"/"width" (original size) that
+    inference results are rescaled to. Training returns a dict of weighted losses; inference
+    returns ``[{"instances": Instances}]`` with ``pred_boxes`` (xyxy pixels of the original
+    image), ``scores`` and ``pred_classes``: the top-k (query, class) pairs by sigmoid score.
+
+    Args:
+        backbone: a detectron2 Backbone.
+        num_classes, num_queries, d_model: the usual DETR sizes.
+        criterion: the set loss (None for a detector that pre-training drives).
+        pixel_mean, pixel_std: RGB normalisation of [0, 255] inputs.
+        num_detections: top-k kept at inference.
+        size_divisibility: images are padded to the batch maximum rounded up to this
+            (0 = the batch maximum, as the Conditional/Deformable DETR releases do).
+    """
+
+    #: The QueryInit field a pre-training fused object feature is added to.
+    fusion_target: ClassVar[str] = "position"
+    #: Whether initial_queries() gives each image its own reference points.
+    references_depend_on_image: ClassVar[bool] = False
+    #: State-dict prefixes that pre-training -> fine-tuning transfer drops.
+    transfer_drop: ClassVar[tuple[str, ...]] = ("class_embed.",)
+
+    def __init__(self, *, backbone: Backbone, num_classes: int, num_queries: int, d_model: int,
+                 criterion: nn.Module | None, pixel_mean: list[float], pixel_std: list[float],
+                 num_detections: int = 100, size_divisibility: int = 0):
+        super().__init__()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.num_queries = num_queries
+        self.d_model = d_model
+        self.criterion = criterion
+        self.num_detections = num_detections
+        self.size_divisibility = size_divisibility
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ---- the steps a variant fills in -------------------------------------------------------
+    def encode(self, images: ImageList) -> EncoderOutput:
+        raise NotImplementedError
+
+    def initial_queries(self, encoded: EncoderOutput) -> QueryInit:
+        raise NotImplementedError
+
+    def decode(self, encoded: EncoderOutput, queries: QueryInit) -> DecoderOutput:
+        raise NotImplementedError
+
+    # ---- shared steps -------------------------------------------------------------------------
+    def preprocess_images(self, images: list[Tensor]) -> ImageList:
+        """Normalise (3, H_i, W_i) RGB images in [0, 255] (any dtype) and pad them into one batch."""
+        images = [(x.to(self.device).float() - self.pixel_mean) / self.pixel_std for x in images]
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    @staticmethod
+    def level_masks(images: ImageList, maps: list[Tensor]) -> list[Tensor]:
+        """Padding masks of each (B, C, h, w) feature map: (B, h, w) bool, True on padding
+        (the image-level mask resized with nearest neighbour, as DETR does)."""
+        b, _, h_pad, w_pad = images.tensor.shape
+        mask = torch.ones((b, h_pad, w_pad), dtype=torch.bool, device=images.tensor.device)
+        for i, (h, w) in enumerate(images.image_sizes):
+            mask[i, :h, :w] = False
+        return [F.interpolate(mask[None].float(), size=m.shape[-2:])[0].bool() for m in maps]
+
+    @staticmethod
+    def flatten_levels(maps: list[Tensor], masks: list[Tensor], pos: list[Tensor] | None = None):
+        """Per-level maps (B, C, h, w), masks (B, h, w) and position embeddings (B, d, h, w) ->
+        tokens (B, S, C), mask (B, S), pos (B, S, d) or None, spatial_shapes (L, 2),
+        level_start_index (L,), valid_ratios (B, L, 2) as (w, h) fractions."""
+        shapes = torch.as_tensor([m.shape[-2:] for m in maps], dtype=torch.long, device=maps[0].device)
+        starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+        tokens = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
+        mask = torch.cat([m.flatten(1) for m in masks], 1)
+        pos_tokens = None if pos is None else torch.cat([p.flatten(2).transpose(1, 2) for p in pos], 1)
+        ratios = []
+        for m in masks:
+            valid_h = (~m[:, :, 0]).sum(1).float() / m.shape[1]
+            valid_w = (~m[:, 0, :]).sum(1).float() / m.shape[2]
+            ratios.append(torch.stack([valid_w, valid_h], -1))
+        return tokens, mask, pos_tokens, shapes, starts, torch.stack(ratios, 1)
+
+    def run(self, images: ImageList) -> tuple[EncoderOutput, DecoderOutput]:
+        """Encode a padded batch and decode it from the variant's own initial queries."""
+        encoded = self.encode(images)
+        return encoded, self.decode(encoded, self.initial_queries(encoded))
+
+    def forward(self, batched_inputs: list[dict]):
+        images = self.preprocess_images([x["image"] for x in batched_inputs])
+        if self.training:
+            if self.criterion is None:
+                raise RuntimeError("This detector was built without a criterion (pre-training builds it that way); "
+                                   "it cannot compute fine-tuning losses.")
+            return self.forward_train(images, self.prepare_targets(batched_inputs, images.image_sizes))
+        _, decoded = self.run(images)
+        results = self.inference(decoded.logits[-1], decoded.boxes[-1], images.image_sizes)
+        processed = []
+        for result, inp, size in zip(results, batched_inputs, images.image_sizes):
+            height, width = inp.get("height", size[0]), inp.get("width", size[1])
+            processed.append({"instances": detector_postprocess(result, height, width)})
+        return processed
+
+    def forward_train(self, images: ImageList, targets: list[dict]) -> dict[str, Tensor]:
+        """Weighted training losses of every decoder layer (variants with extra training
+        queries, e.g. denoising, extend this)."""
+        _, decoded = self.run(images)
+        return self.criterion({"pred_logits": decoded.logits, "pred_boxes": decoded.boxes}, targets)
+
+    def prepare_targets(self, batched_inputs: list[dict], image_sizes: list[tuple[int, int]]) -> list[dict]:
+        """gt Instances (xyxy pixels) -> dicts of labels (T,) and cxcywh boxes (T, 4) normalised
+        by the un-padded image size."""
+        targets = []
+        for inp, (h, w) in zip(batched_inputs, image_sizes):
+            inst = inp["instances"].to(self.device)
+            scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
+            boxes = box_xyxy_to_cxcywh(inst.gt_boxes.tensor / scale)
+            targets.append({"labels": inst.gt_classes.long(), "boxes": boxes})
+        return targets
+
+    def inference(self, logits: Tensor, boxes: Tensor, image_sizes: list[tuple[int, int]]) -> list[Instances]:
+        """Top-k (query, class) pairs. logits (B,N,C), boxes (B,N,4) cxcywh normalised ->
+        Instances with xyxy pixel boxes of the (resized) input image."""
+        prob = logits.sigmoid().flatten(1)
+        k = min(self.num_detections, prob.shape[1])
+        scores, idx = prob.topk(k, dim=1)
+        query_ids = torch.div(idx, self.num_classes, rounding_mode="floor")
+        labels = idx % self.num_classes
+        results = []
+        for b, (h, w) in enumerate(image_sizes):
+            xyxy = box_cxcywh_to_xyxy(boxes[b, query_ids[b]]) * torch.tensor([w, h, w, h], device=boxes.device)
+            result = Instances((h, w))
+            result.pred_boxes = Boxes(xyxy)
+            result.pred_boxes.clip((h, w))
+            result.scores = scores[b]
+            result.pred_classes = labels[b]
+            results.append(result)
+        return results
