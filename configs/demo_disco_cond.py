@@ -12,7 +12,6 @@ _detector.criterion = None
 
 model.detector = _detector
 model.feature_levels = ("stride16",)
-model.enc_hidden = 256
 
 dataloader.train.dataset.names = "disco_demo_unlabelled"
 dataloader.train.mapper.update(min_sizes=(128, 144, 160), max_size=240, crop_size=64)
@@ -20,6 +19,7 @@ dataloader.train.total_batch_size = 8
 dataloader.train.num_workers = 1
 optimizer.lr = 3e-4
 train.max_iter = 150  # tools/run_demo.py uses the same budget
+train.epochs = None
 train.checkpointer.period = 150
 train.eval_period = 0
 train.output_dir = "./output/demo/pretrain_disco"

@@ -1,6 +1,8 @@
-# CPU demo: the Siamese DETR baseline of demo_disco_cond.py (fixed query groups, no CLD).
+# CPU demo: the Siamese DETR baseline of demo_disco_cond.py (fixed query groups, additive
+# fusion, no CLD), as configs/siamese_cond.py.
 from .demo_disco_cond import dataloader, lr_multiplier, model, optimizer, train
 
 model.use_dmoqf = False
+model.fusion = "add"
 model.weight_contrast = 0.0
 train.output_dir = "./output/demo/pretrain_siamese"

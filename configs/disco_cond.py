@@ -1,7 +1,8 @@
 # DisCo DETR pre-training of Conditional DETR R50 (paper settings): 300 queries, n = 10
 # boxes, frozen R50 (SwAV weights converted with tools/convert_torchvision_resnet.py, in
-# train.init_checkpoint), AdamW 1e-4, weight decay 1e-4, clip 0.1, 60 epochs with the lr
-# drop at 40 ("40/60") of the registered dataset (mini-ImageNet: 60,000 images), batch 256.
+# train.init_checkpoint: the run refuses to start without them), AdamW 1e-4, weight decay
+# 1e-4, clip 0.1, 60 epochs of the training set the run loads, lr drop at epoch 40
+# ("40/60"), batch 256. Fusion is the paper's eq. 3, MLP(query_pos + z).
 from detectron2.config import LazyCall as L
 
 from disco_detr.modeling.pretrain.disco import DisCoDETR
@@ -9,10 +10,9 @@ from disco_detr.modeling.pretrain.disco import DisCoDETR
 from .common.data.pretrain import dataloader
 from .common.models.conditional_detr_r50 import model as _detector
 from .common.optim import AdamW as optimizer
-from .common.schedule import epochs_to_iters, step_schedule
+from .common.schedule import step_schedule
 from .common.train import train
 
-MINI_IMAGENET_IMAGES = 60000
 EPOCHS, DROP_EPOCH = 60, 40
 
 _detector.num_classes = 2  # object / no-object; fine-tuning replaces the class head
@@ -37,8 +37,9 @@ dataloader.train.total_batch_size = 256
 optimizer.lr = 1e-4
 optimizer.weight_decay = 1e-4
 train.clip_grad_norm = 0.1
-train.max_iter = epochs_to_iters(EPOCHS, MINI_IMAGENET_IMAGES, dataloader.train.total_batch_size)
-train.checkpointer.period = epochs_to_iters(5, MINI_IMAGENET_IMAGES, dataloader.train.total_batch_size)
+train.max_iter = None  # from train.epochs and the size of the dataset the run loads
+train.epochs = EPOCHS
+train.checkpointer.period = 1200  # iterations: about 5 epochs of mini-ImageNet (60,000 images) at batch 256
 train.eval_period = 0
 train.output_dir = "./output/disco_cond"
 lr_multiplier = step_schedule(drop_fraction=DROP_EPOCH / EPOCHS)

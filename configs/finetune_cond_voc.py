@@ -2,10 +2,8 @@
 # test07 with COCO-style AP (as the paper reports) and the VOC AP50 evaluator.
 # Paper schedule: 50 epochs, lr drop after 40 ("40/50"), batch 64, AdamW 1e-4.
 # Pre-trained model: train.init_checkpoint=/path/to/disco_pretrained.pth
-from detectron2.config import LazyCall as L
-from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
-
 from .common.data.detr_detection import dataloader
+from .common.data.voc_evaluation import voc_evaluators
 from .common.models.conditional_detr_r50 import model
 from .common.optim import AdamW as optimizer
 from .common.schedule import epochs_to_iters, step_schedule
@@ -18,10 +16,7 @@ model.num_classes = 20
 dataloader.train.dataset.names = ("voc_2007_trainval", "voc_2012_trainval")
 dataloader.test.dataset.names = "voc_2007_test"
 dataloader.train.total_batch_size = 64
-dataloader.evaluator = [
-    L(COCOEvaluator)(dataset_name="voc_2007_test", tasks=("bbox",), output_dir="${train.output_dir}/inference"),
-    L(PascalVOCDetectionEvaluator)(dataset_name="voc_2007_test"),
-]
+dataloader.evaluator = voc_evaluators  # "bbox" (COCO-style AP) and "pascal_voc" (VOC AP50)
 
 train.max_iter = epochs_to_iters(EPOCHS, VOC_TRAINVAL_IMAGES, dataloader.train.total_batch_size)
 train.eval_period = epochs_to_iters(5, VOC_TRAINVAL_IMAGES, dataloader.train.total_batch_size)

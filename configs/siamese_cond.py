@@ -1,7 +1,9 @@
-# Siamese DETR baseline: DisCo DETR with both components off (fixed query groups instead
-# of DMOQF, no CLD).
+# Siamese DETR baseline (Huang et al., CVPR 2023) as published: fixed, spatially random query
+# groups (query i gets proposal floor(i / (N / n))), the other view's object feature *added*
+# to the positional query (no MLP), no CLD. Everything else as configs/disco_cond.py.
 from .disco_cond import dataloader, lr_multiplier, model, optimizer, train
 
 model.use_dmoqf = False
+model.fusion = "add"
 model.weight_contrast = 0.0
 train.output_dir = "./output/siamese_cond"

@@ -27,6 +27,19 @@ def demo_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def demo_proposals(demo_root):
+    """The tiny demo dataset with EdgeBoxes proposals for its unlabelled split."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_proposals", os.path.join(REPO, "tools", "generate_proposals.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(["--images", os.path.join(demo_root, "images", "unlabelled"),
+               "--out", os.path.join(demo_root, "proposals", "unlabelled.sqlite"), "--workers", "1"])
+    return demo_root
+
+
 def tiny_config(output_dir, *overrides):
     """The tiny test preset (tests/configs/tiny_cond.py) writing to ``output_dir``."""
     from disco_detr.config import load_config

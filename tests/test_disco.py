@@ -1,8 +1,6 @@
 """DisCo DETR pre-training: fusion, losses, weights, transfer, a short run."""
-import importlib.util
 import os
 
-import pytest
 import torch
 from detectron2.config import instantiate
 
@@ -12,16 +10,6 @@ from disco_detr.config import load_config
 from conftest import REPO
 
 TINY_DISCO = os.path.join(REPO, "tests", "configs", "tiny_disco.py")
-
-
-@pytest.fixture(scope="module")
-def demo_proposals(demo_root):
-    spec = importlib.util.spec_from_file_location("generate_proposals", os.path.join(REPO, "tools", "generate_proposals.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    tool.main(["--images", os.path.join(demo_root, "images", "unlabelled"),
-               "--out", os.path.join(demo_root, "proposals", "unlabelled.sqlite"), "--workers", "1"])
-    return demo_root
 
 
 def _model(*overrides):

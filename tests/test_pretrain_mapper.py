@@ -207,3 +207,116 @@ def test_seeded_runs_are_reproducible_and_collate_pads(image_record):
         assert batch["image_sizes"][i] == (h, w)
         assert not batch["padding_mask"][i, :h, :w].any() and batch["padding_mask"][i].sum() == hmax * wmax - h * w
         assert torch.equal(batch["views"][i, :, :, :h, :w], s["views"])
+
+
+def _reference_view_ious(num, shift_prob, max_shift, seed):
+    """The corner-shift rule in closed form, float64, independent of the mapper: with the
+    intersection height a fraction r of the outer height (the positive root of
+    (iou + 2) r^2 - 2 iou r - iou = 0 for iou = 0.5, whatever the aspect ratio), a corner moved a
+    fraction s of the way to the intersection leaves its view (r + (1 - s)(1 - r)/2) of the outer
+    size, and the intersection is unchanged, so IoU = r^2 / (u_a^2 + u_b^2 - r^2)."""
+    rng = np.random.default_rng(seed)
+    r = (1 + np.sqrt(6.0)) / 5
+    shifts = np.where(rng.random((num, 2)) < shift_prob, rng.random((num, 2)) * max_shift, 0.0)
+    u = r + (1 - shifts) * (1 - r) / 2
+    return r * r / (u[:, 0] ** 2 + u[:, 1] ** 2 - r * r)
+
+
+def _mapper_view_ious(mapper, num, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(num):
+        width, height = (500, 375) if k % 2 else (333, 480)
+        regions, inter, _ = mapper.sample_view_regions(width, height, rng)
+        a, b = regions
+        inter_area = np.prod(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]))
+        out.append(inter_area / (np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter_area))
+        assert np.allclose(np.concatenate([np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])]), inter)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("rule", ["released", "half_way_p05"])
+def test_view_iou_distribution_follows_the_corner_shift_rule(rule):
+    from scipy import stats
+
+    prob, max_shift = (1.0, 1.0) if rule == "released" else (0.5, 0.5)
+    mapper = PairedViewMapper() if rule == "released" else PairedViewMapper(corner_shift_prob=0.5, max_corner_shift=0.5)
+    got = _mapper_view_ious(mapper, 4000, seed=0)
+    ref = _reference_view_ious(200_000, prob, max_shift, seed=1)
+    at_half = np.isclose(got, 0.5, atol=1e-9).mean()
+    assert abs(got.mean() - ref.mean()) < 0.005
+    assert abs(at_half - np.isclose(ref, 0.5, atol=1e-9).mean()) < 0.025
+    assert stats.ks_2samp(got.round(9), ref.round(9)).pvalue > 1e-3  # rounded: the atom at 0.5 carries float noise
+    assert got.min() >= 0.5 - 1e-9 and got.max() < 1
+    if rule == "released":  # the default: the released code's rule
+        assert abs(got.mean() - 0.69) < 0.01 and at_half == 0 and got.min() > 0.5
+    else:
+        assert abs(got.mean() - 0.54) < 0.01 and 0.2 < at_half < 0.3
+
+
+def test_mapper_views_use_the_rule(image_record):
+    """The full mapper's view regions: default rule never gives exactly 0.5."""
+    mapper = PairedViewMapper(min_sizes=(96, 128), max_size=200, crop_size=16, num_boxes=3)
+    ious = []
+    for seed in range(12):
+        np.random.seed(seed)
+        r0, r1 = mapper(image_record)["view_regions"].double().numpy()
+        ious.append(_iou(r0, r1))
+    assert min(ious) > 0.5 + 1e-6 and np.mean(ious) > 0.55
+
+
+def _save_kinds(tmp_path):
+    """One file per kind of image the old path (PIL) decoded; returns {name: (path, plain_jpeg)}."""
+    rng = np.random.default_rng(0)
+    smooth = np.asarray(Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).resize((80, 60),
+                                                                                                  Image.BICUBIC))
+    rgb = Image.fromarray(smooth)
+    kinds = {}
+
+    def save(name, img, plain, **kw):
+        img.save(tmp_path / name, **kw)
+        kinds[name] = (str(tmp_path / name), plain)
+
+    save("rgb420.jpg", rgb, True, quality=90)
+    save("rgb444.jpg", rgb, True, quality=95, subsampling=0)
+    save("progressive.jpg", rgb, True, quality=90, progressive=True)
+    save("grey.jpg", rgb.convert("L"), True, quality=90)
+    save("cmyk.jpg", rgb.convert("CMYK"), False, quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    save("exif_rotated.jpg", rgb, False, quality=90, exif=exif.tobytes())
+    exif[0x0112] = 1
+    save("exif_upright.jpg", rgb, True, quality=90, exif=exif.tobytes())
+    save("jpeg_named.png", rgb, True, format="JPEG", quality=90)  # a JPEG with the wrong extension
+    save("grey16.png", Image.fromarray(smooth[..., 0].astype(np.uint16) * 257), False)
+    save("palette.png", rgb.convert("P", palette=Image.Palette.ADAPTIVE), False)
+    save("rgba.png", Image.fromarray(np.concatenate([smooth, smooth[..., :1]], -1)), False)
+    return kinds
+
+
+def test_fast_decoder_gives_the_old_pixels(tmp_path, monkeypatch):
+    import disco_detr.data.pretrain_mapper as pm
+    from disco_detr.data.detr_mapper import read_rgb_image
+
+    calls = []
+    if pm.simplejpeg is not None:  # in requirements.txt; without it everything goes through PIL
+        decode = pm.simplejpeg.decode_jpeg
+        monkeypatch.setattr(pm.simplejpeg, "decode_jpeg", lambda data, **kw: calls.append(1) or decode(data, **kw))
+    for name, (path, plain) in _save_kinds(tmp_path).items():
+        before = len(calls)
+        fast, old = pm.decode_rgb_image(path), read_rgb_image(path)
+        assert fast.dtype == np.uint8 and fast.shape == old.shape and fast.shape[2] == 3, name
+        assert np.array_equal(fast, old), name
+        expected = plain and pm.simplejpeg is not None
+        assert (len(calls) > before) == expected, f"{name}: simplejpeg used={len(calls) > before}, expected {expected}"
+    assert read_rgb_image(str(tmp_path / "exif_rotated.jpg")).shape[:2] == (80, 60)  # the rotation is applied
+
+
+def test_fast_decoder_errors_name_the_file(tmp_path):
+    from disco_detr.data.pretrain_mapper import decode_rgb_image
+
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(OSError, match="broken.jpg"):
+        decode_rgb_image(str(tmp_path / "broken.jpg"))
+    with pytest.raises(OSError, match="missing.jpg"):
+        decode_rgb_image(str(tmp_path / "missing.jpg"))

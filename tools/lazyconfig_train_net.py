@@ -34,7 +34,8 @@ def main(args):
     default_setup(cfg, args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DisCoCheckpointer(model, allow_pickle=cfg.train.checkpoint_allow_pickle).load(cfg.train.init_checkpoint)
+        DisCoCheckpointer(model, allow_pickle=cfg.train.checkpoint_allow_pickle,
+                          transfer_mismatch=cfg.train.transfer_mismatch).load(cfg.train.init_checkpoint)
         results = Trainer.test(cfg, model)
     else:
         trainer = Trainer(cfg)

@@ -81,7 +81,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     records = DatasetCatalog.get(args.dataset)
-    mapper = PairedViewMapper()
+    mapper = PairedViewMapper(photometric="cpu")  # colour-augmented here (training does it on the device)
     written = []
     for k in tqdm(range(min(args.num, len(records))), desc="visualize"):
         np.random.seed(args.seed + k)

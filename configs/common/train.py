@@ -2,7 +2,8 @@
 train = dict(
     output_dir="./output",
     init_checkpoint="",  # a detectron2/torchvision-converted backbone or a DisCo pre-trained model
-    max_iter=90000,
+    max_iter=90000,  # iterations; None = computed from `epochs` and the loaded training set's size
+    epochs=None,  # passes over the training set, used when max_iter is None (the schedule follows the dataset)
     device="auto",  # "auto" = CUDA when available, else CPU; override with train.device=cpu
     seed=0,  # data order, augmentation and dropout are functions of (seed, iteration)
     amp=dict(enabled=True),  # mixed precision on CUDA; ignored (logged) on CPU
@@ -12,4 +13,12 @@ train = dict(
     eval_period=5000,  # 0 = evaluate only at the end
     log_period=20,
     checkpoint_allow_pickle=False,  # True only for trusted checkpoints that hold Python objects
+    transfer_mismatch="error",  # pre-trained tensor of another shape (e.g. query count): "error" or "fresh"
+    # The paper's analysis, recorded while training (disco_detr/analysis/hooks.py; all off by default):
+    analysis=dict(
+        reference_period=0,  # K > 0: every query's reference point every K iterations + first + last
+        probe_images=8,  # images recorded when references depend on the image (DINO, RT-DETR)
+        probe_size=(800, 1333),  # (short side, max long side) of the probe images
+        query_distance=False,  # at every evaluation: matched query reference -> object centre distance
+    ),
 )

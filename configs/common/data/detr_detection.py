@@ -1,16 +1,18 @@
 # Fine-tuning data: DETR augmentation, COCO-style evaluation. Experiment files set the
-# dataset names and batch size.
+# dataset names and batch size; the evaluator follows dataloader.test.dataset.names.
+# Training leaves out (and logs) VOC annotation files it cannot read; the test loader is
+# strict: every annotation and image header is checked before inference starts.
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader
-from detectron2.evaluation import COCOEvaluator
 from omegaconf import OmegaConf
 
 from disco_detr.data import DetrDatasetMapper, build_train_loader, load_detection_dicts
+from disco_detr.evaluation import COCODetectionEvaluator
 
 dataloader = OmegaConf.create()
 
 dataloader.train = L(build_train_loader)(
-    dataset=L(load_detection_dicts)(names="coco_2017_train", filter_empty=True),
+    dataset=L(load_detection_dicts)(names="coco_2017_train", filter_empty=True, strict=False),
     mapper=L(DetrDatasetMapper)(
         is_train=True,
         num_classes="${model.num_classes}",
@@ -26,13 +28,14 @@ dataloader.train = L(build_train_loader)(
 )
 
 dataloader.test = L(build_detection_test_loader)(
-    dataset=L(load_detection_dicts)(names="coco_2017_val", filter_empty=False),
+    dataset=L(load_detection_dicts)(names="coco_2017_val", filter_empty=False, strict=True),
     mapper=L(DetrDatasetMapper)(is_train=False, num_classes="${model.num_classes}", min_sizes=(800,), max_size=1333),
     num_workers=4,
 )
 
-dataloader.evaluator = L(COCOEvaluator)(
+dataloader.evaluator = L(COCODetectionEvaluator)(
     dataset_name="${..test.dataset.names}",
     tasks=("bbox",),
     output_dir="${train.output_dir}/inference",
+    num_classes="${model.num_classes}",
 )

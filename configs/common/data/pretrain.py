@@ -17,12 +17,15 @@ dataloader.train = L(build_pretrain_loader)(
         crop_scale=(0.5, 1.0),
         crop_ratio=(3 / 4, 4 / 3),
         view_iou=0.5,
-        corner_shift_prob=0.5,
-        max_corner_shift=0.5,
+        corner_shift_prob=1.0,  # the released rule: both corners, a uniform fraction in [0, 1) of the way
+        max_corner_shift=1.0,  # (0.5, 0.5) is the earlier rule: p = 0.5, at most half-way
         num_boxes=10,
         min_area_fraction=0.05,
         jitter=0.1,
         crop_size=128,
+        photometric="device",  # colour augmentation on the training device (DisCoDETR.forward); "cpu": in the workers
+        crops_on_device=True,  # the 128 x 128 crops are cut on the device too (same RoIAlign, from the uint8 views)
+        decoder="fast",  # simplejpeg for plain JPEGs (same pixels as PIL), PIL otherwise
     ),
     total_batch_size=256,
     num_workers=8,

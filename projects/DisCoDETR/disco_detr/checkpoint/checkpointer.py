@@ -9,61 +9,122 @@ and always load safely.
 """
 from __future__ import annotations
 
+import json
+import os
 import pickle
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
+from torch import nn
 
-__all__ = ["DisCoCheckpointer", "pretrained_to_finetune", "TRANSFER_DROP"]
+__all__ = ["DisCoCheckpointer", "pretrained_to_finetune", "TRANSFER_DROP", "TRANSFER_MISMATCH_POLICIES"]
 
 
-#: Modules of a pre-trained detector that fine-tuning does not take over.
+#: Modules of a pre-trained detector that fine-tuning does not take over, unless the
+#: detector class names its own (``DETRDetector.transfer_drop``: class heads, label embeddings).
 TRANSFER_DROP = ("class_embed.",)
+#: What transfer does with a pre-trained tensor whose shape differs from the fine-tuning
+#: model's (e.g. 100 pre-trained queries into a 300-query detector).
+TRANSFER_MISMATCH_POLICIES = ("error", "fresh")
 
 
-def pretrained_to_finetune(state: dict) -> tuple[dict, list[str]]:
+def pretrained_to_finetune(state: dict, drop: tuple[str, ...] = TRANSFER_DROP) -> tuple[dict, list[str]]:
     """A DisCo/Siamese pre-training state dict -> the detector's state dict for fine-tuning.
 
     Keeps every ``detector.*`` key (backbone, input projection, encoder, decoder, query
-    embeddings, box head) without the prefix, except the class head (``class_embed``: the
-    pre-training head is object/no-object); drops every pre-training-only module (object
-    feature projection, query fusion MLP, reconstruction MLP, encoder head, CLD heads).
-    Returns (kept state dict, dropped keys).
+    embeddings, box head) without the prefix, except those starting with one of ``drop``
+    (the class head: the pre-training head is object/no-object); drops every
+    pre-training-only module (object feature projection, query fusion MLP, reconstruction
+    MLP, encoder head, CLD heads). Returns (kept state dict, dropped keys).
     """
     kept, dropped = {}, []
     for key, value in state.items():
-        if key.startswith("detector.") and not key[len("detector."):].startswith(TRANSFER_DROP):
+        if key.startswith("detector.") and not key[len("detector."):].startswith(tuple(drop)):
             kept[key[len("detector."):]] = value
         else:
             dropped.append(key)
     return kept, dropped
 
 
-class DisCoCheckpointer(DetectionCheckpointer):
-    """Also turns a pre-training checkpoint (keys ``detector.*``) into a fine-tuning one
-    when loaded into a bare detector, and logs exactly which keys it kept, dropped and
-    left freshly initialised."""
+def _bare(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
-    def __init__(self, model, save_dir: str = "", *, allow_pickle: bool = False, **checkpointables):
+
+class DisCoCheckpointer(DetectionCheckpointer):
+    """detectron2's checkpointer, plus:
+
+    * transfer: a pre-training checkpoint (keys ``detector.*``) loaded into a bare detector
+      becomes a fine-tuning one. Kept / dropped / freshly initialised / shape-mismatched
+      keys are logged and written in full to ``<save_dir>/transfer_report.json``. A
+      pre-trained tensor whose shape differs from the model's (e.g. 100 pre-trained queries
+      into a 300-query detector) is an error under ``transfer_mismatch="error"`` (default);
+      ``"fresh"`` leaves those tensors freshly initialised on purpose.
+    * pre-training models whose ``require_backbone_weights`` is true refuse a checkpoint
+      that does not hold every weight of their frozen backbone.
+    """
+
+    def __init__(self, model, save_dir: str = "", *, allow_pickle: bool = False, transfer_mismatch: str = "error",
+                 **checkpointables):
         super().__init__(model, save_dir, **checkpointables)
+        if transfer_mismatch not in TRANSFER_MISMATCH_POLICIES:
+            raise ValueError(f"transfer_mismatch must be one of {TRANSFER_MISMATCH_POLICIES}, got {transfer_mismatch!r}")
         self.allow_pickle = allow_pickle
+        self.transfer_mismatch = transfer_mismatch
+        self._source = ""
+
+    def load(self, path: str, *args, **kwargs):
+        self._source = path
+        return super().load(path, *args, **kwargs)
 
     def _load_model(self, checkpoint):
-        model_keys = set(self.model.state_dict())
+        model = _bare(self.model)
+        model_state = model.state_dict()
         state = checkpoint["model"]
-        if any(k.startswith("detector.") for k in model_keys) and not any(k.startswith("detector.") for k in state):
+        if any(k.startswith("detector.") for k in model_state) and not any(k.startswith("detector.") for k in state):
             # detector weights (e.g. a converted backbone) into a pre-training wrapper
             checkpoint["model"] = state = {f"detector.{k}": v for k, v in state.items()}
+        if getattr(model, "require_backbone_weights", False):
+            missing = [k for k in model_state if k.startswith("detector.backbone.") and k not in state]
+            if missing:
+                raise ValueError(
+                    f"Checkpoint {self._source!r} lacks {len(missing)} weights of the frozen backbone "
+                    f"(e.g. {missing[0]}): pre-training against a partly random frozen backbone would waste the run. "
+                    "Pass the converted backbone weights as train.init_checkpoint (see the README).")
         is_pretrained = any(k.startswith("detector.") for k in state)
-        if is_pretrained and not any(k.startswith("detector.") for k in model_keys):
-            kept, dropped = pretrained_to_finetune(state)
-            fresh = sorted(model_keys - set(kept))
-            self.logger.info("Pre-trained -> fine-tuning transfer: kept %d keys, dropped %d (%s), "
-                             "freshly initialised %d (%s)", len(kept), len(dropped), ", ".join(sorted(dropped)),
-                             len(fresh), ", ".join(fresh))
-            checkpoint["model"] = kept
+        if is_pretrained and not any(k.startswith("detector.") for k in model_state):
+            checkpoint["model"] = self._transfer(state, model, model_state)
         return super()._load_model(checkpoint)
+
+    def _transfer(self, state: dict, model: nn.Module, model_state: dict) -> dict:
+        kept, dropped = pretrained_to_finetune(state, getattr(model, "transfer_drop", TRANSFER_DROP))
+        mismatched = [{"key": k, "checkpoint_shape": list(v.shape), "model_shape": list(model_state[k].shape)}
+                      for k, v in kept.items() if k in model_state and tuple(v.shape) != tuple(model_state[k].shape)]
+        if mismatched and self.transfer_mismatch == "error":
+            shapes = "; ".join(f"{m['key']}: {m['checkpoint_shape']} in the checkpoint, {m['model_shape']} in the model"
+                               for m in mismatched)
+            raise ValueError(
+                f"Pre-trained checkpoint {self._source!r} does not fit the fine-tuning model: {shapes}. A different query "
+                "count loses the pre-trained queries; use a fine-tuning config with the pre-training's query count "
+                "(e.g. configs/finetune_cond_voc_q100.py), or set train.transfer_mismatch=fresh to initialise these "
+                "tensors freshly on purpose.")
+        for m in mismatched:
+            kept.pop(m["key"])
+        unexpected = sorted(k for k in kept if k not in model_state)
+        fresh = sorted(set(model_state) - set(kept))
+        report = {"checkpoint": self._source, "policy": self.transfer_mismatch, "kept": sorted(kept),
+                  "dropped": sorted(dropped), "fresh": fresh, "mismatched": mismatched, "unexpected": unexpected}
+        self.logger.info("Pre-trained -> fine-tuning transfer: kept %d keys, dropped %d (%s), freshly initialised %d "
+                         "(%s), shape-mismatched %d (%s), unexpected %d", len(kept), len(dropped),
+                         ", ".join(sorted(dropped)), len(fresh), ", ".join(fresh), len(mismatched),
+                         ", ".join(m["key"] for m in mismatched), len(unexpected))
+        if self.save_dir:
+            PathManager.mkdirs(self.save_dir)
+            path = os.path.join(self.save_dir, "transfer_report.json")
+            with PathManager.open(path, "w") as f:
+                json.dump(report, f, indent=1)
+            self.logger.info("Transfer report (every key): %s", path)
+        return kept
 
     def _torch_load(self, f: str):
         with PathManager.open(f, "rb") as fh:

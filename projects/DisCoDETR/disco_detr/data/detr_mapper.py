@@ -83,6 +83,8 @@ class DetrDatasetMapper:
     def check_annotations(self, dataset_dict: dict) -> None:
         file_name = dataset_dict["file_name"]
         for obj in dataset_dict.get("annotations", []):
+            if obj.get("iscrowd", 0):  # crowd regions are not trained on (dropped in __call__)
+                continue
             box = np.asarray(obj["bbox"], dtype=np.float64)
             xyxy = utils.BoxMode.convert(box.tolist(), obj["bbox_mode"], utils.BoxMode.XYXY_ABS)
             if not np.all(np.isfinite(xyxy)) or xyxy[2] <= xyxy[0] or xyxy[3] <= xyxy[1]:

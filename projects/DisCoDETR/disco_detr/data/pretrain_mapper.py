@@ -9,26 +9,76 @@ those boxes. Coordinates:
   size (the outer box size, the same for both views).
 
 Colour augmentation is applied to each view and each crop independently, after cropping.
+With ``photometric="device"`` (the default) the mapper only draws its parameters (from the
+sample's RNG, so they are a function of ``(seed, stream position)``) and the model applies
+them to the whole batch on its device (:func:`disco_detr.data.photometric.augment_paired_views`);
+``photometric="cpu"`` is the original all-on-CPU path (torchvision transforms per image).
 Images stay uint8 RGB; ImageNet normalisation is the model's job (``pixel_mean/std``),
 as for the detector's fine-tuning inputs.
 """
 from __future__ import annotations
 
 import copy
+import io
 import math
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.ops import roi_align
 from torchvision.transforms import v2 as TV
 
 from .detr_mapper import read_rgb_image
+from .photometric import PARAM_KEYS, draw_photometric_params
 from .proposals import ProposalStore
+
+try:  # libjpeg-turbo without PIL's overhead; optional (PIL decodes everything without it)
+    import simplejpeg
+except ImportError:  # pragma: no cover - exercised only where simplejpeg is not installed
+    simplejpeg = None
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_EXIF_ORIENTATION = 0x0112
+
+
+def _plain_jpeg(data: bytes) -> bool:
+    """True for a JPEG that PIL would open as RGB or L with no EXIF rotation (PIL reads only the
+    header here): those are the files a bare libjpeg-turbo decode gives the same pixels for."""
+    if not data.startswith(_JPEG_MAGIC):
+        return False
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.format == "JPEG" and im.mode in ("RGB", "L") and im.getexif().get(_EXIF_ORIENTATION, 1) == 1
+    except Exception:  # PIL will raise the real error in read_rgb_image
+        return False
+
+
+def decode_rgb_image(file_name: str) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB with the same pixels as :func:`read_rgb_image`.
+
+    Plain JPEGs (YCbCr or grey, no EXIF rotation) are decoded by simplejpeg (libjpeg-turbo,
+    accurate integer DCT and fancy upsampling, as PIL's own libjpeg-turbo: the tests check the
+    pixels are equal); everything else (CMYK / YCCK JPEGs, EXIF-rotated JPEGs, PNG of any mode,
+    16-bit, palette, alpha, ...) goes through PIL as before. Errors name the file.
+    """
+    if simplejpeg is not None:
+        try:
+            with open(file_name, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise OSError(f"Cannot read image {file_name!r}: {e}") from e
+        if _plain_jpeg(data):
+            try:
+                return simplejpeg.decode_jpeg(data, colorspace="RGB")
+            except ValueError:  # a JPEG libjpeg-turbo rejects: PIL gives the verdict (and the error)
+                pass
+    return read_rgb_image(file_name)
 
 __all__ = [
     "PairedViewMapper",
     "intersection_height",
     "two_view_boxes",
+    "decode_rgb_image",
     "crop_and_resize",
     "collate_paired_views",
 ]
@@ -110,15 +160,36 @@ class PairedViewMapper:
     :func:`disco_detr.data.pretrain_datasets.register_unlabelled_images`).
 
     Output (``n = num_boxes``):
-      views (2, 3, H, W) uint8 RGB, both views the same size;
+      views (2, 3, H, W) uint8 RGB, both views the same size (not yet colour-augmented with
+        ``photometric="device"``);
       boxes (2, n, 4) float32, xyxy in view pixels, row i the same physical box in both views,
         row 0 the intersection region of the two views;
       crops (2, n, 3, crop_size, crop_size) uint8, each box cropped from its view before colour
-        augmentation, then colour-augmented independently;
+        augmentation, then colour-augmented independently (on the device later with
+        ``photometric="device"``); with ``crops_on_device=True`` there are no crops here but
+        ``crop_size``, and :func:`~disco_detr.data.photometric.augment_paired_views` cuts them from
+        the batch's views on the device (same RoIAlign; they differ from CPU crops by at most one
+        level because the device cuts them from the uint8 views, the CPU from the float ones);
+      photometric (only with ``photometric="device"``): the colour parameters of the 2 + 2n
+        images (views, then crops), see :mod:`disco_detr.data.photometric`;
       view_regions (2, 4) float32, xyxy of each view in source pixels;
       source_size (H_s, W_s) of the resized source image; flipped (bool);
       num_proposals: how many rows came from proposals (the rest are jittered copies);
       image_id, file_name.
+
+    View geometry (SPEC section 2 step 3): two boxes with IoU ``view_iou`` inside a
+    RandomResizedCrop box, then each of A's top-left and B's bottom-right corners moves
+    inward, with probability ``corner_shift_prob``, by a uniform fraction in
+    [0, ``max_corner_shift``) of its distance to the intersection's corner. The defaults (1, 1)
+    are the released code's rule (mean view IoU about 0.69, never exactly 0.5); (0.5, 0.5) is
+    this project's earlier rule (mean about 0.54, a quarter of the pairs at exactly 0.5).
+
+    ``photometric``: "device" (default) draws the colour parameters here and leaves applying
+    them to :func:`disco_detr.data.photometric.augment_paired_views` on the training device;
+    "cpu" applies torchvision's transforms here, one image at a time (the original path).
+    ``crops_on_device`` (only with ``photometric="device"``): leave cutting the crops to the
+    device too (about half of the remaining CPU work and of the bytes a worker sends per sample).
+    ``decoder``: "fast" (simplejpeg for plain JPEGs, PIL otherwise; same pixels) or "pil".
 
     Errors (logged and skipped by the training loader): unreadable image, no proposals
     entry for the image, proposals computed on an image of another size.
@@ -126,12 +197,22 @@ class PairedViewMapper:
 
     def __init__(self, *, min_sizes=tuple(range(320, 481, 16)), max_size: int = 600, flip_prob: float = 0.5,
                  crop_scale=(0.5, 1.0), crop_ratio=(3 / 4, 4 / 3), view_iou: float = 0.5,
-                 corner_shift_prob: float = 0.5, max_corner_shift: float = 0.5, num_boxes: int = 10,
+                 corner_shift_prob: float = 1.0, max_corner_shift: float = 1.0, num_boxes: int = 10,
                  min_area_fraction: float = 0.05, jitter: float = 0.1, crop_size: int = 128,
                  color_jitter=(0.4, 0.4, 0.4, 0.1), color_jitter_prob: float = 0.8,
-                 grayscale_prob: float = 0.2, blur_sigma=(0.1, 2.0), blur_prob: float = 0.5):
+                 grayscale_prob: float = 0.2, blur_sigma=(0.1, 2.0), blur_prob: float = 0.5,
+                 photometric: str = "device", crops_on_device: bool = False, decoder: str = "fast"):
         if num_boxes < 1:
             raise ValueError(f"num_boxes must be >= 1, got {num_boxes}")
+        if photometric not in ("device", "cpu"):
+            raise ValueError(f"photometric must be 'device' or 'cpu', got {photometric!r}")
+        if crops_on_device and photometric != "device":
+            raise ValueError("crops_on_device=True needs photometric='device' (CPU crops are colour-augmented here)")
+        if decoder not in ("fast", "pil"):
+            raise ValueError(f"decoder must be 'fast' or 'pil', got {decoder!r}")
+        if not (0 <= corner_shift_prob <= 1 and 0 <= max_corner_shift <= 1):
+            raise ValueError(f"corner_shift_prob and max_corner_shift must be in [0, 1], got {corner_shift_prob}, "
+                             f"{max_corner_shift}")
         self.min_sizes = tuple(min_sizes)
         self.max_size = max_size
         self.flip_prob = flip_prob
@@ -148,6 +229,11 @@ class PairedViewMapper:
         self.grayscale = TV.RandomGrayscale(p=grayscale_prob)
         self.blur_sigma = tuple(blur_sigma)
         self.blur_prob = blur_prob
+        self.photometric = photometric
+        self.crops_on_device = crops_on_device
+        self.photometric_kwargs = dict(color_jitter=tuple(color_jitter), color_jitter_prob=color_jitter_prob,
+                                       grayscale_prob=grayscale_prob, blur_sigma=self.blur_sigma, blur_prob=blur_prob)
+        self.read_image = decode_rgb_image if decoder == "fast" else read_rgb_image
         self._stores: dict[str, ProposalStore] = {}
 
     # ---- randomness: numpy for geometry, torch for colour (both seeded per sample) ----
@@ -205,6 +291,16 @@ class PairedViewMapper:
                 return out
         return box.copy()
 
+    def sample_view_regions(self, width: int, height: int, rng: np.random.Generator):
+        """Step 3 for a (width, height) source: returns (regions (2, 4) xyxy source pixels of
+        view 1 and view 2, intersection (4,), outer box (4,)), all float64."""
+        outer = _sample_outer_box(width, height, self.crop_scale, self.crop_ratio, rng)
+        shifts = [rng.uniform(0, self.max_corner_shift) if rng.random() < self.corner_shift_prob else 0.0
+                  for _ in range(2)]
+        box_a, box_b, inter = two_view_boxes(outer, self.view_iou, *shifts)
+        regions = np.stack([box_b, box_a] if rng.random() < 0.5 else [box_a, box_b])
+        return regions, inter, outer
+
     def colour_augment(self, images: torch.Tensor) -> torch.Tensor:
         """Independent colour jitter / grayscale / blur of each (3, h, w) uint8 image."""
         out = []
@@ -220,7 +316,7 @@ class PairedViewMapper:
     def __call__(self, dataset_dict: dict) -> dict:
         record = copy.copy(dataset_dict)
         rng = self._rng()
-        image = read_rgb_image(record["file_name"])
+        image = self.read_image(record["file_name"])
         h0, w0 = image.shape[:2]
         proposals, _ = self.load_proposals(record, (h0, w0))
 
@@ -238,11 +334,7 @@ class PairedViewMapper:
             proposals = np.stack([ws - proposals[:, 2], proposals[:, 1], ws - proposals[:, 0], proposals[:, 3]], 1)
 
         # 3. two-view crop
-        outer = _sample_outer_box(ws, hs, self.crop_scale, self.crop_ratio, rng)
-        shifts = [rng.uniform(0, self.max_corner_shift) if rng.random() < self.corner_shift_prob else 0.0
-                  for _ in range(2)]
-        box_a, box_b, inter = two_view_boxes(outer, self.view_iou, *shifts)
-        regions = np.stack([box_b, box_a] if rng.random() < 0.5 else [box_a, box_b])
+        regions, inter, outer = self.sample_view_regions(ws, hs, rng)
         view_h, view_w = int(outer[3] - outer[1]), int(outer[2] - outer[0])
         views = crop_and_resize(source, torch.from_numpy(regions), (view_h, view_w))
 
@@ -257,19 +349,29 @@ class PairedViewMapper:
 
         # 6. crops before colour augmentation, 7. colour augmentation of views and crops
         size = (self.crop_size, self.crop_size)
-        crops = torch.stack([crop_and_resize(views[v], boxes[v], size) for v in range(2)])
-        views = self.colour_augment(_to_uint8(views))
-        crops = self.colour_augment(_to_uint8(crops).flatten(0, 1)).view(2, self.num_boxes, 3, *size)
+        extra = {}
+        if self.crops_on_device:
+            views, crops = _to_uint8(views), None
+            extra["crop_size"] = self.crop_size
+        else:
+            crops = _to_uint8(torch.stack([crop_and_resize(views[v], boxes[v], size) for v in range(2)]))
+            views = _to_uint8(views)
+            extra["crops"] = crops
+        if self.photometric == "cpu":
+            views = self.colour_augment(views)
+            extra["crops"] = self.colour_augment(crops.flatten(0, 1)).view(2, self.num_boxes, 3, *size)
+        else:  # drawn last, so the geometry is the same as the CPU path's for the same seed
+            extra["photometric"] = draw_photometric_params(2 + 2 * self.num_boxes, rng, **self.photometric_kwargs)
         return {
             "file_name": record["file_name"],
             "image_id": record.get("image_id"),
             "views": views,
             "boxes": boxes,
-            "crops": crops,
             "view_regions": torch.as_tensor(regions, dtype=torch.float32),
             "source_size": (hs, ws),
             "flipped": flipped,
             "num_proposals": num_proposals,
+            **extra,
         }
 
 
@@ -279,7 +381,9 @@ def collate_paired_views(samples: list[dict]) -> dict:
     Returns views (B, 2, 3, H, W) uint8 (zero padding), padding_mask (B, H, W) bool (True on
     padding; both views of a sample share it), image_sizes [(h_b, w_b)], boxes (B, 2, n, 4),
     crops (B, 2, n, 3, s, s), view_regions (B, 2, 4), and the per-sample lists file_name,
-    image_id, num_proposals.
+    image_id, num_proposals; with device-side colour augmentation also ``photometric``, the
+    parameters stacked to (B, 2 + 2n, ...) each. Samples made with ``crops_on_device`` give
+    ``crop_size`` (an int) instead of ``crops``.
     """
     heights = [s["views"].shape[-2] for s in samples]
     widths = [s["views"].shape[-1] for s in samples]
@@ -290,12 +394,19 @@ def collate_paired_views(samples: list[dict]) -> dict:
         h, w = s["views"].shape[-2:]
         views[i, :, :, :h, :w] = s["views"]
         mask[i, :h, :w] = False
+    extra = {}
+    if "crops" in samples[0]:
+        extra["crops"] = torch.stack([s["crops"] for s in samples])
+    else:
+        extra["crop_size"] = samples[0]["crop_size"]
+    if "photometric" in samples[0]:
+        extra["photometric"] = {k: torch.stack([s["photometric"][k] for s in samples]) for k in PARAM_KEYS}
     return {
+        **extra,
         "views": views,
         "padding_mask": mask,
         "image_sizes": list(zip(heights, widths)),
         "boxes": torch.stack([s["boxes"] for s in samples]),
-        "crops": torch.stack([s["crops"] for s in samples]),
         "view_regions": torch.stack([s["view_regions"] for s in samples]),
         "file_name": [s["file_name"] for s in samples],
         "image_id": [s["image_id"] for s in samples],

@@ -8,6 +8,7 @@ from ``cfg.model``, ``cfg.optimizer``, ``cfg.lr_multiplier``, ``cfg.dataloader``
 from __future__ import annotations
 
 import logging
+import math
 import time
 import weakref
 
@@ -19,6 +20,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..analysis.hooks import build_analysis_hooks
 from ..checkpoint import DisCoCheckpointer
 from ..data.build import _mix, set_loader_start
 
@@ -29,7 +31,7 @@ logger = logging.getLogger("detectron2")
 #: Every key of ``cfg.train`` the trainer reads; any other key is a typo and is rejected.
 TRAIN_KEYS = {
     "output_dir", "init_checkpoint", "max_iter", "device", "seed", "amp", "ddp", "clip_grad_norm",
-    "checkpointer", "eval_period", "log_period", "checkpoint_allow_pickle",
+    "checkpointer", "eval_period", "log_period", "checkpoint_allow_pickle", "epochs", "transfer_mismatch", "analysis",
 }
 
 
@@ -41,6 +43,25 @@ def resolve_device(device: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"train.device={device} but CUDA is not available; use train.device=cpu or auto")
     return device
+
+
+def resolve_max_iter(cfg, data_loader) -> int:
+    """``train.max_iter`` when it is set; otherwise ``train.epochs`` passes over the training
+    set the run actually loaded (so an epoch schedule stays right for any dataset), at
+    ``dataloader.train.total_batch_size`` images per iteration."""
+    max_iter, epochs = cfg.train.get("max_iter"), cfg.train.get("epochs")
+    if max_iter:
+        if epochs:
+            logger.info("train.max_iter=%d is set: it overrides train.epochs=%s", max_iter, epochs)
+        return int(max_iter)
+    if not epochs:
+        raise ValueError("Set train.max_iter (iterations) or train.epochs (passes over the training set).")
+    num_images = len(data_loader.dataset.dataset)
+    batch = cfg.dataloader.train.total_batch_size
+    max_iter = int(math.ceil(epochs * num_images / batch))
+    logger.info("train.epochs=%s over %d training images at batch %d: %d iterations", epochs, num_images, batch,
+                max_iter)
+    return max_iter
 
 
 def validate_train_config(train_cfg) -> None:
@@ -138,9 +159,10 @@ class Trainer(DefaultTrainer):
         self.checkpointer = DisCoCheckpointer(
             model, cfg.train.output_dir, trainer=weakref.proxy(self),
             allow_pickle=cfg.train.get("checkpoint_allow_pickle", False),
+            transfer_mismatch=cfg.train.get("transfer_mismatch", "error"),
         )
         self.start_iter = 0
-        self.max_iter = cfg.train.max_iter
+        self.max_iter = resolve_max_iter(cfg, data_loader)
         self.register_hooks(self.build_hooks())
 
     @property
@@ -177,6 +199,7 @@ class Trainer(DefaultTrainer):
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, **cfg.train.checkpointer))
         if "test" in cfg.dataloader:  # pre-training configs have no test set
             ret.append(hooks.EvalHook(cfg.train.eval_period, self._evaluate))
+        ret.extend(build_analysis_hooks(cfg))  # train.analysis (off by default); before the writer
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.train.log_period))
         return ret
@@ -191,8 +214,22 @@ class Trainer(DefaultTrainer):
     def resume_or_load(self, resume: bool = True):
         """Load ``train.init_checkpoint``, or with ``resume`` the last checkpoint of the output
         folder (model, optimizer, schedule, iteration), and continue the data stream there."""
-        self.checkpointer.resume_or_load(self.cfg.train.init_checkpoint, resume=resume)
-        if resume and self.checkpointer.has_checkpoint():
+        init = self.cfg.train.init_checkpoint
+        resuming = resume and self.checkpointer.has_checkpoint()
+        model = self.checkpointer.model
+        model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        if not resuming and not init:
+            if getattr(model, "require_backbone_weights", False):
+                raise ValueError(
+                    "train.init_checkpoint is empty, so the frozen backbone of this pre-training run would stay randomly "
+                    "initialised. Convert SwAV ResNet-50 weights with `python tools/convert_torchvision_resnet.py "
+                    "swav_800ep_pretrain.pth.tar datasets/weights/swav_r50.pth` and pass "
+                    "train.init_checkpoint=datasets/weights/swav_r50.pth (model.require_backbone_weights=False "
+                    "pre-trains against a random backbone on purpose).")
+            logger.warning("\n%s\nNo pre-trained weights: train.init_checkpoint is empty, so this run trains the whole "
+                           "detector, backbone included, from random initialisation.\n%s", "!" * 100, "!" * 100)
+        self.checkpointer.resume_or_load(init, resume=resume)
+        if resuming:
             self.start_iter = self.iter + 1
         set_loader_start(self._trainer.data_loader, self.start_iter)
 

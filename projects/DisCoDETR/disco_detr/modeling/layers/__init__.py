@@ -24,3 +24,6 @@ from .attention import MultiheadAttention, multi_head_attention  # noqa: E402
 from .transformer import FFN, DETREncoder, DETREncoderLayer  # noqa: E402
 
 __all__ += ["FFN", "DETREncoder", "DETREncoderLayer", "MultiheadAttention", "multi_head_attention"]
+from .ms_deform_attn import MultiScaleDeformableAttention, ms_deform_attn_sample  # noqa: E402
+
+__all__ += ["MultiScaleDeformableAttention", "ms_deform_attn_sample"]

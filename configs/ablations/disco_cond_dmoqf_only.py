@@ -1,0 +1,5 @@
+# Table 3 (Conditional DETR, VOC 51.4): DMOQF on (distance-aware groups, eq. 3 MLP fusion), CLD off.
+from ..disco_cond import dataloader, lr_multiplier, model, optimizer, train
+
+model.weight_contrast = 0.0
+train.output_dir = "./output/disco_cond_dmoqf_only"

@@ -1,5 +1,0 @@
-# Table 3 ablation: DMOQF on, CLD off.
-from .disco_cond import dataloader, lr_multiplier, model, optimizer, train
-
-model.weight_contrast = 0.0
-train.output_dir = "./output/disco_cond_dmoqf_only"

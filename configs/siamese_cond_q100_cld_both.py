@@ -1,6 +1,0 @@
-# Table 4 ablation (100 queries, Siamese DETR + CLD): f_proj and f_pred.
-from .disco_cond import dataloader, lr_multiplier, model, optimizer, train
-
-model.detector.num_queries = 100
-model.use_dmoqf = False
-train.output_dir = "./output/siamese_cond_q100_cld_both"

@@ -1,0 +1,218 @@
+"""Multi-scale deformable attention (Deformable DETR, Zhu et al. 2021) in pure PyTorch.
+
+There is no compiled kernel for our stack: sampling is ``F.grid_sample`` per level, which runs on every
+device and dtype PyTorch supports (float16/bfloat16/float32/float64 on CPU and CUDA). Unlike a fused
+kernel it materialises every level's samples, (B*H, Dh, Nq, P) per level, before the weighted sum; the
+cost against dense attention is measured by ``tools/benchmark_ms_deform_attn.py``.
+
+Conventions used throughout this file:
+
+* A multi-scale feature map is flattened level by level, each level row-major (index ``y * w + x``), and
+  the levels are concatenated: ``S = sum_l h_l * w_l`` tokens. ``spatial_shapes`` (L, 2) holds ``(h_l, w_l)``
+  and ``level_start_index`` (L,) the first token of each level (``[0, h0*w0, h0*w0 + h1*w1, ...]``).
+* Sampling locations are normalised ``(x, y)`` in [0, 1] of each level's map, with pixel centres at
+  ``((col + 0.5) / w, (row + 0.5) / h)`` (``align_corners=False``). Bilinear interpolation; the map is
+  zero outside (a point half a pixel outside the border still gets half of the border pixel).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .recording import emit, is_recording
+
+__all__ = ["MultiScaleDeformableAttention", "ms_deform_attn_sample"]
+
+
+def _level_shapes(spatial_shapes: Tensor | Sequence[Sequence[int]], level_start_index: Tensor | Sequence[int] | None,
+                  num_tokens: int) -> list[tuple[int, int, int]]:
+    """Checks the level layout and returns ``[(start, h, w), ...]`` as Python ints (one host sync on CUDA)."""
+    shapes = torch.as_tensor(spatial_shapes)
+    if shapes.dim() != 2 or shapes.shape[1] != 2:
+        raise ValueError(f"spatial_shapes must be (L, 2) (h, w) per level, got shape {tuple(shapes.shape)}")
+    if shapes.is_floating_point() or shapes.is_complex():
+        raise ValueError(f"spatial_shapes must be integers, got dtype {shapes.dtype}")
+    hw = [(int(h), int(w)) for h, w in shapes.tolist()]
+    if any(h <= 0 or w <= 0 for h, w in hw):
+        raise ValueError(f"spatial_shapes must be positive, got {hw}")
+    starts = [0]
+    for h, w in hw[:-1]:
+        starts.append(starts[-1] + h * w)
+    total = starts[-1] + hw[-1][0] * hw[-1][1] if hw else 0
+    if total != num_tokens:
+        raise ValueError(f"value has S={num_tokens} tokens but spatial_shapes {hw} give sum(h*w)={total}")
+    if level_start_index is not None:
+        given = [int(s) for s in torch.as_tensor(level_start_index).reshape(-1).tolist()]
+        if given != starts:
+            raise ValueError(f"level_start_index {given} does not match spatial_shapes {hw} (expected {starts})")
+    return [(s, h, w) for s, (h, w) in zip(starts, hw)]
+
+
+def ms_deform_attn_sample(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor | None,
+                          sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+    """The core of multi-scale deformable attention: bilinear sampling and the weighted sum.
+
+    Args:
+        value: (B, S, H, Dh), per-head values of the flattened multi-scale map (see the module docstring).
+        spatial_shapes: (L, 2) integer ``(h_l, w_l)``.
+        level_start_index: (L,) first token of each level; checked against ``spatial_shapes`` (or None).
+        sampling_locations: (B, Nq, H, L, P, 2) normalised ``(x, y)`` in [0, 1] of level l (pixel centre of
+            column x at ``(x + 0.5) / w_l``); points outside the map sample zeros (partially, near the border).
+        attention_weights: (B, Nq, H, L, P); used as given (the module normalises them by a softmax).
+
+    Returns:
+        (B, Nq, H * Dh): ``sum_{l,p} weight[b,q,h,l,p] * bilinear(value_l[b,:,h], location[b,q,h,l,p])``,
+        heads concatenated in order. Sampling runs in the promoted dtype of ``value`` and
+        ``sampling_locations`` (e.g. float32 locations with a float16 value sample in float32, which keeps
+        locations exact to a fraction of a pixel); the result has ``value``'s dtype.
+    """
+    if value.dim() != 4:
+        raise ValueError(f"value must be (B, S, H, Dh), got shape {tuple(value.shape)}")
+    b, s, num_heads, head_dim = value.shape
+    if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
+        raise ValueError(f"sampling_locations must be (B, Nq, H, L, P, 2), got shape {tuple(sampling_locations.shape)}")
+    _, nq, _, num_levels, num_points, _ = sampling_locations.shape
+    if sampling_locations.shape[0] != b or sampling_locations.shape[2] != num_heads:
+        raise ValueError(f"sampling_locations {tuple(sampling_locations.shape)} does not match value "
+                         f"{tuple(value.shape)} (batch B={b}, heads H={num_heads})")
+    if tuple(attention_weights.shape) != (b, nq, num_heads, num_levels, num_points):
+        raise ValueError(f"attention_weights must be (B, Nq, H, L, P) = {(b, nq, num_heads, num_levels, num_points)}, "
+                         f"got {tuple(attention_weights.shape)}")
+    levels = _level_shapes(spatial_shapes, level_start_index, s)
+    if len(levels) != num_levels:
+        raise ValueError(f"sampling_locations have L={num_levels} levels but spatial_shapes has {len(levels)}")
+
+    dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
+    # grid_sample wants an (N, C, h, w) input and an (N, Hout, Wout, 2) grid in [-1, 1]; N = B * H folds the
+    # heads into the batch, the grid is (Nq, P). With align_corners=False, -1 and 1 are the outer pixel edges,
+    # so grid = 2 * location - 1 is exactly the normalised [0, 1] convention above.
+    grid = (2 * sampling_locations.to(dtype) - 1).transpose(1, 2).reshape(b * num_heads, nq, num_levels, num_points, 2)
+    weights = attention_weights.to(dtype).transpose(1, 2).reshape(b * num_heads, 1, nq, num_levels, num_points)
+    out = None
+    for lvl, (start, h, w) in enumerate(levels):
+        value_l = value[:, start:start + h * w].to(dtype).permute(0, 2, 3, 1).reshape(b * num_heads, head_dim, h, w)
+        sampled = F.grid_sample(value_l, grid[:, :, lvl], mode="bilinear", padding_mode="zeros",
+                                align_corners=False)                                   # (B*H, Dh, Nq, P)
+        # Summing level by level keeps only one level's samples alive at a time in inference.
+        term = (sampled * weights[..., lvl, :]).sum(-1)                                 # (B*H, Dh, Nq)
+        out = term if out is None else out + term
+    if out is None:  # L == 0: nothing to attend to
+        out = value.new_zeros(b * num_heads, head_dim, nq, dtype=dtype)
+    return out.view(b, num_heads * head_dim, nq).transpose(1, 2).contiguous().to(value.dtype)
+
+
+class MultiScaleDeformableAttention(nn.Module):
+    """Multi-scale deformable attention as in Deformable DETR (no residual, no dropout: the caller's layer adds them).
+
+    Each query predicts, per head h, level l and point p, an offset and a weight; it samples the projected
+    value of level l at ``reference + offset`` and sums the samples with the softmax (over levels x points,
+    per head) of the weights. Parameter names and row layouts follow Deformable DETR / detrex, so their
+    checkpoints load by a plain copy:
+
+    * ``sampling_offsets``: Linear(d, H*L*P*2), output rows ordered (head, level, point, xy);
+    * ``attention_weights``: Linear(d, H*L*P), rows (head, level * point);
+    * ``value_proj``, ``output_proj``: Linear(d, d).
+
+    forward(query (B, Nq, d), reference_points (B, Nq, L, 2) normalised (x, y) or (B, Nq, L, 4) normalised
+    (cx, cy, w, h), value (B, S, d) flattened multi-scale map, spatial_shapes (L, 2) (h, w),
+    level_start_index (L,), padding_mask (B, S) bool, True on padding, or None) -> (B, Nq, d).
+
+    Sampling locations: 2-d references ``ref + offset / (w_l, h_l)`` (offsets in pixels of level l);
+    4-d references ``ref_xy + offset / P * ref_wh * 0.5`` (offsets in units of half the box per point).
+
+    Inside :func:`~.recording.record_attention` it emits site ``"deformable"`` with ``locations``
+    (B, Nq, H, L, P, 2), ``weights`` (B, Nq, H, L, P) (softmax-normalised) and ``spatial_shapes`` (L, 2).
+    """
+
+    def __init__(self, d_model: int = 256, num_heads: int = 8, num_levels: int = 4, num_points: int = 4):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        if min(num_heads, num_levels, num_points) <= 0:
+            raise ValueError(f"num_heads, num_levels and num_points must be positive, got "
+                             f"{num_heads}, {num_levels}, {num_points}")
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.num_levels = num_levels
+        self.num_points = num_points
+        self.sampling_offsets = nn.Linear(d_model, num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Linear(d_model, num_heads * num_levels * num_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Deformable DETR's init: head h starts with its points on a ray at angle 2*pi*h/H, point p at distance
+        p + 1 (in the max-norm: (cos, sin) divided by its largest absolute coordinate, so 8 heads point to the 8
+        neighbours of a pixel); uniform attention weights; xavier value/output projections with zero bias."""
+        nn.init.zeros_(self.sampling_offsets.weight)
+        angles = torch.arange(self.num_heads, dtype=torch.float64) * (2.0 * math.pi / self.num_heads)
+        directions = torch.stack([angles.cos(), angles.sin()], -1)
+        directions = directions / directions.abs().max(-1, keepdim=True).values                      # (H, 2)
+        scale = torch.arange(1, self.num_points + 1, dtype=torch.float64)
+        grid = directions[:, None, None, :] * scale[None, None, :, None]                             # (H, 1, P, 2)
+        grid = grid.expand(self.num_heads, self.num_levels, self.num_points, 2)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.reshape(-1))
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.zeros_(self.value_proj.bias)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.zeros_(self.output_proj.bias)
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, num_heads={self.num_heads}, num_levels={self.num_levels}, " \
+               f"num_points={self.num_points}"
+
+    def _check_inputs(self, query: Tensor, reference_points: Tensor, value: Tensor,
+                      padding_mask: Tensor | None) -> None:
+        if query.dim() != 3 or query.shape[-1] != self.d_model:
+            raise ValueError(f"query must be (B, Nq, d={self.d_model}), got shape {tuple(query.shape)}")
+        b, nq = query.shape[:2]
+        if value.dim() != 3 or value.shape[0] != b or value.shape[-1] != self.d_model:
+            raise ValueError(f"value must be (B={b}, S, d={self.d_model}), got shape {tuple(value.shape)}")
+        if (reference_points.dim() != 4 or tuple(reference_points.shape[:3]) != (b, nq, self.num_levels)
+                or reference_points.shape[-1] not in (2, 4)):
+            raise ValueError(f"reference_points must be (B={b}, Nq={nq}, L={self.num_levels}, 2 or 4), "
+                             f"got shape {tuple(reference_points.shape)}")
+        if padding_mask is not None and tuple(padding_mask.shape) != tuple(value.shape[:2]):
+            raise ValueError(f"padding_mask must be (B, S) = {tuple(value.shape[:2])}, got {tuple(padding_mask.shape)}")
+        if padding_mask is not None and padding_mask.dtype != torch.bool:
+            raise ValueError(f"padding_mask must be bool (True on padding), got dtype {padding_mask.dtype}")
+
+    def forward(self, query: Tensor, reference_points: Tensor, value: Tensor, spatial_shapes: Tensor,
+                level_start_index: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """See the class docstring for shapes and conventions. Returns (B, Nq, d)."""
+        self._check_inputs(query, reference_points, value, padding_mask)
+        shapes = torch.as_tensor(spatial_shapes, device=reference_points.device)
+        if shapes.dim() != 2 or shapes.shape[0] != self.num_levels:
+            raise ValueError(f"spatial_shapes must be (L={self.num_levels}, 2), got shape {tuple(shapes.shape)}")
+        b, nq, _ = query.shape
+        heads, levels, points = self.num_heads, self.num_levels, self.num_points
+
+        value = self.value_proj(value)
+        if padding_mask is not None:
+            value = value.masked_fill(padding_mask[..., None], 0.0)
+        value = value.view(b, value.shape[1], heads, self.d_model // heads)
+
+        offsets = self.sampling_offsets(query).view(b, nq, heads, levels, points, 2)
+        weights = self.attention_weights(query).view(b, nq, heads, levels * points)
+        weights = weights.softmax(-1).view(b, nq, heads, levels, points)
+
+        if reference_points.shape[-1] == 2:
+            # (w_l, h_l) per level: offsets are in pixels of their level.
+            normaliser = shapes.flip(-1).to(offsets.dtype)                                     # (L, 2)
+            locations = reference_points[:, :, None, :, None, :] + offsets / normaliser[None, None, None, :, None, :]
+        else:
+            locations = (reference_points[:, :, None, :, None, :2]
+                         + offsets / points * reference_points[:, :, None, :, None, 2:] * 0.5)
+
+        if is_recording():   # analysis plots: site "deformable" (see .recording)
+            emit("deformable", self, locations=locations, weights=weights, spatial_shapes=shapes)
+        out = ms_deform_attn_sample(value, shapes, level_start_index, locations, weights)
+        return self.output_proj(out)

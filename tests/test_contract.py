@@ -1,0 +1,160 @@
+"""The pre-training contract, held for every registered DETR variant.
+
+A new variant joins by adding one entry to VARIANTS: a function that returns its tiny
+pre-training model (DisCoDETR around the variant, with a tiny frozen backbone).
+"""
+import os
+
+import pytest
+import torch
+from detectron2.config import LazyCall as L
+from detectron2.config import LazyConfig, instantiate
+
+from disco_detr.checkpoint.checkpointer import pretrained_to_finetune
+from disco_detr.modeling import build_tiny_resnet
+from disco_detr.modeling.detectors.base import DecoderOutput, DETRDetector, QueryInit
+
+from conftest import REPO
+
+
+def _tiny_backbone(features):
+    return L(build_tiny_resnet)(widths=(8, 16, 32), blocks=(1, 1, 1), stem_width=8, out_features=features,
+                                norm="FrozenBN", freeze_at=4)
+
+
+def _conditional():
+    return LazyConfig.load(os.path.join(REPO, "tests", "configs", "tiny_disco.py")).model
+
+
+def _deformable(scale):
+    def build():
+        cfg = LazyConfig.load(os.path.join(REPO, "configs", f"disco_deformable_{scale}.py"))
+        model, det = cfg.model, cfg.model.detector
+        features = ("res2", "res3", "res4") if scale == "ms" else ("res4",)
+        det.backbone = _tiny_backbone(features)
+        det.in_features = features
+        det.num_extra_levels = 1 if scale == "ms" else 0
+        det.norm_groups = 8
+        for part, layers in ((det.encoder, 1), (det.decoder, 2)):
+            part.update(num_layers=layers, d_model=32, num_heads=4, dim_feedforward=64, num_points=2,
+                        num_levels=len(features) + det.num_extra_levels)
+        det.num_queries = 12
+        model.feature_levels = features
+        model.enc_hidden = 32
+        model.require_backbone_weights = False
+        return model
+    return build
+
+
+#: variant -> its tiny pre-training model config (one line per variant)
+VARIANTS = {
+    "conditional": _conditional,
+    "deformable_ss": _deformable("ss"),
+    "deformable_ms": _deformable("ms"),
+}
+
+
+def _build(variant, **overrides):
+    cfg = VARIANTS[variant]()
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    torch.manual_seed(0)
+    return instantiate(cfg)
+
+
+def _batch(b=2, n=4, size=(80, 96), crop=32, seed=0):
+    """A synthetic collated paired-view batch: views (B,2,3,H,W) uint8, boxes (B,2,n,4) xyxy view pixels
+    (box 0 of each view is the big intersection box, the rest inside it), crops (B,2,n,3,s,s)."""
+    gen = torch.Generator().manual_seed(seed)
+    h, w = size
+    views = torch.randint(0, 256, (b, 2, 3, h, w), dtype=torch.uint8, generator=gen)
+    xy = torch.rand(b, 2, n, 2, generator=gen) * torch.tensor([w * 0.6, h * 0.6])
+    wh = 8 + torch.rand(b, 2, n, 2, generator=gen) * torch.tensor([w * 0.3, h * 0.3])
+    boxes = torch.cat([xy, xy + wh], -1)
+    boxes[:, :, 0] = torch.tensor([4.0, 4.0, w - 4.0, h - 4.0])
+    crops = torch.randint(0, 256, (b, 2, n, 3, crop, crop), dtype=torch.uint8, generator=gen)
+    return {"views": views, "boxes": boxes, "crops": crops, "image_sizes": [(h, w)] * b,
+            "padding_mask": torch.zeros(b, h, w, dtype=torch.bool)}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_queries_and_references(variant):
+    model = _build(variant)
+    det = model.detector
+    assert isinstance(det, DETRDetector) and det.fusion_target in ("position", "content")
+    views = _batch()["views"]
+    images = det.preprocess_images([views[0, 0], views[1, 1, :, :64, :72]])
+    det.eval()
+    with torch.no_grad():
+        encoded = det.encode(images)
+        queries = det.initial_queries(encoded)
+        decoded = det.decode(encoded, queries)
+    assert isinstance(queries, QueryInit) and isinstance(decoded, DecoderOutput)
+    ref = queries.reference
+    assert ref.shape[:2] == (2, det.num_queries) and ref.shape[2] in (2, 4)
+    assert ((ref >= 0) & (ref <= 1)).all()
+    num_layers = decoded.logits.shape[0]
+    assert decoded.logits.shape == (num_layers, 2, det.num_queries, det.num_classes)
+    assert decoded.boxes.shape == (num_layers, 2, det.num_queries, 4)
+    assert ((decoded.boxes >= 0) & (decoded.boxes <= 1)).all()
+    if not det.references_depend_on_image:
+        assert torch.allclose(ref[0], ref[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_fusion_reaches_each_querys_own_proposal(variant):
+    model = _build(variant, fusion="add")
+    det = model.detector
+    views = _batch()["views"]
+    with torch.no_grad():
+        queries = det.initial_queries(det.encode(det.preprocess_images([views[0, 0], views[1, 0]])))
+    n = 4
+    features = torch.arange(2 * n, dtype=torch.float32).view(2, n, 1).expand(2, n, det.d_model).contiguous()
+    owner = model.assign(torch.rand(2, n, 2), queries)
+    assert owner.shape == (2, det.num_queries) and all(o.bincount(minlength=n).min() > 0 for o in owner)
+    fused = model.fuse(queries, features, owner)
+    field = det.fusion_target
+    delta = getattr(fused, field) - getattr(queries, field)
+    assert torch.allclose(delta[..., 0], features[torch.arange(2)[:, None], owner, 0])
+    # the fused queries change what the decoder computes
+    with torch.no_grad():
+        encoded = det.encode(det.preprocess_images([views[0, 0], views[1, 0]]))
+        a, b = det.decode(encoded, queries), det.decode(encoded, fused)
+    assert not torch.allclose(a.hidden, b.hidden)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("method", ["disco", "siamese"])
+def test_short_pretraining_decreases_the_loss(variant, method):
+    overrides = {} if method == "disco" else {"use_dmoqf": False, "fusion": "add", "weight_contrast": 0.0}
+    model = _build(variant, **overrides)
+    model.train()
+    batch = _batch()
+    losses = model(batch)
+    expected = {"loss_loc_class", "loss_loc_bbox", "loss_loc_giou", "loss_rec", "loss_enc"}
+    if method == "disco":
+        expected.add("loss_contrast")
+    assert expected <= set(losses) and all(torch.isfinite(v) for v in losses.values())
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    totals = []
+    for _ in range(12):
+        total = sum(model(batch).values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        totals.append(total.item())
+    assert totals[-1] < totals[0]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_transfer_keeps_and_drops_the_documented_keys(variant):
+    model = _build(variant)
+    det = model.detector
+    state = model.state_dict()
+    kept, dropped = pretrained_to_finetune(state, det.transfer_drop)
+    detector_keys = {k[len("detector."):] for k in state if k.startswith("detector.")}
+    heads = {k for k in detector_keys if k.startswith(det.transfer_drop)}
+    assert heads, "the class heads must be dropped"
+    assert set(kept) == detector_keys - heads
+    assert set(dropped) == {k for k in state if not k.startswith("detector.")} | {f"detector.{k}" for k in heads}
+    assert any(k.startswith("backbone.") for k in kept) and any(k.startswith("decoder.") for k in kept)
