@@ -9,7 +9,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 torch.set_num_threads(2)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_CONFIG = os.path.join(REPO, "configs", "demo_cond.py")
+DEMO_CONFIG = os.path.join(REPO, "configs", "demo", "cond.py")
 
 TINY_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_cond.py")
 

@@ -17,7 +17,8 @@ ALL_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.py"), recu
 
 def test_there_are_configs():
     names = {os.path.basename(p) for p in EXPERIMENT_CONFIGS}
-    assert {"finetune_cond_voc.py", "finetune_cond_coco.py", "demo_cond.py"} <= names
+    assert {"finetune_cond_voc.py", "finetune_cond_coco.py"} <= names
+    assert os.path.exists(os.path.join(REPO, "configs", "demo", "cond.py"))  # the demo preset (configs/demo/)
 
 
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
@@ -51,8 +52,8 @@ def test_paper_schedules():
 
 def test_unknown_override_key_is_rejected():
     with pytest.raises(KeyError, match="train.max_iters"):
-        load_config(os.path.join(REPO, "configs", "demo_cond.py"), ["train.max_iters=10"])
-    cfg = load_config(os.path.join(REPO, "configs", "demo_cond.py"), ["train.max_iter=10", "+model.extra=1"])
+        load_config(os.path.join(REPO, "configs", "demo", "cond.py"), ["train.max_iters=10"])
+    cfg = load_config(os.path.join(REPO, "configs", "demo", "cond.py"), ["train.max_iter=10", "+model.extra=1"])
     assert cfg.train.max_iter == 10 and cfg.model.extra == 1
 
 

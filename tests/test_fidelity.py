@@ -214,4 +214,5 @@ def test_epoch_schedule_follows_the_loaded_dataset(demo_root, tmp_path):
     assert trainer.max_iter == math.ceil(2 * num_images / cfg.dataloader.train.total_batch_size)
     disco = LazyConfig.load(os.path.join(REPO, "configs", "disco_cond.py"))
     assert disco.train.epochs == 60 and disco.train.max_iter is None
-    assert disco.lr_multiplier.scheduler.milestones[0] / disco.lr_multiplier.scheduler.milestones[1] == pytest.approx(2 / 3, abs=1e-5)
+    milestones = disco.lr_multiplier.scheduler.milestones
+    assert milestones[0] / milestones[1] == pytest.approx(2 / 3, abs=1e-5)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train or evaluate a DisCo DETR LazyConfig, the detectron2 way.
 
-    python tools/lazyconfig_train_net.py --config-file configs/demo_cond.py [key=value ...]
+    python tools/lazyconfig_train_net.py --config-file configs/demo/cond.py [key=value ...]
     python tools/lazyconfig_train_net.py --config-file configs/finetune_cond_voc.py \\
         --num-gpus 8 train.init_checkpoint=output/disco_cond/model_final.pth
     python tools/lazyconfig_train_net.py --config-file ... --eval-only train.init_checkpoint=model.pth

@@ -54,8 +54,8 @@ def study_plan(args) -> dict:
                 "siamese_overrides": ["model.use_dmoqf=False", "model.weight_contrast=0.0"],
                 "init_none": "", "prepare": False, "probe_size": "[96,128]"}
     demo = _load_tool("run_demo")
-    return {"finetune": "configs/demo_cond.py", "disco": "configs/demo_disco_cond.py",
-            "siamese": "configs/demo_siamese_cond.py", "siamese_overrides": [],
+    return {"finetune": "configs/demo/cond.py", "disco": "configs/demo/disco_cond.py",
+            "siamese": "configs/demo/siamese_cond.py", "siamese_overrides": [],
             "init_none": demo.WEIGHTS, "prepare": True, "probe_size": "[160,300]"}
 
 

@@ -67,13 +67,13 @@ def main(argv=None):
         return out
 
     pre = {
-        "disco": train("pretrain_disco", "configs/demo_disco_cond.py", f"train.max_iter={args.pretrain_iters}"),
-        "siamese": train("pretrain_siamese", "configs/demo_siamese_cond.py", f"train.max_iter={args.pretrain_iters}"),
+        "disco": train("pretrain_disco", "configs/demo/disco_cond.py", f"train.max_iter={args.pretrain_iters}"),
+        "siamese": train("pretrain_siamese", "configs/demo/siamese_cond.py", f"train.max_iter={args.pretrain_iters}"),
     }
     results = {}
     for name, init in (("scratch", WEIGHTS), ("siamese", f"{pre['siamese']}/model_final.pth"),
                        ("disco", f"{pre['disco']}/model_final.pth")):
-        out = train(f"finetune_{name}", "configs/demo_cond.py", f"train.max_iter={args.finetune_iters}",
+        out = train(f"finetune_{name}", "configs/demo/cond.py", f"train.max_iter={args.finetune_iters}",
                     f"train.init_checkpoint={init}")
         results[name] = final_metrics(out)
 

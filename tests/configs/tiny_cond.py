@@ -8,7 +8,7 @@ from detectron2.config import LazyConfig
 
 from disco_detr.modeling import build_tiny_resnet
 
-_demo = LazyConfig.load(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo_cond.py"))
+_demo = LazyConfig.load(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo", "cond.py"))
 model, dataloader, optimizer, train, lr_multiplier = (
     _demo.model, _demo.dataloader, _demo.optimizer, _demo.train, _demo.lr_multiplier,
 )

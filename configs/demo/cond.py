@@ -8,11 +8,11 @@ from detectron2.config import LazyCall as L
 from disco_detr.data.demo import DEMO_CLASSES
 from disco_detr.modeling import MobileNetV2Backbone
 
-from .common.data.detr_detection import dataloader
-from .common.models.conditional_detr_r50 import model
-from .common.optim import AdamW as optimizer
-from .common.schedule import step_schedule
-from .common.train import train
+from ..common.data.detr_detection import dataloader
+from ..common.models.conditional_detr_r50 import model
+from ..common.optim import AdamW as optimizer
+from ..common.schedule import step_schedule
+from ..common.train import train
 
 D_MODEL = 128
 

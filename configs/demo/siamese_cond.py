@@ -1,6 +1,6 @@
-# CPU demo: the Siamese DETR baseline of demo_disco_cond.py (fixed query groups, additive
+# CPU demo: the Siamese DETR baseline of configs/demo/disco_cond.py (fixed query groups, additive
 # fusion, no CLD), as configs/siamese_cond.py.
-from .demo_disco_cond import dataloader, lr_multiplier, model, optimizer, train
+from .disco_cond import dataloader, lr_multiplier, model, optimizer, train
 
 model.use_dmoqf = False
 model.fusion = "add"

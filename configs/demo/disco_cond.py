@@ -1,11 +1,11 @@
-# CPU demo: DisCo DETR pre-training of the demo detector (configs/demo_cond.py: frozen
+# CPU demo: DisCo DETR pre-training of the demo detector (configs/demo/cond.py: frozen
 # ImageNet MobileNetV2, d=128, 3+3 layers, 30 queries -> 3 queries per box with n = 10) on
 # the demo's 300 unlabelled images with their EdgeBoxes proposals. Views are made from a
 # 128-160 px resize (the paper: 320-480) and crops are 64 px (the paper: 128) to fit a CPU.
-from .common.schedule import step_schedule
-from .demo_cond import model as _detector
-from .demo_cond import optimizer, train
-from .disco_cond import dataloader, model  # the paper's DisCo settings, around the demo detector
+from ..common.schedule import step_schedule
+from ..disco_cond import dataloader, model  # the paper's DisCo settings, around the demo detector
+from .cond import model as _detector
+from .cond import optimizer, train
 
 _detector.num_classes = 2  # object / no-object
 _detector.criterion = None
