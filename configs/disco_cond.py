@@ -30,6 +30,7 @@ model = L(DisCoDETR)(
     weight_contrast=2.0,  # lambda_3
     cld_projector=True,
     cld_predictor=True,
+    require_backbone_weights=True,  # refuse to start unless train.init_checkpoint holds the frozen backbone
 )
 
 dataloader.train.dataset.names = "mini_imagenet_train"

@@ -51,6 +51,9 @@ VARIANTS = {
     "conditional": _conditional,
     "deformable_ss": _deformable("ss"),
     "deformable_ms": _deformable("ms"),
+    "dab": lambda: LazyConfig.load(os.path.join(REPO, "tests", "configs", "tiny_disco_dab.py")).model,
+    "dino": lambda: LazyConfig.load(os.path.join(REPO, "tests", "configs", "tiny_disco_dino.py")).model,
+    "rt_detr": lambda: LazyConfig.load(os.path.join(REPO, "tests", "configs", "tiny_disco_rtdetr.py")).model,
 }
 
 

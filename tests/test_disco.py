@@ -137,6 +137,7 @@ def test_paper_disco_config_runs_on_cpu(demo_proposals, tmp_path):
         "dataloader.train.dataset.names=disco_demo_unlabelled", "dataloader.train.total_batch_size=2",
         "dataloader.train.num_workers=0", "dataloader.train.mapper.min_sizes=[160]",
         "dataloader.train.mapper.max_size=200", "dataloader.train.mapper.crop_size=64",
+        "model.require_backbone_weights=False",  # no SwAV weights here: the random R50 on purpose
     ])
     trainer = Trainer(cfg)
     assert sum(p.numel() for p in trainer.model.cld.parameters()) == 724_480

@@ -105,3 +105,32 @@ def test_short_training_lowers_the_loss(demo_root, tmp_path):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_kill_and_resume_with_ema_gives_identical_weights(demo_root, tmp_path):
+    """As above with ``train.ema`` on: the EMA weights (restored from the checkpoint's hook state) and hence the
+    final checkpoint, which holds them, are bit-identical to the uninterrupted run's."""
+    extra = ["train.max_iter=6", "train.checkpointer.period=3", "train.eval_period=0",
+             "dataloader.test.dataset.names=disco_demo_val", "train.ema.enabled=True", "train.ema.decay=0.9",
+             "train.ema.warmups=2"]
+    ref = Trainer(tiny_config(str(tmp_path / "ref"), *extra))
+    ref.resume_or_load(resume=False)
+    ref.train()
+    out = str(tmp_path / "killed")
+    killed = Trainer(tiny_config(out, *extra))
+    killed.register_hooks([_Crash(at_iter=4)])
+    killed.resume_or_load(resume=False)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        killed.train()
+    resumed = Trainer(tiny_config(out, *extra))
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 3 and resumed.ema.updates == 3
+    resumed.train()
+    assert resumed.ema.updates == ref.ema.updates == 6
+    expected, got = _final_weights(str(tmp_path / "ref")), _final_weights(out)
+    differing = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not differing, f"resumed EMA weights differ from the uninterrupted run: {differing[:5]}"
+    # the checkpoint at iteration 2 held raw weights that differ from its own EMA weights
+    ckpt = torch.load(f"{out}/model_0000002.pth", map_location="cpu", weights_only=True)
+    ema_state = ckpt["trainer"]["hooks"]["EMAHook"]["module"]
+    assert any(not torch.equal(ckpt["model"][k], ema_state[k]) for k in ema_state if ema_state[k].is_floating_point())

@@ -3,9 +3,11 @@
 
     python tools/convert_detrex.py --variant conditional conditional_detr_r50_50ep.pth datasets/weights/cond_detrex.pth
     python tools/convert_detrex.py --variant deformable deformable_detr_r50_50ep.pth datasets/weights/deform_detrex.pth
+    python tools/convert_detrex.py --variant dab dab_detr_r50_50ep.pth datasets/weights/dab_detrex.pth
 
 Variants: ``conditional`` (detrex ConditionalDETR -> ConditionalDETR) and ``deformable`` (detrex
-DeformableDETR, plain: no box refinement, not two-stage -> DeformableDETR). The result is checked key by key
+DeformableDETR, plain: no box refinement, not two-stage -> DeformableDETR) and ``dab`` (detrex DABDETR ->
+DABDETR). The result is checked key by key
 and shape by shape against the model of ``--config`` (default: the variant's COCO fine-tuning config; pass
 the config you will train or evaluate with, plus ``--opts key=value ...`` overrides, or ``--no-check``).
 Every detrex key must be converted, merged (the per-layer copies of Deformable DETR's shared heads) or
@@ -25,6 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = {
     "conditional": os.path.join(REPO, "configs", "finetune_cond_coco.py"),
     "deformable": os.path.join(REPO, "configs", "finetune_deformable_ms_coco.py"),
+    "dab": os.path.join(REPO, "configs", "finetune_dab_coco.py"),
 }
 
 

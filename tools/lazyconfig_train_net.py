@@ -6,6 +6,8 @@
         --num-gpus 8 train.init_checkpoint=output/disco_cond/model_final.pth
     python tools/lazyconfig_train_net.py --config-file ... --eval-only train.init_checkpoint=model.pth
     python tools/lazyconfig_train_net.py --config-file ... --resume   # continue a killed run
+    python tools/lazyconfig_train_net.py --config-file configs/finetune_cond_coco.py --eval-only \\
+        train.init_checkpoint=zoo://detrex/conditional_detr_r50_50ep   # model zoo: docs/model_zoo.md
 
 detectron2's standard arguments (--num-gpus, --num-machines, --machine-rank, --dist-url)
 go to detectron2's ``launch``. Without GPUs, --num-gpus N starts N CPU processes that
@@ -34,7 +36,7 @@ def main(args):
     default_setup(cfg, args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DisCoCheckpointer(model, allow_pickle=cfg.train.checkpoint_allow_pickle,
+        DisCoCheckpointer(model, cfg.train.output_dir, allow_pickle=cfg.train.checkpoint_allow_pickle,
                           transfer_mismatch=cfg.train.transfer_mismatch).load(cfg.train.init_checkpoint)
         results = Trainer.test(cfg, model)
     else:

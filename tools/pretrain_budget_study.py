@@ -51,7 +51,7 @@ def study_plan(args) -> dict:
         tiny = os.path.join(REPO, "tests", "configs")
         return {"finetune": os.path.join(tiny, "tiny_cond.py"), "disco": os.path.join(tiny, "tiny_disco.py"),
                 "siamese": os.path.join(tiny, "tiny_disco.py"),
-                "siamese_overrides": ["model.use_dmoqf=False", "model.weight_contrast=0.0"],
+                "siamese_overrides": ["model.use_dmoqf=False", "model.fusion=add", "model.weight_contrast=0.0"],
                 "init_none": "", "prepare": False, "probe_size": "[96,128]"}
     demo = _load_tool("run_demo")
     return {"finetune": "configs/demo/cond.py", "disco": "configs/demo/disco_cond.py",

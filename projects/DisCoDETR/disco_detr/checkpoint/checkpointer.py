@@ -18,6 +18,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 from torch import nn
 
+from ..model_zoo import check_against_model, conversion_report, is_zoo_path, resolve_for_load
+
 __all__ = ["DisCoCheckpointer", "pretrained_to_finetune", "TRANSFER_DROP", "TRANSFER_MISMATCH_POLICIES"]
 
 
@@ -72,9 +74,15 @@ class DisCoCheckpointer(DetectionCheckpointer):
         self.allow_pickle = allow_pickle
         self.transfer_mismatch = transfer_mismatch
         self._source = ""
+        self._zoo_conversion = None
 
     def load(self, path: str, *args, **kwargs):
-        self._source = path
+        """``path`` may be ``zoo://<name>``: downloaded, converted and cached by :mod:`disco_detr.model_zoo`
+        (with this checkpointer's pickle opt-in); the load report goes to ``<save_dir>/zoo_report.json``."""
+        self._source, self._zoo_conversion = path, None
+        if is_zoo_path(path):
+            path = resolve_for_load(path, allow_pickle=self.allow_pickle)
+            self._zoo_conversion = conversion_report(path) or {}
         return super().load(path, *args, **kwargs)
 
     def _load_model(self, checkpoint):
@@ -94,7 +102,28 @@ class DisCoCheckpointer(DetectionCheckpointer):
         is_pretrained = any(k.startswith("detector.") for k in state)
         if is_pretrained and not any(k.startswith("detector.") for k in model_state):
             checkpoint["model"] = self._transfer(state, model, model_state)
+        elif self._zoo_conversion is not None:
+            checkpoint["model"] = self._zoo_check(state, model, model_state)
         return super()._load_model(checkpoint)
+
+    def _zoo_check(self, state: dict, model: nn.Module, model_state: dict) -> dict:
+        heads = getattr(model, "transfer_drop", None) or getattr(getattr(model, "detector", None), "transfer_drop",
+                                                                 TRANSFER_DROP)
+        if any(k.startswith("detector.") for k in model_state):
+            heads = tuple(f"detector.{h}" for h in heads)
+        kept, report = check_against_model(state, model_state, source=self._source, class_heads=tuple(heads),
+                                           policy=self.transfer_mismatch, conversion=self._zoo_conversion)
+        self.logger.info("Model zoo %s: kept %d keys, dropped %d in conversion, freshly initialised %d, shape-mismatched "
+                         "%d (%s), unexpected %d", self._source, len(report["kept"]), len(report["dropped"]),
+                         len(report["fresh"]), len(report["mismatched"]),
+                         ", ".join(m["key"] for m in report["mismatched"]), len(report["unexpected"]))
+        if self.save_dir:
+            PathManager.mkdirs(self.save_dir)
+            path = os.path.join(self.save_dir, "zoo_report.json")
+            with PathManager.open(path, "w") as f:
+                json.dump(report, f, indent=1)
+            self.logger.info("Model zoo load report (every key): %s", path)
+        return kept
 
     def _transfer(self, state: dict, model: nn.Module, model_state: dict) -> dict:
         kept, dropped = pretrained_to_finetune(state, getattr(model, "transfer_drop", TRANSFER_DROP))
@@ -114,6 +143,8 @@ class DisCoCheckpointer(DetectionCheckpointer):
         fresh = sorted(set(model_state) - set(kept))
         report = {"checkpoint": self._source, "policy": self.transfer_mismatch, "kept": sorted(kept),
                   "dropped": sorted(dropped), "fresh": fresh, "mismatched": mismatched, "unexpected": unexpected}
+        if self._zoo_conversion is not None:
+            report["conversion"] = self._zoo_conversion
         self.logger.info("Pre-trained -> fine-tuning transfer: kept %d keys, dropped %d (%s), freshly initialised %d "
                          "(%s), shape-mismatched %d (%s), unexpected %d", len(kept), len(dropped),
                          ", ".join(sorted(dropped)), len(fresh), ", ".join(fresh), len(mismatched),

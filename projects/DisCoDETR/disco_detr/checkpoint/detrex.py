@@ -17,6 +17,21 @@ Supported ``variant`` values and what changes on the way:
     one shared module in the plain model: the copies must be equal (else the checkpoint comes from the
     box-refinement / two-stage model, which is refused) and become our single ``class_embed`` / ``bbox_embed``.
 
+``"dab"``          detrex ``DABDETR`` (single pattern, ``modulate_hw_attn``) -> :class:`~disco_detr.modeling.DABDETR`:
+    as ``"conditional"`` for the shared layers; ``anchor_box_embed`` -> ``anchor_embed``; the encoder's and
+    decoder's ``query_scale``, ``ref_point_head``, ``ref_anchor_head`` keep their names; each FFN's PReLU is
+    stored twice by detrex (``ffns.0.activation`` and ``ffns.0.layers.0.1``) and the decoder's alias of the shared
+    box head (``transformer.decoder.bbox_embed``) repeats ``bbox_embed``: the copies must be equal and are merged
+    into ``<layer>.ffn.activation.weight`` and ``bbox_embed``.
+
+``"dino"``         detrex ``DINO`` (4-scale, two-stage, box refinement) -> :class:`~disco_detr.modeling.DINO`: neck,
+    level embeddings, encoder and decoder layers as ``"deformable"``; ``transformer.tgt_embed`` -> ``tgt_embed``,
+    ``transformer.enc_output`` / ``enc_output_norm`` and ``transformer.decoder.ref_point_head`` / ``norm`` keep
+    their names (without ``transformer.``); the per-layer heads ``class_embed.l`` / ``bbox_embed.l`` (l < number
+    of decoder layers) keep theirs and the last one (the encoder's) becomes ``enc_class_embed`` /
+    ``enc_bbox_embed``; ``label_enc`` is kept. detrex's decoder aliases of the heads
+    (``transformer.decoder.{class,bbox}_embed``) must equal them and are merged.
+
 Backbone keys (``backbone.*``, detectron2 ResNet names in detrex as in our configs) are copied unchanged.
 BN step counters and ``criterion.*`` buffers are dropped. Any other key without a rule is *unmatched*:
 an error naming it (``strict=True``, the default) or listed in the report.
@@ -35,7 +50,7 @@ from torch import Tensor, nn
 
 __all__ = ["DETREX_VARIANTS", "DetrexConversion", "check_against", "convert_detrex", "load_detrex_state_dict"]
 
-DETREX_VARIANTS = ("conditional", "deformable")
+DETREX_VARIANTS = ("conditional", "deformable", "dab", "dino")
 
 # A rule maps a regex match to [(our key, row slice index or None)]: index k of n means rows
 # k*R/n .. (k+1)*R/n of the source tensor (q/k/v split of an in_proj), None the whole tensor.
@@ -101,6 +116,36 @@ _CONDITIONAL_RULES = _rules(_COMMON + [
     (rf"^transformer\.decoder\.post_norm_layer\.{_WB}$", lambda m: _whole(f"decoder.norm.{m[1]}")),
 ])
 
+_DAB_RULES = _rules(_COMMON + [
+    (rf"^input_proj\.{_WB}$", lambda m: _whole(f"input_proj.{m[1]}")),
+    (r"^anchor_box_embed\.weight$", lambda m: _whole("anchor_embed.weight")),
+    (rf"^class_embed\.{_WB}$", lambda m: _whole(f"class_embed.{m[1]}")),
+    (rf"^(?:transformer\.decoder\.)?bbox_embed\.layers\.(\d+)\.{_WB}$", lambda m: _whole(f"bbox_embed.layers.{m[1]}.{m[2]}")),
+    (rf"^{_ENC}\.(\d+)\.attentions\.0\.attn\.in_proj_{_WB}$",
+     lambda m: _split_qkv(f"encoder.layers.{m[1]}.self_attn", m[2])),
+    (rf"^{_ENC}\.(\d+)\.attentions\.0\.attn\.out_proj\.{_WB}$",
+     lambda m: _whole(f"encoder.layers.{m[1]}.self_attn.out_proj.{m[2]}")),
+    (rf"^{_ENC}\.(\d+)\.norms\.0\.{_WB}$", lambda m: _whole(f"encoder.layers.{m[1]}.norm.{m[2]}")),
+    *_ffn_rules(_ENC, "encoder.layers", 1),
+    (rf"^{_ENC}\.(\d+)\.ffns\.0\.(?:activation|layers\.0\.1)\.weight$",
+     lambda m: _whole(f"encoder.layers.{m[1]}.ffn.activation.weight")),
+    (rf"^transformer\.encoder\.query_scale\.layers\.(\d+)\.{_WB}$",
+     lambda m: _whole(f"encoder.query_scale.layers.{m[1]}.{m[2]}")),
+    (rf"^{_DEC}\.(\d+)\.attentions\.0\.({'|'.join(_COND_SA)})\.{_WB}$",
+     lambda m: _whole(f"decoder.layers.{m[1]}.proj.{_COND_SA[m[2]]}.{m[3]}")),
+    (rf"^{_DEC}\.(\d+)\.attentions\.1\.({'|'.join(_COND_CA)})\.{_WB}$",
+     lambda m: _whole(f"decoder.layers.{m[1]}.proj.{_COND_CA[m[2]]}.{m[3]}")),
+    (rf"^{_DEC}\.(\d+)\.norms\.([01])\.{_WB}$", lambda m: _whole(f"decoder.layers.{m[1]}.norm{int(m[2]) + 1}.{m[3]}")),
+    *_ffn_rules(_DEC, "decoder.layers", 2),
+    (rf"^{_DEC}\.(\d+)\.ffns\.0\.(?:activation|layers\.0\.1)\.weight$",
+     lambda m: _whole(f"decoder.layers.{m[1]}.ffn.activation.weight")),
+    (rf"^transformer\.decoder\.(query_scale|ref_point_head|ref_anchor_head)\.layers\.(\d+)\.{_WB}$",
+     lambda m: _whole(f"decoder.{m[1]}.layers.{m[2]}.{m[3]}")),
+    (rf"^transformer\.decoder\.post_norm_layer\.{_WB}$", lambda m: _whole(f"decoder.norm.{m[1]}")),
+])
+# our DAB keys that detrex stores twice (one tensor in detrex): the PReLUs and the decoder's box-head alias
+_DAB_ALIASED = re.compile(r"^bbox_embed\.|\.ffn\.activation\.weight$")
+
 _MSDA = r"(sampling_offsets|attention_weights|value_proj|output_proj)"
 
 
@@ -131,6 +176,29 @@ def _deformable_rules(num_in_levels: int) -> list[_Rule]:
          lambda m: _whole(f"decoder.layers.{m[1]}.norm{int(m[2]) + 1}.{m[3]}")),
         *_ffn_rules(_DEC, "decoder.layers", 2),
     ])
+
+
+def _num_decoder_layers(state: Mapping[str, Tensor]) -> int:
+    return 1 + max((int(m[1]) for k in state if (m := re.match(rf"^{_DEC}\.(\d+)\.", k))), default=-1)
+
+
+def _dino_head(kind: str, index: str, rest: str, num_layers: int) -> _Target:
+    """DINO's head ``{kind}_embed.<index>``: decoder layer ``index`` or, for index == num_layers, the encoder's."""
+    return _whole(f"enc_{kind}_embed.{rest}" if int(index) == num_layers else f"{kind}_embed.{index}.{rest}")
+
+
+def _dino_rules(num_in_levels: int, num_layers: int) -> list[_Rule]:
+    """DINO's own keys first; the shared neck / encoder / decoder-layer keys as ``"deformable"``."""
+    return _rules([
+        (rf"^(?:transformer\.decoder\.)?(class|bbox)_embed\.(\d+)\.(.+)$",
+         lambda m: _dino_head(m[1], m[2], m[3], num_layers)),
+        (r"^transformer\.tgt_embed\.weight$", lambda m: _whole("tgt_embed.weight")),
+        (rf"^transformer\.(enc_output|enc_output_norm)\.{_WB}$", lambda m: _whole(f"{m[1]}.{m[2]}")),
+        (rf"^transformer\.decoder\.ref_point_head\.layers\.(\d+)\.{_WB}$",
+         lambda m: _whole(f"decoder.ref_point_head.layers.{m[1]}.{m[2]}")),
+        (rf"^transformer\.decoder\.norm\.{_WB}$", lambda m: _whole(f"decoder.norm.{m[1]}")),
+        (r"^label_enc\.weight$", lambda m: _whole("label_enc.weight")),
+    ]) + _deformable_rules(num_in_levels)
 
 
 # dropped without a rule: BN step counters and loss buffers (e.g. a softmax criterion's class weights)
@@ -212,7 +280,12 @@ def convert_detrex(state: Mapping[str, Tensor], variant: str, *, strict: bool = 
     if variant == "deformable" and refine:
         raise KeyError(f"this detrex checkpoint has box-refinement / two-stage keys ({refine[:4]} ...); only the "
                        "plain Deformable DETR (with_box_refine=False, as_two_stage=False) converts")
-    rules = _CONDITIONAL_RULES if variant == "conditional" else _deformable_rules(_num_neck_inputs(state))
+    if variant == "dab":
+        rules = _DAB_RULES
+    elif variant == "dino":
+        rules = _dino_rules(_num_neck_inputs(state), _num_decoder_layers(state))
+    else:
+        rules = _CONDITIONAL_RULES if variant == "conditional" else _deformable_rules(_num_neck_inputs(state))
     report = DetrexConversion(variant)
     out: dict[str, Tensor] = {}
     origin: dict[str, str] = {}
@@ -233,6 +306,8 @@ def convert_detrex(state: Mapping[str, Tensor], variant: str, *, strict: bool = 
                     part = value.chunk(n, 0)[k]
                 if new in out:
                     same_head = re.match(r"^(class|bbox)_embed\.", new) and variant == "deformable"
+                    same_head = same_head or (variant == "dab" and _DAB_ALIASED.search(new))
+                    same_head = same_head or (variant == "dino" and re.match(r"^(enc_)?(class|bbox)_embed\.", new))
                     if not same_head:
                         raise KeyError(f"{key!r} and {origin[new]!r} both map to {new!r}")
                     if part.shape != out[new].shape or not torch.equal(part, out[new]):

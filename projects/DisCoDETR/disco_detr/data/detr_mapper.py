@@ -26,16 +26,19 @@ def read_rgb_image(file_name: str) -> np.ndarray:
 
 
 def detr_train_augmentations(min_sizes=tuple(range(480, 801, 32)), max_size=1333,
-                             crop_resize_sizes=(400, 500, 600), crop_size=(384, 600)):
+                             crop_resize_sizes=(400, 500, 600), crop_size=(384, 600), square_sizes=None):
     """DETR's training augmentation as two lists, chosen 50/50 per image by the mapper.
 
     Returns (plain, with_crop): a horizontal flip then a multi-scale resize (short side from
     ``min_sizes``, long side at most ``max_size``); the crop branch inserts a resize to a
     short side in ``crop_resize_sizes`` and a random crop of side in ``crop_size`` (absolute
     range) before the multi-scale resize. Scale every number down for small images.
+    ``square_sizes`` (RT-DETR): the final resize is to an s x s square (aspect not kept), s drawn from it.
     """
     flip = T.RandomFlip(horizontal=True)
     resize = T.ResizeShortestEdge(list(min_sizes), max_size=max_size, sample_style="choice")
+    if square_sizes:
+        resize = T.RandomResize([(s, s) for s in square_sizes])
     crop = [
         T.ResizeShortestEdge(list(crop_resize_sizes), sample_style="choice"),
         T.RandomCrop("absolute_range", crop_size),
@@ -43,8 +46,10 @@ def detr_train_augmentations(min_sizes=tuple(range(480, 801, 32)), max_size=1333
     return [flip, resize], [flip, *crop, resize]
 
 
-def detr_test_augmentations(min_size: int = 800, max_size: int = 1333):
-    """Deterministic test-time resize."""
+def detr_test_augmentations(min_size: int = 800, max_size: int = 1333, square_size: int | None = None):
+    """Deterministic test-time resize (to ``square_size`` x ``square_size`` when given)."""
+    if square_size:
+        return [T.Resize((square_size, square_size))]
     return [T.ResizeShortestEdge(min_size, max_size=max_size)]
 
 
@@ -56,6 +61,8 @@ class DetrDatasetMapper:
     most ``max_size``, or (with probability ``crop_probability``) a resize to a short side in
     ``crop_resize_sizes``, a random crop with sides in ``crop_size`` and the same multi-scale
     resize. Test: resize the short side to ``min_sizes[0]`` (long side at most ``max_size``).
+    ``square_sizes`` (RT-DETR's 640 x 640 input): the resize goes to an s x s square instead, s drawn from
+    ``square_sizes`` in training (multi-scale), ``square_sizes[0]`` at test.
     Scale every number down for small images.
 
     Output: the dict with "image" (3, H, W) uint8 RGB tensor of the transformed image and,
@@ -69,15 +76,16 @@ class DetrDatasetMapper:
 
     def __init__(self, *, is_train: bool, num_classes: int, min_sizes=tuple(range(480, 801, 32)),
                  max_size: int = 1333, crop_resize_sizes=(400, 500, 600), crop_size=(384, 600),
-                 crop_probability: float = 0.5):
+                 crop_probability: float = 0.5, square_sizes: tuple[int, ...] | None = None):
         self.is_train = is_train
         self.num_classes = num_classes
         if is_train:
-            plain, with_crop = detr_train_augmentations(min_sizes, max_size, crop_resize_sizes, crop_size)
+            plain, with_crop = detr_train_augmentations(min_sizes, max_size, crop_resize_sizes, crop_size, square_sizes)
             self.augmentation = T.AugmentationList(plain)
             self.augmentation_with_crop = T.AugmentationList(with_crop)
         else:
-            self.augmentation = T.AugmentationList(detr_test_augmentations(min_sizes[0], max_size))
+            square = square_sizes[0] if square_sizes else None
+            self.augmentation = T.AugmentationList(detr_test_augmentations(min_sizes[0], max_size, square))
             self.augmentation_with_crop = None
         self.crop_probability = crop_probability
     def check_annotations(self, dataset_dict: dict) -> None:

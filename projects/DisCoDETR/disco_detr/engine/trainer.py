@@ -23,6 +23,7 @@ from detectron2.utils.logger import setup_logger
 from ..analysis.hooks import build_analysis_hooks
 from ..checkpoint import DisCoCheckpointer
 from ..data.build import _mix, set_loader_start
+from .ema import EMAHook, ModelEMA
 
 __all__ = ["Trainer", "DETRTrainLoop", "resolve_device", "TRAIN_KEYS"]
 
@@ -32,6 +33,7 @@ logger = logging.getLogger("detectron2")
 TRAIN_KEYS = {
     "output_dir", "init_checkpoint", "max_iter", "device", "seed", "amp", "ddp", "clip_grad_norm",
     "checkpointer", "eval_period", "log_period", "checkpoint_allow_pickle", "epochs", "transfer_mismatch", "analysis",
+    "ema",
 }
 
 
@@ -195,6 +197,10 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         cfg = self.cfg
         ret = [hooks.IterationTimer(), hooks.LRScheduler(optimizer=self._trainer.optimizer, scheduler=self.scheduler)]
+        ema = cfg.train.get("ema", {})
+        self.ema = ModelEMA(self.model, ema.get("decay", 0.9999), ema.get("warmups", 2000)) if ema.get("enabled") else None
+        if self.ema is not None:  # before the checkpointer and evaluation: they see the EMA weights (engine/ema.py)
+            ret.append(EMAHook(self.ema))
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, **cfg.train.checkpointer))
         if "test" in cfg.dataloader:  # pre-training configs have no test set
@@ -205,7 +211,8 @@ class Trainer(DefaultTrainer):
         return ret
 
     def _evaluate(self):
-        self._last_eval_results = self.test(self.cfg, self.model)
+        model = self.ema.module if getattr(self, "ema", None) is not None else self.model
+        self._last_eval_results = self.test(self.cfg, model)
         return self._last_eval_results
 
     def build_writers(self):

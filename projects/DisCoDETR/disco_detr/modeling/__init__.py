@@ -16,3 +16,12 @@ __all__ = [
     "build_resnet_vd",
     "build_tiny_resnet",
 ]
+from .detectors import DABDETR  # noqa: E402
+
+__all__ += ["DABDETR"]
+from .detectors import DINO  # noqa: E402
+
+__all__ += ["DINO"]
+from .detectors import RTDETR  # noqa: E402
+
+__all__ += ["RTDETR"]

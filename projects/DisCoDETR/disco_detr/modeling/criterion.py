@@ -71,10 +71,13 @@ class SetCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.aux_loss = aux_loss
 
-    def layer_losses(self, logits: Tensor, boxes: Tensor, targets: list[dict], num_boxes: float) -> dict[str, Tensor]:
-        """Unweighted losses of one decoder layer: logits (B,Q,C), boxes (B,Q,4) cxcywh."""
+    def layer_losses(self, logits: Tensor, boxes: Tensor, targets: list[dict], num_boxes: float,
+                     indices: list[tuple[Tensor, Tensor]] | None = None) -> dict[str, Tensor]:
+        """Unweighted losses of one decoder layer: logits (B,Q,C), boxes (B,Q,4) cxcywh. ``indices``: fixed
+        per-image (query_ids, target_ids) pairs (e.g. denoising queries) instead of Hungarian matching."""
         logits, boxes = logits.float(), boxes.float()  # fp32 losses under AMP (GIoU's eps underflows in fp16)
-        indices = self.matcher(logits, boxes, targets)
+        if indices is None:
+            indices = self.matcher(logits, boxes, targets)
         batch_ids, query_ids, _ = flatten_indices(indices, logits.device)
 
         onehot = torch.zeros_like(logits)

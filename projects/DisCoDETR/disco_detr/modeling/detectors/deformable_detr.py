@@ -132,9 +132,11 @@ class DeformableDecoderLayer(nn.Module):
         self.ffn = FFN(d_model, dim_feedforward, dropout)
 
     def forward(self, tgt: Tensor, query_pos: Tensor, reference_points: Tensor, memory: Tensor,
-                spatial_shapes: Tensor, level_start_index: Tensor, memory_mask: Tensor | None) -> Tensor:
+                spatial_shapes: Tensor, level_start_index: Tensor, memory_mask: Tensor | None,
+                self_attn_mask: Tensor | None = None) -> Tensor:
+        """``self_attn_mask``: (N, N) bool, True where query i must not see query j (DINO's denoising groups)."""
         q = k = tgt + query_pos
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt)))
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, attn_mask=self_attn_mask)))
         out = self.cross_attn(tgt + query_pos, reference_points, memory, spatial_shapes, level_start_index,
                               memory_mask)
         tgt = self.norm2(tgt + self.dropout2(out))

@@ -13,13 +13,15 @@ __all__ = ["multi_head_attention", "MultiheadAttention"]
 
 def multi_head_attention(q: Tensor, k: Tensor, v: Tensor, num_heads: int,
                          key_padding_mask: Tensor | None = None, dropout: float = 0.0,
-                         record: tuple[str, nn.Module | None] | None = None) -> Tensor:
+                         record: tuple[str, nn.Module | None] | None = None,
+                         attn_mask: Tensor | None = None) -> Tensor:
     """Scaled dot-product attention split into ``num_heads`` heads.
 
     q: (B, Nq, Eqk), k: (B, Nk, Eqk), v: (B, Nk, Ev); Eqk and Ev divisible by num_heads and
     possibly different (Conditional DETR's cross-attention concatenates content and position
     per head, so its queries/keys are twice as wide as its values).
     key_padding_mask: (B, Nk) bool, True where the key must be ignored (padding).
+    attn_mask: (Nq, Nk) bool, True where query i must not see key j (e.g. denoising groups), or None.
     record: (site, module) to emit the attention weights (B, heads, Nq, Nk) under when a
     :func:`~.recording.record_attention` block is open (see :mod:`.recording`).
     Returns (B, Nq, Ev), heads concatenated in order.
@@ -29,14 +31,16 @@ def multi_head_attention(q: Tensor, k: Tensor, v: Tensor, num_heads: int,
     q = q.view(b, nq, num_heads, -1).transpose(1, 2)
     k = k.view(b, nk, num_heads, -1).transpose(1, 2)
     v = v.view(b, nk, num_heads, -1).transpose(1, 2)
-    attn_mask = None
+    allowed = None  # True = may attend
     if key_padding_mask is not None:
-        attn_mask = ~key_padding_mask[:, None, None, :]  # True = may attend
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        allowed = ~key_padding_mask[:, None, None, :]
+    if attn_mask is not None:
+        allowed = ~attn_mask if allowed is None else allowed & ~attn_mask
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
     if record is not None and is_recording():
         logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-        if attn_mask is not None:
-            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
         emit(record[0], record[1], weights=logits.softmax(-1))
     return out.transpose(1, 2).reshape(b, nq, -1)
 
@@ -44,8 +48,8 @@ def multi_head_attention(q: Tensor, k: Tensor, v: Tensor, num_heads: int,
 class MultiheadAttention(nn.Module):
     """Standard multi-head attention with its own q/k/v/output projections (batch first).
 
-    forward(query (B,Nq,d), key (B,Nk,d), value (B,Nk,d), key_padding_mask (B,Nk) or None)
-    -> (B, Nq, d).
+    forward(query (B,Nq,d), key (B,Nk,d), value (B,Nk,d), key_padding_mask (B,Nk) or None,
+    attn_mask (Nq,Nk) bool True = blocked, or None) -> (B, Nq, d).
     """
 
     def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, site: str = "self_attn"):
@@ -61,9 +65,9 @@ class MultiheadAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor,
-                key_padding_mask: Tensor | None = None) -> Tensor:
+                key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
         out = multi_head_attention(
             self.q_proj(query), self.k_proj(key), self.v_proj(value), self.num_heads,
-            key_padding_mask, self.dropout if self.training else 0.0, (self.site, self),
+            key_padding_mask, self.dropout if self.training else 0.0, (self.site, self), attn_mask,
         )
         return self.out_proj(out)

@@ -9,7 +9,9 @@ layer's logits and boxes), ``num_queries``, ``num_classes``, ``d_model``, ``back
 
 Inputs: the batch of :func:`disco_detr.data.pretrain_mapper.collate_paired_views`
 (views (B,2,3,H,W) uint8 RGB, boxes (B,2,n,4) xyxy view pixels, crops
-(B,2,n,3,s,s) uint8, image_sizes). Views are processed as one batch of 2B images,
+(B,2,n,3,s,s) uint8 or the parameters to cut them, image_sizes). Where the mapper left
+them to the device, :func:`disco_detr.data.photometric.augment_paired_views` cuts the crops
+and applies the colour augmentation at the start of the step. Views are processed as one batch of 2B images,
 view 1 first: index ``v * B + b``.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
+from ...data.photometric import augment_paired_views
 from ..criterion import box_losses, flatten_indices
 from ..detectors.base import DETRDetector, QueryInit
 from ..layers import MLP, box_xyxy_to_cxcywh
@@ -227,6 +230,9 @@ class DisCoDETR(nn.Module):
     def forward(self, batch: dict) -> dict[str, Tensor]:
         if not self.training:
             raise RuntimeError("DisCoDETR is a pre-training model; evaluate the fine-tuned detector instead.")
+        # crops cut and colour augmentation applied here, batched on the training device, when the
+        # mapper left them to it (a no-op for batches the data workers augmented)
+        batch = augment_paired_views(batch, self.device)
         views = batch["views"]
         b = views.shape[0]
         n = batch["boxes"].shape[2]

@@ -1,0 +1,24 @@
+# DisCo DETR pre-training of DINO 4-scale R50-vd with DINO's own 900 queries (90 per box with n = 10).
+# Object features: RoIAlign 7x7 on the stride 8/16/32 maps, pooled and concatenated (512 + 1024 + 2048
+# channels); crop features the same pooled levels (SPEC section 3). DMOQF matches the proposals to the
+# centres of the anchors DINO selects from each view's own encoder output; the fused feature enters the
+# content query (tgt_embed). Denoising is off in pre-training (the decision and its reasons:
+# disco_detr/modeling/detectors/dino.py). lambda_0 (L_rec) = 3 as for the other deformable-attention
+# variants in the released configs (the paper gives none for DINO); lambda_3 = 2 (paper default).
+# Frozen backbone: SSL ResNet-50-vd weights in train.init_checkpoint.
+from .common.models.dino_r50 import model as _detector
+from .disco_cond import dataloader, lr_multiplier, model, optimizer, train
+
+_detector.num_classes = 2
+_detector.criterion = None
+_detector.num_denoising = 0  # pre-training decodes the fused matching queries only
+_detector.backbone.freeze_at = 5
+
+model.detector = _detector
+model.feature_levels = ("res3", "res4", "res5")
+model.weight_rec = 3.0  # lambda_0 (deformable-attention variants)
+model.weight_contrast = 2.0  # lambda_3
+# the encoder heads and label_enc get no gradient in pre-training (query selection is not differentiable
+# and its boxes are detached, as in DINO; no denoising): DDP must not expect one
+train.ddp.find_unused_parameters = True
+train.output_dir = "./output/disco_dino"

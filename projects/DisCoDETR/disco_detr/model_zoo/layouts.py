@@ -1,0 +1,196 @@
+"""Conversion on load: one converter per source layout, all reporting what they kept and dropped.
+
+Every converter takes the object ``torch.load`` returned for the downloaded file and gives our key
+names. Detector layouts give the detector's own keys (``backbone.*``, ``encoder.*`` ...), which load
+into a fine-tuning detector, or, prefixed by the checkpointer, into a pre-training wrapper; backbone
+layouts give ``backbone.*`` only; Siamese DETR's pre-trained detectors give ``detector.*`` keys, the
+format of our own pre-training checkpoints, so the checkpointer's pre-train -> fine-tune transfer
+(class head dropped, transfer report) applies to them as to ours.
+
+A layout whose converter is not in this code base raises :class:`MissingConverterError` naming the
+converter, before anything is downloaded (:func:`check_converter`).
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+
+from torch import Tensor
+
+__all__ = ["MissingConverterError", "ZooConversion", "check_converter", "convert_entry"]
+
+
+class MissingConverterError(NotImplementedError):
+    """The entry's source layout needs a converter this code base does not have (yet)."""
+
+
+@dataclass
+class ZooConversion:
+    """The conversion report: ``kept`` our keys (sorted), ``dropped`` source keys with the reason,
+    ``details`` the converter's own report (its to_dict()), ``converter`` what ran."""
+
+    name: str
+    layout: str
+    converter: str
+    kept: list[str] = field(default_factory=list)
+    dropped: dict[str, str] = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (f"model zoo {self.name} ({self.layout}, {self.converter}): kept {len(self.kept)} tensors, "
+                f"dropped {len(self.dropped)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _tensors(obj, what: str) -> dict[str, Tensor]:
+    for key in ("model", "state_dict"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not any(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(f"no {what} state dict found (expected a dict of tensors, or one under 'model' / 'state_dict')")
+    return dict(obj)
+
+
+def _torchvision(obj, entry):
+    from ..checkpoint.convert import torchvision_resnet_to_detectron2
+
+    state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else obj
+    out, dropped = torchvision_resnet_to_detectron2(_tensors(state, "ResNet"), prefix="backbone.")
+    return out, {k: "classifier / self-supervised head / BN step counter" for k in dropped}, {}
+
+
+def _resnet_vd(source: str):
+    def run(obj, entry):
+        from ..checkpoint.resnet_vd import convert_resnet_vd, unwrap_state_dict
+
+        state = unwrap_state_dict(obj, entry.options.get("key"))
+        out, dropped = convert_resnet_vd(state, source, "backbone.", source_prefix=entry.options.get("source_prefix"))
+        return out, {k: "outside the backbone / BN step counter / classifier" for k in dropped}, {}
+    return run
+
+
+def _detrex(variant: str):
+    def run(obj, entry):
+        from ..checkpoint.detrex import convert_detrex
+
+        out, report = convert_detrex(_tensors(obj, "detrex"), variant, strict=True)
+        return out, {k: "BN step counter / loss buffer" for k in report.dropped}, report.to_dict()
+    return run
+
+
+def _siamese(obj, entry):
+    from ..checkpoint.siamese_detr import convert_siamese_detr, unwrap_siamese_detr
+
+    variant = entry.options.get("variant")
+    out, report = convert_siamese_detr(unwrap_siamese_detr(obj), variant)
+    return {f"detector.{k}": v for k, v in out.items()}, dict(report.dropped), report.to_dict()
+
+
+def _ours(obj, entry):
+    state = _tensors(obj, "DisCo DETR")
+    dropped = {k: "not a tensor" for k, v in state.items() if not isinstance(v, Tensor)}
+    return {k: v for k, v in state.items() if isinstance(v, Tensor)}, dropped, {}
+
+
+def _reference_model(entry):
+    """Our model of the entry's first config, on the meta device (shapes only, no memory)."""
+    import torch
+    from detectron2.config import LazyConfig, instantiate
+
+    from .resolver import get_config_file
+
+    cfg = LazyConfig.load(get_config_file(entry.name))
+    with torch.device("meta"):
+        return instantiate(cfg.model)
+
+
+def _rtdetr(layout: str):
+    def run(obj, entry):
+        from ..checkpoint.resnet_vd import unwrap_state_dict
+        from ..checkpoint.rtdetr import convert_rtdetr
+
+        key = entry.options.get("key") or ("ema.module" if isinstance(obj, Mapping) and "ema" in obj else None)
+        state = unwrap_state_dict(obj, key)
+        out, dropped = convert_rtdetr(state, layout.split("_", 1)[1], _reference_model(entry))
+        return out, {k: "dropped by the RT-DETR converter (merged duplicate / unused head)" for k in dropped}, {}
+    return run
+
+
+def _detrex_available(variant: str) -> str | None:
+    from ..checkpoint.detrex import DETREX_VARIANTS
+
+    if variant in DETREX_VARIANTS:
+        return None
+    return (f"disco_detr.checkpoint.detrex.convert_detrex(variant={variant!r}) (detrex's {variant} layout; the detrex "
+            f"converter handles only {DETREX_VARIANTS} so far)")
+
+
+def _rtdetr_available(layout: str, entry) -> str | None:
+    try:
+        module = importlib.import_module("disco_detr.checkpoint.rtdetr")
+    except ModuleNotFoundError:
+        return f"disco_detr.checkpoint.rtdetr.convert_rtdetr (the {layout} converter; checkpoint/rtdetr.py does not exist yet)"
+    if not hasattr(module, "convert_rtdetr"):
+        return "disco_detr.checkpoint.rtdetr.convert_rtdetr (checkpoint/rtdetr.py exists but has no such function)"
+    if not entry.fits and not entry.config:
+        return ("a target config for disco_detr.checkpoint.rtdetr.convert_rtdetr, which checks every key against our "
+                "RT-DETR model built from the config the entry fits; this entry fits none of our configs (see its "
+                "note)")
+    return None
+
+
+def _siamese_available(entry) -> str | None:
+    from ..checkpoint.siamese_detr import SIAMESE_DETR_VARIANTS
+
+    if entry.options.get("variant") not in SIAMESE_DETR_VARIANTS:
+        return (f"a Siamese DETR converter for variant {entry.options.get('variant')!r} (options.variant must be one of "
+                f"{SIAMESE_DETR_VARIANTS})")
+    return None
+
+
+# layout -> (converter description, converter, availability check returning the missing converter or None)
+_CONVERTERS: dict[str, tuple[str, Callable, Callable]] = {
+    "torchvision_resnet": ("checkpoint.convert.torchvision_resnet_to_detectron2", _torchvision, lambda e: None),
+    "resnet_vd_release": ("checkpoint.resnet_vd.convert_resnet_vd(source='rtdetr')", _resnet_vd("rtdetr"),
+                          lambda e: None),
+    "resnet_vd_timm": ("checkpoint.resnet_vd.convert_resnet_vd(source='timm')", _resnet_vd("timm"), lambda e: None),
+    "detrex_conditional": ("checkpoint.detrex.convert_detrex('conditional')", _detrex("conditional"),
+                           lambda e: _detrex_available("conditional")),
+    "detrex_deformable": ("checkpoint.detrex.convert_detrex('deformable')", _detrex("deformable"),
+                          lambda e: _detrex_available("deformable")),
+    "detrex_dab": ("checkpoint.detrex.convert_detrex('dab')", _detrex("dab"), lambda e: _detrex_available("dab")),
+    "detrex_dino": ("checkpoint.detrex.convert_detrex('dino')", _detrex("dino"), lambda e: _detrex_available("dino")),
+    "rtdetr_hf": ("checkpoint.rtdetr.convert_rtdetr(source='hf')", _rtdetr("rtdetr_hf"),
+                  lambda e: _rtdetr_available("rtdetr_hf", e)),
+    "rtdetr_release": ("checkpoint.rtdetr.convert_rtdetr(source='release')", _rtdetr("rtdetr_release"),
+                       lambda e: _rtdetr_available("rtdetr_release", e)),
+    "siamese_detr": ("checkpoint.siamese_detr.convert_siamese_detr", _siamese, _siamese_available),
+    "ours": ("none (our own layout)", _ours, lambda e: None),
+}
+
+
+def check_converter(entry) -> None:
+    """Raise :class:`MissingConverterError` naming the converter ``entry``'s layout needs, if it is missing."""
+    if entry.layout not in _CONVERTERS:
+        raise MissingConverterError(f"model zoo entry {entry.name!r}: no converter is registered for layout {entry.layout!r}")
+    missing = _CONVERTERS[entry.layout][2](entry)
+    if missing:
+        raise MissingConverterError(
+            f"model zoo entry {entry.name!r} has source layout {entry.layout!r}, whose converter is missing: {missing}. "
+            "Nothing was downloaded.")
+
+
+def convert_entry(entry, obj, source_file: str = "") -> tuple[dict[str, Tensor], ZooConversion]:
+    """Convert the loaded file of ``entry`` to our names. Errors name the entry and the file."""
+    check_converter(entry)
+    description, run, _ = _CONVERTERS[entry.layout]
+    try:
+        out, dropped, details = run(obj, entry)
+    except (KeyError, ValueError) as e:
+        raise type(e)(f"model zoo entry {entry.name!r} ({entry.layout}): converting {source_file or 'the file'} "
+                      f"failed: {e}") from e
+    return out, ZooConversion(entry.name, entry.layout, description, sorted(out), dict(dropped), details)
