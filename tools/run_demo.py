@@ -1,18 +1,27 @@
 #!/usr/bin/env python
-"""The whole DisCo DETR story on the demo data, on a CPU (``make demo``).
+"""The whole DisCo DETR story on the demo data, on a CPU (``make demo``), for any DETR variant.
 
 1. render the demo data and install the demo backbone weights (skipped when present);
 2. EdgeBoxes proposals for the unlabelled split (resumable, skipped when complete);
 3. pre-train the demo detector with DisCo DETR and with Siamese DETR (same budget);
 4. fine-tune three times under the same budget: from the ImageNet backbone only
-   ("scratch": no DETR pre-training), from Siamese DETR and from DisCo DETR;
-5. print a table of fine-tuning AP / AP50 / AP75 on the val split.
+   ("none": no DETR pre-training), from Siamese DETR and from DisCo DETR; each fine-tuning
+   records its queries' reference points (for convergence stability, CS) and, at its
+   evaluation, the distance between matched queries and their objects (the paper's Figures 4-6);
+5. print a table of fine-tuning AP / AP50 / AP75 on the val split with CS and distance, and
+   write the analysis figures (tools/analyze.py) next to the runs.
+
+``--variant NAME`` runs the same story for another detector: it uses the presets
+``configs/demo/NAME.py`` (fine-tuning), ``configs/demo/disco_NAME.py`` and
+``configs/demo/siamese_NAME.py`` (pre-training). ``make demo`` is ``--variant cond``.
 
 Every step is a detectron2 ``tools/lazyconfig_train_net.py`` run with its own output folder
-under ``--out``; a step whose ``model_final.pth`` exists is not run again (use --force).
-Whatever the table shows is reported as is: the seed and budgets are printed with it.
+under ``--out`` (default ``output/demo`` for cond, ``output/demo_NAME`` otherwise); a step
+whose ``model_final.pth`` exists is not run again (use --force). Whatever the table shows is
+reported as is: the seed and budgets are printed with it.
 """
 import argparse
+import glob
 import json
 import os
 import subprocess
@@ -21,12 +30,20 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS = "datasets/weights/mobilenet_v2_imagenet.pth"
+LABELS = {"none": "none (ImageNet)", "siamese": "Siamese DETR", "disco": "DisCo DETR"}
 
 
-def run(cmd):
+def variants() -> list[str]:
+    """Variants with all three demo presets."""
+    names = [os.path.basename(p)[: -len(".py")] for p in glob.glob(os.path.join(REPO, "configs", "demo", "*.py"))]
+    return sorted(n for n in names if not n.startswith(("disco_", "siamese_")) and
+                  {f"disco_{n}", f"siamese_{n}"} <= set(names))
+
+
+def run(cmd, log=None):
     print(f"\n>>> {' '.join(cmd)}", flush=True)
     start = time.time()
-    subprocess.run([sys.executable, *cmd], cwd=REPO, check=True)
+    subprocess.run([sys.executable, *cmd], cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT if log else None)
     return time.time() - start
 
 
@@ -45,14 +62,25 @@ def final_metrics(output_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="cond",
+                        help=f"detector preset under configs/demo/ (have: {', '.join(variants())})")
     parser.add_argument("--data", default="datasets/demo")
-    parser.add_argument("--out", default="output/demo")
+    parser.add_argument("--out", default=None, help="output folder (default output/demo, or output/demo_VARIANT)")
     parser.add_argument("--pretrain-iters", type=int, default=150)
     parser.add_argument("--finetune-iters", type=int, default=500)
+    parser.add_argument("--reference-period", type=int, default=25,
+                        help="fine-tuning iterations between two records of the reference points (CS)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-figures", action="store_true", help="skip the analysis figures")
     parser.add_argument("--force", action="store_true", help="rerun steps whose results exist")
     args = parser.parse_args(argv)
+    if args.variant not in variants():
+        parser.error(f"--variant {args.variant!r}: no presets configs/demo/{{,disco_,siamese_}}{args.variant}.py "
+                     f"(have: {', '.join(variants())})")
+    out_root = args.out or ("output/demo" if args.variant == "cond" else f"output/demo_{args.variant}")
+    os.makedirs(out_root, exist_ok=True)
     timings = {}
+    start = time.time()
     timings["data"] = run(["tools/make_demo_data.py", "--out", args.data])
     timings["weights"] = run(["tools/prepare_demo_backbone.py", "--out", WEIGHTS])
     timings["proposals"] = run(["tools/generate_proposals.py", "--images", f"{args.data}/images/unlabelled",
@@ -60,34 +88,68 @@ def main(argv=None):
     common = [f"train.seed={args.seed}"]
 
     def train(name, config, *overrides):
-        out = os.path.join(args.out, name)
+        out = os.path.join(out_root, name)
         if args.force or not os.path.exists(os.path.join(out, "model_final.pth")):
-            timings[name] = run(["tools/lazyconfig_train_net.py", "--config-file", config, *common,
-                                 f"train.output_dir={out}", *overrides])
+            os.makedirs(out, exist_ok=True)
+            with open(os.path.join(out, "run.log"), "w") as log:
+                timings[name] = run(["tools/lazyconfig_train_net.py", "--config-file", config, *common,
+                                     f"train.output_dir={out}", *overrides], log)
+            print(f"    done in {timings[name]:.0f} s (log: {out}/run.log)", flush=True)
         return out
 
+    v = args.variant
     pre = {
-        "disco": train("pretrain_disco", "configs/demo/disco_cond.py", f"train.max_iter={args.pretrain_iters}"),
-        "siamese": train("pretrain_siamese", "configs/demo/siamese_cond.py", f"train.max_iter={args.pretrain_iters}"),
+        "disco": train("pretrain_disco", f"configs/demo/disco_{v}.py", f"train.max_iter={args.pretrain_iters}"),
+        "siamese": train("pretrain_siamese", f"configs/demo/siamese_{v}.py", f"train.max_iter={args.pretrain_iters}"),
     }
-    results = {}
-    for name, init in (("scratch", WEIGHTS), ("siamese", f"{pre['siamese']}/model_final.pth"),
+    analysis = [f"train.analysis.reference_period={args.reference_period}", "train.analysis.query_distance=True"]
+    runs, results = {}, {}
+    for name, init in (("none", WEIGHTS), ("siamese", f"{pre['siamese']}/model_final.pth"),
                        ("disco", f"{pre['disco']}/model_final.pth")):
-        out = train(f"finetune_{name}", "configs/demo/cond.py", f"train.max_iter={args.finetune_iters}",
-                    f"train.init_checkpoint={init}")
-        results[name] = final_metrics(out)
+        runs[name] = train(f"finetune_{name}", f"configs/demo/{v}.py", f"train.max_iter={args.finetune_iters}",
+                           f"train.init_checkpoint={init}", *analysis)
+        results[name] = final_metrics(runs[name])
 
-    print(f"\nDemo results (seed {args.seed}; pre-training {args.pretrain_iters} iterations of 8 images, "
-          f"fine-tuning {args.finetune_iters} iterations of 8 images; COCO-style AP on the 100 val images)")
-    print(f"| {'pre-training':<15} | {'AP':>6} | {'AP50':>6} | {'AP75':>6} |")
-    print(f"|{'-' * 17}|{'-' * 8}|{'-' * 8}|{'-' * 8}|")
-    labels = {"scratch": "none (ImageNet)", "siamese": "Siamese DETR", "disco": "DisCo DETR"}
+    summary_file = os.path.join(out_root, "analysis_summary.json")
+    specs = [f"{LABELS[n]}={runs[n]}" for n in runs]
+    run(["tools/analyze.py", "summary", *specs, "--json", summary_file], subprocess.DEVNULL)
+    with open(summary_file) as f:
+        summary = json.load(f)  # {label: {"cs", "distance", "AP", "run"}}
+    figures = {}
+    if not args.no_figures:
+        figures = {
+            "cs.png": ["cs", *specs],
+            "arrows_disco.png": ["arrows", runs["disco"], "--images", "0", "1"],
+            "attention_disco.png": ["attention", runs["disco"], "--image", "0"],
+        }
+        for file_name, cmd in figures.items():
+            run(["tools/analyze.py", *cmd, "--out", os.path.join(out_root, file_name)], subprocess.DEVNULL)
+    total = time.time() - start
+
+    print(f"\nDemo results, {v} (seed {args.seed}; pre-training {args.pretrain_iters} iterations of 8 images, "
+          f"fine-tuning {args.finetune_iters} iterations of 8 images; COCO-style AP on the 100 val images;\n"
+          f"CS: convergence stability of the fine-tuning queries' reference points, recorded every "
+          f"{args.reference_period} iterations (eq. 13, higher = steadier);\n"
+          f"distance: mean distance from each matched query's reference point to its object's centre at the end, "
+          f"in normalised image units (lower = queries nearer their objects))")
+    print(f"| {'pre-training':<15} | {'AP':>6} | {'AP50':>6} | {'AP75':>6} | {'CS':>6} | {'distance':>8} |")
+    print(f"|{'-' * 17}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 10}|")
+    table = {}
     for name, m in results.items():
-        print(f"| {labels[name]:<15} | {m['AP']:6.2f} | {m['AP50']:6.2f} | {m['AP75']:6.2f} |")
-    print("step times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    with open(os.path.join(args.out, "demo_results.json"), "w") as f:
-        json.dump({"seed": args.seed, "pretrain_iters": args.pretrain_iters, "finetune_iters": args.finetune_iters,
-                   "results": results, "timings_s": timings}, f, indent=1)
+        row = summary.get(LABELS[name], {})
+        table[name] = {**m, "cs": row.get("cs"), "distance": row.get("distance")}
+        cs = f"{row['cs']:6.3f}" if row.get("cs") is not None else f"{'-':>6}"
+        dist = f"{row['distance']:8.4f}" if row.get("distance") is not None else f"{'-':>8}"
+        print(f"| {LABELS[name]:<15} | {m['AP']:6.2f} | {m['AP50']:6.2f} | {m['AP75']:6.2f} | {cs} | {dist} |")
+    print("step times (s): " + ", ".join(f"{k} {t:.0f}" for k, t in timings.items()) + f"; total {total:.0f}")
+    print(f"\nRuns (logs, metrics.json, checkpoints, analysis records): {out_root}/<step>/")
+    if figures:
+        print("Figures: " + ", ".join(os.path.join(out_root, f) for f in figures))
+    with open(os.path.join(out_root, "demo_results.json"), "w") as f:
+        json.dump({"variant": v, "seed": args.seed, "pretrain_iters": args.pretrain_iters,
+                   "finetune_iters": args.finetune_iters, "results": table, "timings_s": timings,
+                   "total_s": total}, f, indent=1)
+    print(f"Table: {out_root}/demo_results.json")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ dataloader.test.mapper.update(min_sizes=(160,), max_size=300)
 dataloader.train.total_batch_size = 8
 dataloader.train.num_workers = 1
 dataloader.test.num_workers = 0
+dataloader.test.batch_size = 8  # evaluation in batches of 8 (all val images are 160 x 160: no padding)
 
 optimizer.lr = 3e-4
 train.init_checkpoint = "datasets/weights/mobilenet_v2_imagenet.pth"

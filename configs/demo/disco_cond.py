@@ -14,7 +14,10 @@ model.detector = _detector
 model.feature_levels = ("stride16",)
 
 dataloader.train.dataset.names = "disco_demo_unlabelled"
-dataloader.train.mapper.update(min_sizes=(128, 144, 160), max_size=240, crop_size=64)
+dataloader.train.mapper.update(min_sizes=(128, 144, 160), max_size=240, crop_size=64,
+                               # on a CPU the data worker overlaps with the step: colour augmentation and
+                               # crops stay in the worker (the same distribution as the device path)
+                               photometric="cpu", crops_on_device=False)
 dataloader.train.total_batch_size = 8
 dataloader.train.num_workers = 1
 optimizer.lr = 3e-4
