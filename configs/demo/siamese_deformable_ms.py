@@ -1,0 +1,8 @@
+# CPU demo: the Siamese DETR baseline of configs/demo/disco_deformable_ms.py (fixed query groups,
+# additive fusion, no CLD).
+from .disco_deformable_ms import dataloader, lr_multiplier, model, optimizer, train
+
+model.use_dmoqf = False
+model.fusion = "add"
+model.weight_contrast = 0.0
+train.output_dir = "./output/demo_deformable_ms/pretrain_siamese"
