@@ -17,8 +17,13 @@
 
 Every step is a detectron2 ``tools/lazyconfig_train_net.py`` run with its own output folder
 under ``--out`` (default ``output/demo`` for cond, ``output/demo_NAME`` otherwise); a step
-whose ``model_final.pth`` exists is not run again (use --force). Whatever the table shows is
-reported as is: the seed and budgets are printed with it.
+whose ``model_final.pth`` exists is not run again (use --force). The five training runs go
+``--jobs`` at a time (default 3: both pre-trainings and the fine-tuning without pre-training
+start together, each fine-tuning after its pre-training), each with ``--threads`` torch
+threads (default 1): on a small CPU, processes side by side use the cores better than
+threads inside one small model. A run's numbers depend on its thread count, not on how many
+runs share the machine. Whatever the table shows is reported as is: the seed and budgets
+are printed with it.
 """
 import argparse
 import glob
@@ -47,6 +52,37 @@ def run(cmd, log=None):
     return time.time() - start
 
 
+def run_graph(steps: dict, jobs: int, threads: int) -> dict:
+    """Run ``{name: (cmd, log_path, [dependencies])}`` at most ``jobs`` at a time, each as soon as
+    its dependencies are done, in the dict's order of preference. Returns {name: seconds}."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    pending, running, done, timings = dict(steps), {}, set(), {}
+    while pending or running:
+        for name, (cmd, log_path, deps) in list(pending.items()):
+            if len(running) < jobs and set(deps) <= done:
+                print(f">>> [{name}] {' '.join(cmd)}\n    log: {log_path}", flush=True)
+                log = open(log_path, "w")
+                running[name] = (subprocess.Popen([sys.executable, *cmd], cwd=REPO, env=env, stdout=log,
+                                                  stderr=subprocess.STDOUT), log, time.time())
+                del pending[name]
+        time.sleep(0.5)
+        for name, (proc, log, start) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[name]
+            if proc.returncode:
+                for p, _, _ in running.values():
+                    p.terminate()
+                with open(steps[name][1]) as f:
+                    tail = f.read()[-3000:]
+                raise SystemExit(f"step {name} failed (exit {proc.returncode}); end of {steps[name][1]}:\n{tail}")
+            timings[name] = time.time() - start
+            done.add(name)
+            print(f"    [{name}] done in {timings[name]:.0f} s", flush=True)
+    return timings
+
+
 def final_metrics(output_dir):
     """The last bbox AP / AP50 / AP75 that detectron2's EvalHook wrote to metrics.json."""
     found = None
@@ -71,6 +107,8 @@ def main(argv=None):
     parser.add_argument("--reference-period", type=int, default=25,
                         help="fine-tuning iterations between two records of the reference points (CS)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=3, help="training runs side by side (default 3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each training run (default 1)")
     parser.add_argument("--no-figures", action="store_true", help="skip the analysis figures")
     parser.add_argument("--force", action="store_true", help="rerun steps whose results exist")
     args = parser.parse_args(argv)
@@ -86,29 +124,30 @@ def main(argv=None):
     timings["proposals"] = run(["tools/generate_proposals.py", "--images", f"{args.data}/images/unlabelled",
                                 "--out", f"{args.data}/proposals/unlabelled.sqlite", "--workers", "2"])
     common = [f"train.seed={args.seed}"]
-
-    def train(name, config, *overrides):
-        out = os.path.join(out_root, name)
-        if args.force or not os.path.exists(os.path.join(out, "model_final.pth")):
-            os.makedirs(out, exist_ok=True)
-            with open(os.path.join(out, "run.log"), "w") as log:
-                timings[name] = run(["tools/lazyconfig_train_net.py", "--config-file", config, *common,
-                                     f"train.output_dir={out}", *overrides], log)
-            print(f"    done in {timings[name]:.0f} s (log: {out}/run.log)", flush=True)
-        return out
-
     v = args.variant
-    pre = {
-        "disco": train("pretrain_disco", f"configs/demo/disco_{v}.py", f"train.max_iter={args.pretrain_iters}"),
-        "siamese": train("pretrain_siamese", f"configs/demo/siamese_{v}.py", f"train.max_iter={args.pretrain_iters}"),
-    }
     analysis = [f"train.analysis.reference_period={args.reference_period}", "train.analysis.query_distance=True"]
-    runs, results = {}, {}
-    for name, init in (("none", WEIGHTS), ("siamese", f"{pre['siamese']}/model_final.pth"),
-                       ("disco", f"{pre['disco']}/model_final.pth")):
-        runs[name] = train(f"finetune_{name}", f"configs/demo/{v}.py", f"train.max_iter={args.finetune_iters}",
-                           f"train.init_checkpoint={init}", *analysis)
-        results[name] = final_metrics(runs[name])
+    out = {name: os.path.join(out_root, name) for name in
+           ("pretrain_disco", "pretrain_siamese", "finetune_none", "finetune_siamese", "finetune_disco")}
+    inits = {"none": WEIGHTS, "siamese": f"{out['pretrain_siamese']}/model_final.pth",
+             "disco": f"{out['pretrain_disco']}/model_final.pth"}
+    configs = {"pretrain_disco": f"configs/demo/disco_{v}.py", "pretrain_siamese": f"configs/demo/siamese_{v}.py"}
+    steps = {}
+    for name in ("pretrain_disco", "pretrain_siamese", "finetune_none", "finetune_disco", "finetune_siamese"):
+        if not args.force and os.path.exists(os.path.join(out[name], "model_final.pth")):
+            continue
+        if name.startswith("pretrain"):
+            extra, deps = [f"train.max_iter={args.pretrain_iters}"], []
+        else:
+            start_from = name.split("_", 1)[1]
+            extra = [f"train.max_iter={args.finetune_iters}", f"train.init_checkpoint={inits[start_from]}", *analysis]
+            deps = [f"pretrain_{start_from}"] if start_from != "none" else []
+        os.makedirs(out[name], exist_ok=True)
+        cmd = ["tools/lazyconfig_train_net.py", "--config-file", configs.get(name, f"configs/demo/{v}.py"), *common,
+               f"train.output_dir={out[name]}", *extra]
+        steps[name] = (cmd, os.path.join(out[name], "run.log"), [d for d in deps if d in steps])
+    timings.update(run_graph(steps, args.jobs, args.threads))
+    runs = {name: out[f"finetune_{name}"] for name in ("none", "siamese", "disco")}
+    results = {name: final_metrics(path) for name, path in runs.items()}
 
     summary_file = os.path.join(out_root, "analysis_summary.json")
     specs = [f"{LABELS[n]}={runs[n]}" for n in runs]
