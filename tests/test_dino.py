@@ -9,6 +9,7 @@ import torch
 from detectron2.config import LazyCall as L
 from detectron2.config import LazyConfig, instantiate
 from detectron2.structures import Boxes, Instances
+from test_reference_fixtures import ATOL_BOXES, ATOL_LOGITS, REFERENCE, TinyConvBackbone
 
 from disco_detr.checkpoint import DisCoCheckpointer
 from disco_detr.checkpoint.detrex import convert_detrex
@@ -19,7 +20,6 @@ from disco_detr.modeling.detectors.dino import DINODecoder
 from disco_detr.modeling.layers.denoising import build_denoising_groups
 
 from conftest import REPO
-from test_reference_fixtures import ATOL_BOXES, ATOL_LOGITS, REFERENCE, TinyConvBackbone
 
 FIXTURE = os.path.join(REFERENCE, "dino.pt")
 needs_fixture = pytest.mark.skipif(not os.path.isfile(FIXTURE), reason=f"reference fixture not found at {FIXTURE}")
@@ -275,6 +275,17 @@ def test_training_losses_forward_backward():
     assert (inst.pred_boxes.tensor[:, 2:] <= torch.tensor([192.0, 128.0])).all()
 
 
+def test_denoising_off_builds_no_label_embedding():
+    cfg = LazyConfig.load(FINETUNE["coco"])
+    cfg.model = _shrink(cfg.model)
+    cfg.model.num_denoising = 0
+    model = instantiate(cfg.model).train()
+    assert model.label_enc is None and not any(k.startswith("label_enc") for k in model.state_dict())
+    gen = torch.Generator().manual_seed(4)
+    losses = model([_sample(64, 80, [[4, 6, 40, 50]], [1], gen)])
+    assert not any("_dn" in k for k in losses) and {"loss_class_enc", "loss_giou_0"} <= set(losses)
+
+
 # ---- paper configs ----------------------------------------------------------------------------------------
 def test_paper_configs():
     voc, coco, coco12 = (LazyConfig.load(FINETUNE[n]) for n in ("voc", "coco", "coco_12ep"))
@@ -303,24 +314,25 @@ def _small_vd(out_features=("res3", "res4", "res5"), freeze_at=1):
                               out_features=out_features, freeze_at=freeze_at)
 
 
-@pytest.mark.parametrize("name", ["voc", "coco_12ep"])
+@pytest.mark.parametrize("name", ["voc"])  # the COCO configs hold the same model and optimizer (test_paper_configs)
 def test_paper_finetuning_config_trains_on_cpu(name, demo_root, tmp_path):
-    """A paper fine-tuning config (paper-size transformer, 900 queries, 100 denoising queries) for two
-    iterations on the demo data (upscaled to 224 px so that the 4 levels hold more than 900 tokens), with the
-    ResNet-50-vd shrunk (same strides 8/16/32)."""
+    """A paper fine-tuning config (paper-size transformer, 100 denoising queries) for two iterations on the
+    demo data, with the ResNet-50-vd shrunk (same strides 8/16/32) and 100 queries instead of 900: 900 need
+    images of about 220 px (the 4 levels must hold more than 900 tokens), several times slower on 2 cores
+    (test_paper_configs holds the 900)."""
     from disco_detr.engine import Trainer
 
     cfg = load_config(FINETUNE[name], [
         f"train.output_dir={tmp_path}", "train.max_iter=2", "train.device=cpu", "train.log_period=1",
         "dataloader.train.dataset.names=disco_demo_train", "dataloader.train.total_batch_size=2",
-        "dataloader.train.num_workers=0", "dataloader.train.mapper.min_sizes=[224]",
-        "dataloader.train.mapper.max_size=300", "dataloader.train.mapper.crop_resize_sizes=[224]",
-        "dataloader.train.mapper.crop_size=[96,96]", "model.num_classes=5",
+        "dataloader.train.num_workers=0", "dataloader.train.mapper.min_sizes=[96]",
+        "dataloader.train.mapper.max_size=128", "dataloader.train.mapper.crop_resize_sizes=[96]",
+        "dataloader.train.mapper.crop_size=[64,96]", "model.num_classes=5", "model.num_queries=100",
     ])
     cfg.model.backbone = _small_vd()
     del cfg.dataloader["test"]
     trainer = Trainer(cfg)
-    assert isinstance(trainer.model, DINO) and trainer.model.num_queries == 900
+    assert isinstance(trainer.model, DINO) and trainer.model.num_denoising == 100
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.resume_or_load(resume=False)
     trainer.train()
@@ -334,23 +346,25 @@ def test_paper_finetuning_config_trains_on_cpu(name, demo_root, tmp_path):
         assert f'"{key}"' in last
 
 
-@pytest.mark.parametrize("method", ["disco", "siamese"])
+@pytest.mark.parametrize("method", ["disco"])  # configs/siamese_dino.py differs in three DisCo flags (test_paper_configs)
 def test_paper_pretraining_config_runs_on_cpu(method, demo_proposals, tmp_path):
-    """configs/disco_dino.py and configs/siamese_dino.py (900 selected queries, n = 10, every loss) for two
-    iterations on the demo's unlabelled images, with the frozen ResNet-50-vd shrunk."""
+    """configs/disco_dino.py (n = 10, every loss) for two iterations on the demo's
+    unlabelled images, with the frozen ResNet-50-vd shrunk and 100 selected queries instead of 900 (see the
+    fine-tuning test)."""
     from disco_detr.engine import Trainer
 
     cfg = load_config(os.path.join(REPO, "configs", f"{method}_dino.py"), [
         f"train.output_dir={tmp_path}", "train.max_iter=2", "train.device=cpu", "train.log_period=1",
         "dataloader.train.dataset.names=disco_demo_unlabelled", "dataloader.train.total_batch_size=2",
-        "dataloader.train.num_workers=0", "dataloader.train.mapper.min_sizes=[320]",
-        "dataloader.train.mapper.max_size=400", "dataloader.train.mapper.crop_size=32",
+        "dataloader.train.num_workers=0", "dataloader.train.mapper.min_sizes=[128]",
+        "dataloader.train.mapper.max_size=160", "dataloader.train.mapper.crop_size=32",
+        "model.detector.num_queries=100",
     ])
     cfg.model.require_backbone_weights = False  # no SSL weights here: the tiny random backbone on purpose
     cfg.model.detector.backbone = _small_vd(freeze_at=5)
     trainer = Trainer(cfg)
     det = trainer.model.detector
-    assert isinstance(det, DINO) and det.num_queries == 900 and det.num_classes == 2
+    assert isinstance(det, DINO) and det.num_classes == 2 and trainer.model.weights["rec"] == 3.0
     before = det.tgt_embed.weight.detach().clone()
     trainer.resume_or_load(resume=False)
     trainer.train()

@@ -5,6 +5,7 @@ import math
 import os
 import re
 
+import numpy as np
 import pytest
 import torch
 from detectron2.config import LazyCall as L
@@ -234,6 +235,11 @@ def test_iou_aware_selection_picks_the_top_k_by_score():
     assert select_topk(s, 2, torch.tensor([[True, False, True, True, True]])).tolist() == [[3, 2]]
 
 
+#: the paper configs' ResNet-50-vd shrunk: a tiny frozen-BN ResNet with the same strides 8/16/32
+TINY_BACKBONE = dict(widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1), stem_width=8, out_features=("res3", "res4", "res5"),
+                     norm="FrozenBN")
+
+
 def _targets_batch():
     def one(h, w, boxes, classes):
         inst = Instances((h, w))
@@ -241,20 +247,19 @@ def _targets_batch():
         inst.gt_classes = torch.tensor(classes)
         gen = torch.Generator().manual_seed(h * w)
         return {"image": torch.randint(0, 255, (3, h, w), dtype=torch.uint8, generator=gen), "instances": inst}
-    return [one(160, 160, [[10, 20, 60, 90], [80, 40, 150, 120]], [0, 1]), one(128, 160, [[30, 30, 100, 110]], [2])]
+    return [one(128, 128, [[10, 20, 60, 90], [70, 40, 120, 120]], [0, 1])]   # 336 tokens at strides 8/16/32
 
 
 @pytest.mark.parametrize("name", ["finetune_rtdetr_coco", "finetune_rtdetr_coco_50ep", "finetune_rtdetr_voc"])
 def test_paper_finetune_configs_train_on_cpu(name):
     """Two AdamW steps of the paper config (d 256, 6 layers, 300 queries, 100 denoising queries) with the backbone
-    shrunk to the tiny ResNet (strides 4/8/16 on 128-160 px images)."""
+    shrunk to a tiny ResNet (strides 8/16/32 on a 128 px image)."""
     cfg = load_config(os.path.join(REPO, "configs", f"{name}.py"))
     assert cfg.train.ema.enabled and cfg.optimizer.lr == 1e-4 and cfg.optimizer.params.backbone_lr_factor == 0.1
     assert cfg.dataloader.test.mapper.square_sizes == (640,)
-    cfg.model.backbone = L(build_tiny_resnet)(widths=(16, 32, 64), blocks=(1, 1, 1), stem_width=8,
-                                              out_features=("res2", "res3", "res4"), norm="FrozenBN", freeze_at=0)
-    cfg.model.in_features = ("res2", "res3", "res4")
-    cfg.model.encoder.in_channels = (16, 32, 64)
+    cfg.model.backbone = L(build_tiny_resnet)(**TINY_BACKBONE, freeze_at=0)
+    cfg.model.in_features = TINY_BACKBONE["out_features"]
+    cfg.model.encoder.in_channels = TINY_BACKBONE["widths"][1:]
     torch.manual_seed(0)
     model = instantiate(cfg.model).train()
     assert model.num_queries == 300 and len(model.decoder.layers) == 6 and model.num_denoising == 100
@@ -285,19 +290,17 @@ def test_paper_pretrain_configs_train_on_cpu(name):
     cfg = load_config(os.path.join(REPO, "configs", f"{name}.py"))
     assert cfg.model.weight_rec == 3.0 and cfg.model.feature_levels == ("res3", "res4", "res5")
     assert cfg.model.detector.num_denoising == 0
-    cfg.model.detector.backbone = L(build_tiny_resnet)(widths=(16, 32, 64), blocks=(1, 1, 1), stem_width=8,
-                                                       out_features=("res2", "res3", "res4"), norm="FrozenBN",
-                                                       freeze_at=4)
-    cfg.model.detector.in_features = ("res2", "res3", "res4")
-    cfg.model.detector.encoder.in_channels = (16, 32, 64)
-    cfg.model.feature_levels = ("res2", "res3", "res4")
+    cfg.model.detector.backbone = L(build_tiny_resnet)(**TINY_BACKBONE, freeze_at=5)
+    cfg.model.detector.in_features = TINY_BACKBONE["out_features"]
+    cfg.model.detector.encoder.in_channels = TINY_BACKBONE["widths"][1:]
+    cfg.model.feature_levels = TINY_BACKBONE["out_features"]
     cfg.model.require_backbone_weights = False
     torch.manual_seed(0)
     model = instantiate(cfg.model).train()
     assert model.detector.num_queries == 300
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
-    batch = _batch(b=2, n=10, size=(96, 96))
+    batch = _batch(b=2, n=10, size=(128, 128))  # 336 tokens at strides 8/16/32 for 300 queries
     for _ in range(2):
         losses = model(batch)
         total = sum(losses.values())
@@ -309,3 +312,30 @@ def test_paper_pretrain_configs_train_on_cpu(name):
     assert "loss_loc_bbox_6" not in losses and "loss_loc_bbox_5" in losses and "loss_loc_bbox_0" in losses
     assert ("loss_contrast" in losses) == (name == "disco_rtdetr")
     assert model.detector.enc_score_head.weight.grad is not None
+
+
+def test_square_multiscale_mapper_setting(demo_root):
+    """RT-DETR's input: an s x s square (aspect not kept), s drawn from ``square_sizes`` in training, and
+    ``square_sizes[0]`` at test; boxes follow the image."""
+    from detectron2.data import DatasetCatalog
+
+    from disco_detr.data import DetrDatasetMapper
+    from disco_detr.data.demo import DEMO_CLASSES
+
+    record = DatasetCatalog.get("disco_demo_train")[0]
+    train = DetrDatasetMapper(is_train=True, num_classes=len(DEMO_CLASSES), square_sizes=(64, 96), crop_probability=0.0)
+    sizes = set()
+    for seed in range(8):
+        np.random.seed(seed)
+        out = train(record)
+        h, w = out["image"].shape[-2:]
+        assert h == w and h in (64, 96)
+        sizes.add(h)
+        boxes = out["instances"].gt_boxes.tensor
+        assert len(boxes) and (boxes[:, 2:] <= h).all() and (boxes >= 0).all()
+    assert sizes == {64, 96}
+    test = DetrDatasetMapper(is_train=False, num_classes=len(DEMO_CLASSES), square_sizes=(80,))
+    assert tuple(test(record)["image"].shape[-2:]) == (80, 80)
+    # the aspect-preserving default is unchanged
+    plain = DetrDatasetMapper(is_train=False, num_classes=len(DEMO_CLASSES), min_sizes=(80,), max_size=1000)
+    assert min(plain(record)["image"].shape[-2:]) == 80

@@ -4,6 +4,11 @@
     python tools/convert_detrex.py --variant conditional conditional_detr_r50_50ep.pth datasets/weights/cond_detrex.pth
     python tools/convert_detrex.py --variant deformable deformable_detr_r50_50ep.pth datasets/weights/deform_detrex.pth
     python tools/convert_detrex.py --variant dab dab_detr_r50_50ep.pth datasets/weights/dab_detrex.pth
+    python tools/convert_detrex.py --variant dino dino_r50_4scale_12ep.pth datasets/weights/dino_detrex.pth \
+        --opts model.backbone._target_=disco_detr.modeling.build_resnet
+
+``dino``: detrex DINO (4-scale) -> DINO. detrex's DINO checkpoints carry a detectron2 ResNet-50, the paper
+configs a ResNet-50-vd: check (and later train) with the ResNet-50 as in the override above.
 
 Variants: ``conditional`` (detrex ConditionalDETR -> ConditionalDETR) and ``deformable`` (detrex
 DeformableDETR, plain: no box refinement, not two-stage -> DeformableDETR) and ``dab`` (detrex DABDETR ->
@@ -28,6 +33,7 @@ DEFAULT_CONFIGS = {
     "conditional": os.path.join(REPO, "configs", "finetune_cond_coco.py"),
     "deformable": os.path.join(REPO, "configs", "finetune_deformable_ms_coco.py"),
     "dab": os.path.join(REPO, "configs", "finetune_dab_coco.py"),
+    "dino": os.path.join(REPO, "configs", "finetune_dino_coco.py"),
 }
 
 

@@ -9,7 +9,7 @@
 # SSLD ImageNet backbone alone: tools/convert_resnet_vd.py --source rtdetr.
 from detectron2.config import LazyCall as L
 
-from disco_detr.modeling import HungarianMatcher, RTDETR, build_resnet_vd
+from disco_detr.modeling import RTDETR, HungarianMatcher, build_resnet_vd
 from disco_detr.modeling.detectors.rt_detr import HybridEncoder, RTDETRCriterion, RTDETRDecoder
 
 model = L(RTDETR)(

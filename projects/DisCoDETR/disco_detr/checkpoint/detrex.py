@@ -190,7 +190,7 @@ def _dino_head(kind: str, index: str, rest: str, num_layers: int) -> _Target:
 def _dino_rules(num_in_levels: int, num_layers: int) -> list[_Rule]:
     """DINO's own keys first; the shared neck / encoder / decoder-layer keys as ``"deformable"``."""
     return _rules([
-        (rf"^(?:transformer\.decoder\.)?(class|bbox)_embed\.(\d+)\.(.+)$",
+        (r"^(?:transformer\.decoder\.)?(class|bbox)_embed\.(\d+)\.(.+)$",
          lambda m: _dino_head(m[1], m[2], m[3], num_layers)),
         (r"^transformer\.tgt_embed\.weight$", lambda m: _whole("tgt_embed.weight")),
         (rf"^transformer\.(enc_output|enc_output_norm)\.{_WB}$", lambda m: _whole(f"{m[1]}.{m[2]}")),

@@ -47,8 +47,9 @@ Pre-training (DisCo / Siamese DETR) through the contract of :mod:`.base`
   L_loc on the fused queries already asks for; the release's pre-training loop does not run as released
   (it iterates over an integer), so there is no evidence for the choice. (3) Denoising's purpose, stabilising
   the class-labelled bipartite matching of fine-tuning, does not arise with n = 10 class-agnostic proposals.
-  (4) ``label_enc`` would be dropped on transfer anyway (it is class-specific). Fine-tuning trains it from
-  scratch, as it does for a randomly initialised DINO.
+  (4) ``label_enc`` is class-specific and dropped on transfer anyway. The pre-training configs therefore
+  build the detector with ``num_denoising=0`` (no ``label_enc`` at all); fine-tuning trains it from scratch,
+  as for a randomly initialised DINO.
 * **Selection scores with two classes.** One rule in both stages: a token's score is its best class logit
   (``selection_scores``). In pre-training the heads are the 2-way (object, no-object) heads DisCoDETR
   trains with a softmax; DisCoDETR applies L_loc only to the decoder layers ``decode`` returns, so the
@@ -148,7 +149,8 @@ class DINO(DETRDetector):
         num_extra_levels: coarser levels made by conv3x3/s2 + GroupNorm, the first on the last backbone level
             (detrex's ChannelMapper).
         encoder: a :class:`~.deformable_detr.DeformableEncoder`; decoder: a :class:`DINODecoder`.
-        num_denoising: denoising queries per batch (DINO: 100; 0 turns denoising off); split into
+        num_denoising: denoising queries per batch (DINO: 100; 0 turns denoising off and builds no
+            ``label_enc``); split into
             ``num_denoising // (2 * max_gt)`` groups (:func:`~..layers.denoising.dino_num_groups`).
         label_noise_ratio, box_noise_scale: of the denoising groups (0.5, 1.0).
         position_offset, position_temperature: of the feature-map sine embedding (-0.5, 10000).
@@ -211,7 +213,8 @@ class DINO(DETRDetector):
         self.enc_bbox_embed = MLP(d_model, d_model, 4, 3)
         self.class_embed = nn.ModuleList(nn.Linear(d_model, num_classes) for _ in range(decoder.num_layers))
         self.bbox_embed = nn.ModuleList(MLP(d_model, d_model, 4, 3) for _ in range(decoder.num_layers))
-        self.label_enc = nn.Embedding(num_classes, d_model)
+        # the denoising queries' label embedding; absent when denoising is off (e.g. in pre-training)
+        self.label_enc = nn.Embedding(num_classes, d_model) if num_denoising > 0 else None
         self._reset_parameters()
 
     def _reset_parameters(self):
@@ -307,8 +310,9 @@ class DINO(DETRDetector):
                                       self.label_noise_ratio, self.box_noise_scale)
 
     def forward_train(self, images: ImageList, targets: list[dict]) -> dict[str, Tensor]:
-        """DINO's losses: every decoder layer (Hungarian), the selected encoder proposals (``*_enc``) and the
-        denoising queries (``*_dn``, fixed assignments), weighted by the criterion's weights."""
+        """DINO's losses: every decoder layer (Hungarian), the selected encoder proposals (``*_enc``) and, when
+        ``num_denoising > 0``, the denoising queries (``*_dn``, fixed assignments; zeros for a batch without
+        boxes), weighted by the criterion's weights."""
         criterion = self.criterion
         encoded = self.encode(images)
         selection = self.select(encoded)
@@ -330,7 +334,8 @@ class DINO(DETRDetector):
             losses[f"{name}_enc"] = value * criterion.weights[name]
         num_layers = decoded.logits.shape[0]
         layers = range(num_layers) if criterion.aux_loss else [num_layers - 1]
-        for layer in layers:
+        matches = groups.matches() if groups is not None else None
+        for layer in layers if self.num_denoising > 0 else []:
             suffix = "_dn" if layer == num_layers - 1 else f"_dn_{layer}"
             if groups is None:
                 # keep the keys and touch label_enc, so logging and DDP see the same graph every step
@@ -339,7 +344,7 @@ class DINO(DETRDetector):
                     losses[name + suffix] = zero
                 continue
             dn = criterion.layer_losses(dn_logits[layer], dn_boxes[layer], targets, num_boxes * groups.num_groups,
-                                        indices=groups.matches())
+                                        indices=matches)
             for name, value in dn.items():
                 losses[name + suffix] = value * criterion.weights[name]
         return losses

@@ -23,8 +23,8 @@ Architecture (the release's ``rtdetr_pytorch`` and transformers' ``RTDetr`` port
   previous layer's box, as the release does).
 * Losses (:class:`RTDETRCriterion`): varifocal loss (weight 1, alpha 0.75, gamma 2) + L1 5 + GIoU 2 on every
   decoder layer and on the encoder's top-N proposals, each with its own Hungarian matching (focal class
-  cost 2, L1 5, GIoU 2, alpha 0.25, gamma 2: the release's matcher); contrastive denoising when
-  :mod:`..layers.denoising` exists (see "Denoising" below).
+  cost 2, L1 5, GIoU 2, alpha 0.25, gamma 2: the release's matcher); plus the same losses on the
+  contrastive denoising queries in fine-tuning (last paragraph).
 * Inference: the base class's top-k over queries x classes (300 in the release).
 
 Coordinates: boxes and references are normalised (cx, cy, w, h) of each image's un-padded size (the family
