@@ -170,26 +170,20 @@ class DeformableDecoder(nn.Module):
         return torch.stack(outputs)
 
 
-@META_ARCH_REGISTRY.register()
-class DeformableDETR(DETRDetector):
-    """Deformable DETR on a detectron2 backbone, single- or multi-scale.
+class MultiScaleDeformableDETR(DETRDetector):
+    """What the deformable-encoder variants (Deformable DETR, DINO) share: detrex's ChannelMapper input
+    projections (conv1x1 + GroupNorm per backbone level, conv3x3/s2 + GroupNorm for each extra level, the
+    first on the last backbone level), sine + level position embeddings and the deformable encoder.
+    Subclasses build their queries, decoder and heads.
 
-    Args (besides :class:`~.base.DETRDetector`'s):
-        in_features: backbone outputs read, finest first (("res3", "res4", "res5") multi-scale, ("res5",)
-            single-scale).
-        num_extra_levels: coarser levels added by conv3x3/s2 + GroupNorm, the first on the last backbone
-            level, the next ones on the previous extra level (1 multi-scale, 0 single-scale).
-        encoder, decoder: :class:`DeformableEncoder` / :class:`DeformableDecoder` of one width d, built for
-            ``len(in_features) + num_extra_levels`` levels.
-        position_offset, position_temperature: of the feature-map sine embedding (the release: -0.5, 10000).
-        norm_groups: GroupNorm groups of the input projections (32).
+    Args (besides :class:`~.base.DETRDetector`'s): in_features, num_extra_levels, encoder, decoder (its
+    ``num_levels`` must equal ``len(in_features) + num_extra_levels``), position_offset,
+    position_temperature, norm_groups (see :class:`DeformableDETR`).
     """
 
-    fusion_target = "position"
-
     def __init__(self, *, backbone: Backbone, in_features: tuple[str, ...] | list[str], num_extra_levels: int,
-                 encoder: DeformableEncoder, decoder: DeformableDecoder, num_classes: int, num_queries: int,
-                 criterion: SetCriterion | None, pixel_mean: list[float], pixel_std: list[float],
+                 encoder: DeformableEncoder, decoder: nn.Module, num_classes: int, num_queries: int,
+                 criterion: nn.Module | None, pixel_mean: list[float], pixel_std: list[float],
                  position_offset: float = -0.5, position_temperature: float = 10000.0, norm_groups: int = 32,
                  num_detections: int = 100, size_divisibility: int = 0):
         d_model = decoder.d_model
@@ -221,33 +215,21 @@ class DeformableDETR(DETRDetector):
         self.level_embed = nn.Parameter(torch.empty(num_levels, d_model))
         self.encoder = encoder
         self.decoder = decoder
-        self.query_embed = nn.Embedding(num_queries, 2 * d_model)
-        self.reference_points = nn.Linear(d_model, 2)
-        self.class_embed = nn.Linear(d_model, num_classes)
-        self.bbox_embed = MLP(d_model, d_model, 4, 3)
-        self._reset_parameters()
 
-    def _reset_parameters(self):
-        """The release's initialisation: xavier transformer weights, deformable attention's own init, normal
-        level embeddings, xavier input projections with zero bias, focal prior 0.01 on the class bias, a zero
-        last box layer with w, h biased to sigmoid(-2)."""
-        for module in (self.encoder, self.decoder):
+    def _reset_transformer(self, *modules: nn.Module):
+        """The releases' init of the shared parts: xavier weights of ``modules`` with deformable attention's own
+        init, normal level embeddings, xavier input projections with zero bias."""
+        for module in modules:
             for p in module.parameters():
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)
             for m in module.modules():
                 if isinstance(m, MultiScaleDeformableAttention):
                     m.reset_parameters()
-        nn.init.xavier_uniform_(self.reference_points.weight, gain=1.0)
-        nn.init.zeros_(self.reference_points.bias)
         nn.init.normal_(self.level_embed)
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight, gain=1.0)
             nn.init.zeros_(proj[0].bias)
-        nn.init.constant_(self.class_embed.bias, -math.log((1 - 0.01) / 0.01))
-        nn.init.zeros_(self.bbox_embed.layers[-1].weight)
-        nn.init.zeros_(self.bbox_embed.layers[-1].bias)
-        nn.init.constant_(self.bbox_embed.layers[-1].bias[2:], -2.0)
 
     def feature_maps(self, features: dict[str, Tensor]) -> list[Tensor]:
         """Backbone outputs -> the projected levels (B, d, h_l, w_l), finest first."""
@@ -268,6 +250,53 @@ class DeformableDETR(DETRDetector):
         src, mask, pos, shapes, starts, ratios = self.flatten_levels(maps, masks, pos)
         memory = self.encoder(src, pos, shapes, starts, ratios, mask)
         return EncoderOutput(memory, pos, mask, shapes, starts, ratios, list(images.image_sizes), features)
+
+
+@META_ARCH_REGISTRY.register()
+class DeformableDETR(MultiScaleDeformableDETR):
+    """Deformable DETR on a detectron2 backbone, single- or multi-scale.
+
+    Args (besides :class:`~.base.DETRDetector`'s):
+        in_features: backbone outputs read, finest first (("res3", "res4", "res5") multi-scale, ("res5",)
+            single-scale).
+        num_extra_levels: coarser levels added by conv3x3/s2 + GroupNorm, the first on the last backbone
+            level, the next ones on the previous extra level (1 multi-scale, 0 single-scale).
+        encoder, decoder: :class:`DeformableEncoder` / :class:`DeformableDecoder` of one width d, built for
+            ``len(in_features) + num_extra_levels`` levels.
+        position_offset, position_temperature: of the feature-map sine embedding (the release: -0.5, 10000).
+        norm_groups: GroupNorm groups of the input projections (32).
+    """
+
+    fusion_target = "position"
+
+    def __init__(self, *, backbone: Backbone, in_features: tuple[str, ...] | list[str], num_extra_levels: int,
+                 encoder: DeformableEncoder, decoder: DeformableDecoder, num_classes: int, num_queries: int,
+                 criterion: SetCriterion | None, pixel_mean: list[float], pixel_std: list[float],
+                 position_offset: float = -0.5, position_temperature: float = 10000.0, norm_groups: int = 32,
+                 num_detections: int = 100, size_divisibility: int = 0):
+        super().__init__(backbone=backbone, in_features=in_features, num_extra_levels=num_extra_levels,
+                         encoder=encoder, decoder=decoder, num_classes=num_classes, num_queries=num_queries,
+                         criterion=criterion, pixel_mean=pixel_mean, pixel_std=pixel_std,
+                         position_offset=position_offset, position_temperature=position_temperature,
+                         norm_groups=norm_groups, num_detections=num_detections, size_divisibility=size_divisibility)
+        d_model = self.d_model
+        self.query_embed = nn.Embedding(num_queries, 2 * d_model)
+        self.reference_points = nn.Linear(d_model, 2)
+        self.class_embed = nn.Linear(d_model, num_classes)
+        self.bbox_embed = MLP(d_model, d_model, 4, 3)
+        self._reset_parameters()
+
+    def _reset_parameters(self):
+        """The release's initialisation: xavier transformer weights, deformable attention's own init, normal
+        level embeddings, xavier input projections with zero bias, focal prior 0.01 on the class bias, a zero
+        last box layer with w, h biased to sigmoid(-2)."""
+        self._reset_transformer(self.encoder, self.decoder)
+        nn.init.xavier_uniform_(self.reference_points.weight, gain=1.0)
+        nn.init.zeros_(self.reference_points.bias)
+        nn.init.constant_(self.class_embed.bias, -math.log((1 - 0.01) / 0.01))
+        nn.init.zeros_(self.bbox_embed.layers[-1].weight)
+        nn.init.zeros_(self.bbox_embed.layers[-1].bias)
+        nn.init.constant_(self.bbox_embed.layers[-1].bias[2:], -2.0)
 
     def reference_from_position(self, query_pos: Tensor) -> Tensor:
         """(..., N, d) positional queries -> (..., N, 2) normalised (x, y) reference points in [0, 1]."""

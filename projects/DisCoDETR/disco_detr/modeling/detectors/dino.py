@@ -70,11 +70,11 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 
 from ..criterion import SetCriterion, num_boxes_across_workers
-from ..layers import MLP, MultiScaleDeformableAttention, PositionEmbeddingSine, inverse_sigmoid, sine_embed_points
+from ..layers import MLP, inverse_sigmoid, sine_embed_points
 from ..layers.denoising import DenoisingGroups, build_denoising_groups, dino_num_groups
 from ..layers.query_selection import encoder_proposals, gather_tokens, select_topk, selection_scores
-from .base import DecoderOutput, DETRDetector, EncoderOutput, QueryInit
-from .deformable_detr import DeformableDecoderLayer, DeformableEncoder
+from .base import DecoderOutput, EncoderOutput, QueryInit
+from .deformable_detr import DeformableDecoderLayer, DeformableEncoder, MultiScaleDeformableDETR
 
 __all__ = ["DINO", "DINODecoder", "EncoderSelection", "sine_embed_boxes"]
 
@@ -141,7 +141,7 @@ class EncoderSelection:
 
 
 @META_ARCH_REGISTRY.register()
-class DINO(DETRDetector):
+class DINO(MultiScaleDeformableDETR):
     """DINO (4-scale: backbone res3-res5 + one stride-64 level) on a detectron2 backbone.
 
     Args (besides :class:`~.base.DETRDetector`'s):
@@ -168,44 +168,20 @@ class DINO(DETRDetector):
                  num_denoising: int = 100, label_noise_ratio: float = 0.5, box_noise_scale: float = 1.0,
                  position_offset: float = -0.5, position_temperature: float = 10000.0, norm_groups: int = 32,
                  proposal_grid_size: float = 0.05, num_detections: int = 300, size_divisibility: int = 0):
-        d_model = decoder.d_model
-        super().__init__(backbone=backbone, num_classes=num_classes, num_queries=num_queries, d_model=d_model,
+        super().__init__(backbone=backbone, in_features=in_features, num_extra_levels=num_extra_levels,
+                         encoder=encoder, decoder=decoder, num_classes=num_classes, num_queries=num_queries,
                          criterion=criterion, pixel_mean=pixel_mean, pixel_std=pixel_std,
-                         num_detections=num_detections, size_divisibility=size_divisibility)
-        self.in_features = list(in_features)
-        num_levels = len(self.in_features) + num_extra_levels
-        if encoder.d_model != d_model:
-            raise ValueError(f"encoder width {encoder.d_model} != decoder width {d_model}")
-        if encoder.num_levels != num_levels or decoder.num_levels != num_levels:
-            raise ValueError(f"{len(self.in_features)} backbone levels {self.in_features} + {num_extra_levels} extra "
-                             f"= {num_levels} levels, but the encoder is built for {encoder.num_levels} and the "
-                             f"decoder for {decoder.num_levels}")
-        shapes = backbone.output_shape()
-        missing = [f for f in self.in_features if f not in shapes]
-        if missing:
-            raise ValueError(f"backbone has no output {missing}; it gives {sorted(shapes)}")
+                         position_offset=position_offset, position_temperature=position_temperature,
+                         norm_groups=norm_groups, num_detections=num_detections, size_divisibility=size_divisibility)
+        d_model = self.d_model
         if num_denoising < 0 or not 0 <= label_noise_ratio <= 1 or box_noise_scale < 0:
             raise ValueError(f"bad denoising settings: num_denoising={num_denoising}, "
                              f"label_noise_ratio={label_noise_ratio}, box_noise_scale={box_noise_scale}")
-        self.num_levels = num_levels
         self.num_denoising = num_denoising
         self.label_noise_ratio = label_noise_ratio
         self.box_noise_scale = box_noise_scale
         self.proposal_grid_size = proposal_grid_size
 
-        # detrex's ChannelMapper: conv1x1 + GN per backbone level, conv3x3/s2 + GN for the extra levels
-        proj = [nn.Sequential(nn.Conv2d(shapes[f].channels, d_model, kernel_size=1), nn.GroupNorm(norm_groups, d_model))
-                for f in self.in_features]
-        in_channels = shapes[self.in_features[-1]].channels
-        for _ in range(num_extra_levels):
-            proj.append(nn.Sequential(nn.Conv2d(in_channels, d_model, kernel_size=3, stride=2, padding=1),
-                                      nn.GroupNorm(norm_groups, d_model)))
-            in_channels = d_model
-        self.input_proj = nn.ModuleList(proj)
-        self.position_embedding = PositionEmbeddingSine(d_model // 2, position_temperature, offset=position_offset)
-        self.level_embed = nn.Parameter(torch.empty(num_levels, d_model))
-        self.encoder = encoder
-        self.decoder = decoder
         self.tgt_embed = nn.Embedding(num_queries, d_model)
         self.enc_output = nn.Linear(d_model, d_model)
         self.enc_output_norm = nn.LayerNorm(d_model)
@@ -220,17 +196,7 @@ class DINO(DETRDetector):
     def _reset_parameters(self):
         """detrex's DINO init: xavier transformer weights, deformable attention's own init, normal level
         embeddings, focal prior 0.01 on every class bias, zero last box layers (boxes start at the anchors)."""
-        for module in (self.encoder, self.decoder, self.enc_output):
-            for p in module.parameters():
-                if p.dim() > 1:
-                    nn.init.xavier_uniform_(p)
-            for m in module.modules():
-                if isinstance(m, MultiScaleDeformableAttention):
-                    m.reset_parameters()
-        nn.init.normal_(self.level_embed)
-        for proj in self.input_proj:
-            nn.init.xavier_uniform_(proj[0].weight, gain=1.0)
-            nn.init.zeros_(proj[0].bias)
+        self._reset_transformer(self.encoder, self.decoder, self.enc_output)
         bias = -math.log((1 - 0.01) / 0.01)
         for head in [*self.class_embed, self.enc_class_embed]:
             nn.init.constant_(head.bias, bias)
@@ -238,27 +204,7 @@ class DINO(DETRDetector):
             nn.init.zeros_(head.layers[-1].weight)
             nn.init.zeros_(head.layers[-1].bias)
 
-    # ---- encoder ---------------------------------------------------------------------------------------
-    def feature_maps(self, features: dict[str, Tensor]) -> list[Tensor]:
-        """Backbone outputs -> the projected levels (B, d, h_l, w_l), finest first."""
-        maps = [proj(features[f]) for proj, f in zip(self.input_proj, self.in_features)]
-        x = features[self.in_features[-1]]
-        for proj in self.input_proj[len(self.in_features):]:
-            x = proj(x)
-            maps.append(x)
-        return maps
-
-    def encode(self, images: ImageList) -> EncoderOutput:
-        """Backbone, input projections, sine positions + level embeddings, and the deformable encoder."""
-        features = self.backbone(images.tensor)
-        maps = self.feature_maps(features)
-        masks = self.level_masks(images, maps)
-        pos = [self.position_embedding(m).to(x.dtype) + self.level_embed[lvl].view(1, -1, 1, 1).to(x.dtype)
-               for lvl, (m, x) in enumerate(zip(masks, maps))]
-        src, mask, pos, shapes, starts, ratios = self.flatten_levels(maps, masks, pos)
-        memory = self.encoder(src, pos, shapes, starts, ratios, mask)
-        return EncoderOutput(memory, pos, mask, shapes, starts, ratios, list(images.image_sizes), features)
-
+    # ---- encoder: MultiScaleDeformableDETR.encode --------------------------------------------------------
     def select(self, encoded: EncoderOutput) -> EncoderSelection:
         """Mixed query selection: the top-N encoder proposals by best class logit give the anchors (B, N, 4)
         normalised cxcywh; the content queries are ``tgt_embed``."""
