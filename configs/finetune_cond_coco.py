@@ -2,21 +2,10 @@
 # Paper schedule: 50 epochs, lr drop after 40 ("40/50"), batch 64, AdamW 1e-4.
 # Pre-trained model: train.init_checkpoint=/path/to/disco_pretrained.pth
 from .common.data.detr_detection import dataloader
+from .common.finetune import coco
 from .common.models.conditional_detr_r50 import model
 from .common.optim import AdamW as optimizer
-from .common.schedule import epochs_to_iters, step_schedule
 from .common.train import train
 
-COCO_TRAIN_IMAGES = 117266  # train2017 images with at least one box (filter_empty=True)
-EPOCHS, DROP_EPOCH = 50, 40
-
-model.num_classes = 80
-dataloader.train.dataset.names = "coco_2017_train"
-dataloader.test.dataset.names = "coco_2017_val"
-dataloader.train.total_batch_size = 64
-
-train.max_iter = epochs_to_iters(EPOCHS, COCO_TRAIN_IMAGES, dataloader.train.total_batch_size)
-train.eval_period = epochs_to_iters(5, COCO_TRAIN_IMAGES, dataloader.train.total_batch_size)
-train.checkpointer.period = train.eval_period
-train.output_dir = "./output/finetune_cond_coco"
-lr_multiplier = step_schedule(drop_fraction=DROP_EPOCH / EPOCHS)
+lr_multiplier = coco(model, dataloader, train, epochs=50, drop_epoch=40, eval_every=5,
+                     output_dir="./output/finetune_cond_coco")

@@ -4,26 +4,13 @@
 # reference points x0.1), weight decay 1e-4, clip 0.1; batch 64 like the other fine-tuning configs.
 # Pre-trained model: train.init_checkpoint=/path/to/disco_pretrained.pth
 from .common.data.detr_detection import dataloader
-from .common.data.voc_evaluation import voc_evaluators
+from .common.finetune import voc
 from .common.models.deformable_detr_r50 import model
 from .common.optim import AdamW as optimizer
-from .common.schedule import epochs_to_iters, step_schedule
 from .common.train import train
-
-VOC_TRAINVAL_IMAGES = 16551  # VOC2007 trainval (5011) + VOC2012 trainval (11540)
-EPOCHS, DROP_EPOCH = 50, 40
-
-model.num_classes = 20
-dataloader.train.dataset.names = ("voc_2007_trainval", "voc_2012_trainval")
-dataloader.test.dataset.names = "voc_2007_test"
-dataloader.train.total_batch_size = 64
-dataloader.evaluator = voc_evaluators  # "bbox" (COCO-style AP) and "pascal_voc" (VOC AP50)
 
 optimizer.lr = 2e-4
 optimizer.params.lr_factor_keys = {"sampling_offsets": 0.1, "reference_points": 0.1}
 
-train.max_iter = epochs_to_iters(EPOCHS, VOC_TRAINVAL_IMAGES, dataloader.train.total_batch_size)
-train.eval_period = epochs_to_iters(5, VOC_TRAINVAL_IMAGES, dataloader.train.total_batch_size)
-train.checkpointer.period = train.eval_period
-train.output_dir = "./output/finetune_deformable_ms_voc"
-lr_multiplier = step_schedule(drop_fraction=DROP_EPOCH / EPOCHS)
+lr_multiplier = voc(model, dataloader, train, epochs=50, drop_epoch=40, eval_every=5,
+                    output_dir="./output/finetune_deformable_ms_voc")

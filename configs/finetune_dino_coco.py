@@ -5,23 +5,12 @@
 # detrex checkpoint (its ResNet-50 backbone, so pass a config with build_resnet):
 #   tools/convert_detrex.py --variant dino dino_r50_4scale_24ep.pth converted.pth --config <that config>
 from .common.data.detr_detection import dataloader
+from .common.finetune import coco
 from .common.models.dino_r50 import model
 from .common.optim import AdamW as optimizer
-from .common.schedule import epochs_to_iters, step_schedule
 from .common.train import train
-
-COCO_TRAIN_IMAGES = 117266  # train2017 images with at least one box (filter_empty=True)
-EPOCHS, DROP_EPOCH = 24, 20
-
-model.num_classes = 80
-dataloader.train.dataset.names = "coco_2017_train"
-dataloader.test.dataset.names = "coco_2017_val"
-dataloader.train.total_batch_size = 64
 
 optimizer.lr = 1e-4
 
-train.max_iter = epochs_to_iters(EPOCHS, COCO_TRAIN_IMAGES, dataloader.train.total_batch_size)
-train.eval_period = epochs_to_iters(2, COCO_TRAIN_IMAGES, dataloader.train.total_batch_size)
-train.checkpointer.period = train.eval_period
-train.output_dir = "./output/finetune_dino_coco"
-lr_multiplier = step_schedule(drop_fraction=DROP_EPOCH / EPOCHS)
+lr_multiplier = coco(model, dataloader, train, epochs=24, drop_epoch=20, eval_every=2,
+                     output_dir="./output/finetune_dino_coco")

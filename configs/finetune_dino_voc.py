@@ -4,25 +4,12 @@
 # (backbone x0.1), weight decay 1e-4, clip 0.1, batch 64.
 # Pre-trained model: train.init_checkpoint=/path/to/disco_pretrained.pth
 from .common.data.detr_detection import dataloader
-from .common.data.voc_evaluation import voc_evaluators
+from .common.finetune import voc
 from .common.models.dino_r50 import model
 from .common.optim import AdamW as optimizer
-from .common.schedule import epochs_to_iters, step_schedule
 from .common.train import train
-
-VOC_TRAINVAL_IMAGES = 16551  # VOC2007 trainval (5011) + VOC2012 trainval (11540)
-EPOCHS, DROP_EPOCH = 36, 30
-
-model.num_classes = 20
-dataloader.train.dataset.names = ("voc_2007_trainval", "voc_2012_trainval")
-dataloader.test.dataset.names = "voc_2007_test"
-dataloader.train.total_batch_size = 64
-dataloader.evaluator = voc_evaluators  # "bbox" (COCO-style AP) and "pascal_voc" (VOC AP50)
 
 optimizer.lr = 1e-4
 
-train.max_iter = epochs_to_iters(EPOCHS, VOC_TRAINVAL_IMAGES, dataloader.train.total_batch_size)
-train.eval_period = epochs_to_iters(4, VOC_TRAINVAL_IMAGES, dataloader.train.total_batch_size)
-train.checkpointer.period = train.eval_period
-train.output_dir = "./output/finetune_dino_voc"
-lr_multiplier = step_schedule(drop_fraction=DROP_EPOCH / EPOCHS)
+lr_multiplier = voc(model, dataloader, train, epochs=36, drop_epoch=30, eval_every=4,
+                    output_dir="./output/finetune_dino_voc")
