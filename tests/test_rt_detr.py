@@ -250,11 +250,20 @@ def _targets_batch():
     return [one(128, 128, [[10, 20, 60, 90], [70, 40, 120, 120]], [0, 1])]   # 336 tokens at strides 8/16/32
 
 
-@pytest.mark.parametrize("name", ["finetune_rtdetr_coco", "finetune_rtdetr_coco_50ep", "finetune_rtdetr_voc"])
-def test_paper_finetune_configs_train_on_cpu(name):
+def test_paper_finetune_configs_share_model_and_optimizer():
+    """The three fine-tuning configs differ only in data and schedule (so training one of them on CPU, below,
+    covers the model and optimizer of all three)."""
+    coco = load_config(os.path.join(REPO, "configs", "finetune_rtdetr_coco.py"))
+    for name in ("finetune_rtdetr_coco_50ep", "finetune_rtdetr_voc"):
+        cfg = load_config(os.path.join(REPO, "configs", f"{name}.py"))
+        cfg.model.num_classes = coco.model.num_classes
+        assert cfg.model == coco.model and cfg.optimizer == coco.optimizer and cfg.train.ema == coco.train.ema, name
+
+
+def test_paper_finetune_config_trains_on_cpu():
     """Two AdamW steps of the paper config (d 256, 6 layers, 300 queries, 100 denoising queries) with the backbone
     shrunk to a tiny ResNet (strides 8/16/32 on a 128 px image)."""
-    cfg = load_config(os.path.join(REPO, "configs", f"{name}.py"))
+    cfg = load_config(os.path.join(REPO, "configs", "finetune_rtdetr_coco.py"))
     assert cfg.train.ema.enabled and cfg.optimizer.lr == 1e-4 and cfg.optimizer.params.backbone_lr_factor == 0.1
     assert cfg.dataloader.test.mapper.square_sizes == (640,)
     cfg.model.backbone = L(build_tiny_resnet)(**TINY_BACKBONE, freeze_at=0)
@@ -282,9 +291,18 @@ def test_paper_finetune_configs_train_on_cpu(name):
     assert len(result) == 300 and (result.scores[:-1] >= result.scores[1:]).all()
 
 
-@pytest.mark.parametrize("name", ["disco_rtdetr", "siamese_rtdetr"])
+def test_siamese_pretrain_config_is_disco_without_its_components():
+    disco = load_config(os.path.join(REPO, "configs", "disco_rtdetr.py"))
+    siamese = load_config(os.path.join(REPO, "configs", "siamese_rtdetr.py"))
+    assert (siamese.model.use_dmoqf, siamese.model.fusion, siamese.model.weight_contrast) == (False, "add", 0.0)
+    for key in ("use_dmoqf", "fusion", "weight_contrast"):
+        siamese.model[key] = disco.model[key]
+    assert siamese.model == disco.model
+
+
+@pytest.mark.parametrize("name", ["disco_rtdetr"])  # Siamese: the contract test trains it on the tiny model
 def test_paper_pretrain_configs_train_on_cpu(name):
-    """Two steps of the paper's DisCo / Siamese RT-DETR pre-training with the backbone shrunk (tiny frozen ResNet)."""
+    """Two steps of the paper's DisCo RT-DETR pre-training with the backbone shrunk (tiny frozen ResNet)."""
     from test_contract import _batch
 
     cfg = load_config(os.path.join(REPO, "configs", f"{name}.py"))

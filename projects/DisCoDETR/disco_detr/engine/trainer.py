@@ -47,6 +47,11 @@ def resolve_device(device: str) -> torch.device:
     return device
 
 
+def amp_dtype() -> torch.dtype:
+    """The autocast dtype of CUDA AMP: bfloat16 where the device supports it, else float16."""
+    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+
+
 def resolve_max_iter(cfg, data_loader) -> int:
     """``train.max_iter`` when it is set; otherwise ``train.epochs`` passes over the training
     set the run actually loaded (so an epoch schedule stays right for any dataset), at
@@ -84,7 +89,9 @@ class DETRTrainLoop(SimpleTrainer):
                  seed: int = 0):
         super().__init__(model, data_loader, optimizer)
         self.amp = amp
-        self.grad_scaler = torch.amp.GradScaler("cuda") if amp else None
+        # bf16 where the GPU supports it (no loss scaling needed), else fp16 with a loss scaler
+        self.amp_dtype = amp_dtype() if amp else None
+        self.grad_scaler = torch.amp.GradScaler("cuda") if amp and self.amp_dtype == torch.float16 else None
         self.clip_grad_norm = clip_grad_norm
         self.seed = seed
 
@@ -95,7 +102,7 @@ class DETRTrainLoop(SimpleTrainer):
         data_time = time.perf_counter() - start
         torch.manual_seed(_mix(self.seed, self.iter, comm.get_rank()))
 
-        with torch.autocast("cuda", enabled=self.amp):
+        with torch.autocast("cuda", dtype=self.amp_dtype or torch.float16, enabled=self.amp):
             loss_dict = self.model(data)
             losses = sum(loss_dict.values())
         self.optimizer.zero_grad(set_to_none=True)
