@@ -45,3 +45,24 @@ def tiny_config(output_dir, *overrides):
     from disco_detr.config import load_config
 
     return load_config(TINY_CONFIG, [f"train.output_dir={output_dir}", *overrides])
+
+
+def labelled_sample(h, w, boxes, classes, gen):
+    """A detectron2 training input: a random (3, h, w) uint8 image and Instances with gt_boxes (xyxy pixels)
+    and gt_classes."""
+    from detectron2.structures import Boxes, Instances
+
+    inst = Instances((h, w))
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
+    return {"image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen), "instances": inst}
+
+
+def mixed_size_batch(gen, empty_width=112):
+    """Three labelled images of different sizes, one without boxes (classes < 5)."""
+    return [
+        labelled_sample(96, 80, [[10, 10, 40, 50], [50, 20, 70, 90]], [0, 3], gen),
+        labelled_sample(64, empty_width, [], [], gen),  # an image without boxes
+        labelled_sample(72, 72, [[0, 0, 72, 72]], [4], gen),
+    ]
+

@@ -10,7 +10,6 @@ import torch
 from detectron2.config import LazyCall as L
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import Backbone, ShapeSpec
-from detectron2.structures import Boxes, Instances
 from torch import nn
 from torch.nn import functional as F
 
@@ -20,7 +19,7 @@ from disco_detr.config import load_config
 from disco_detr.modeling import DABDETR, build_tiny_resnet
 from disco_detr.modeling.detectors.dab_detr import DABDecoder, DABEncoder, sine_embed_boxes
 
-from conftest import REPO
+from conftest import REPO, mixed_size_batch
 
 REFERENCE = os.environ.get("DISCO_REFERENCE_DIR", os.path.join(REPO, "..", "shared", "reference"))
 FIXTURE = os.path.join(REFERENCE, "dab_detr.pt")
@@ -214,24 +213,13 @@ def _tiny_model(seed=0) -> DABDETR:
     return instantiate(_shrink(LazyConfig.load(CONFIGS["finetune_dab_coco"]).model))
 
 
-def _sample(h, w, boxes, classes, gen):
-    inst = Instances((h, w))
-    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
-    return {"image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen), "instances": inst}
-
-
 def test_forward_backward_mixed_sizes():
     model = _tiny_model()
     with torch.no_grad():  # off the release's init, whose zero last box layer gives some parameters a zero gradient
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     gen = torch.Generator().manual_seed(0)
-    batch = [
-        _sample(96, 80, [[10, 10, 40, 50], [50, 20, 70, 90]], [0, 3], gen),
-        _sample(64, 112, [], [], gen),  # an image without boxes
-        _sample(72, 72, [[0, 0, 72, 72]], [4], gen),
-    ]
+    batch = mixed_size_batch(gen)
     model.train()
     losses = model(batch)
     names = ("loss_class", "loss_bbox", "loss_giou")

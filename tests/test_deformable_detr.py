@@ -8,7 +8,6 @@ import torch
 from detectron2.config import LazyCall as L
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import Backbone, ShapeSpec
-from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from disco_detr.config import load_config
@@ -16,7 +15,7 @@ from disco_detr.modeling import DeformableDETR, build_tiny_resnet
 from disco_detr.modeling.detectors.deformable_detr import encoder_reference_points
 from disco_detr.modeling.layers import MultiScaleDeformableAttention
 
-from conftest import REPO
+from conftest import REPO, mixed_size_batch
 
 CONFIGS = {name: os.path.join(REPO, "configs", f"finetune_deformable_{name}.py")
            for name in ("ms_voc", "ms_coco", "ss_voc", "ss_coco")}
@@ -44,13 +43,6 @@ def _tiny_model(scale: str, seed: int = 0) -> DeformableDETR:
     return instantiate(_shrink(cfg.model, scale))
 
 
-def _sample(h, w, boxes, classes, gen):
-    inst = Instances((h, w))
-    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
-    return {"image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen), "instances": inst}
-
-
 @pytest.mark.parametrize("scale", ["ss", "ms"])
 def test_forward_backward_mixed_sizes(scale):
     model = _tiny_model(scale)
@@ -59,11 +51,7 @@ def test_forward_backward_mixed_sizes(scale):
         for p in model.parameters():  # attention weights) give some parameters an exactly zero gradient
             p.add_(0.05 * torch.randn_like(p))
     gen = torch.Generator().manual_seed(0)
-    batch = [
-        _sample(96, 80, [[10, 10, 40, 50], [50, 20, 70, 90]], [0, 3], gen),
-        _sample(64, 112, [], [], gen),  # an image without boxes
-        _sample(72, 72, [[0, 0, 72, 72]], [4], gen),
-    ]
+    batch = mixed_size_batch(gen)
     model.train()
     losses = model(batch)
     names = ("loss_class", "loss_bbox", "loss_giou")

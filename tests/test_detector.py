@@ -1,9 +1,8 @@
 import pytest
 import torch
 from detectron2.config import instantiate
-from detectron2.structures import Boxes, Instances
 
-from conftest import tiny_config
+from conftest import mixed_size_batch, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -13,20 +12,9 @@ def model(tmp_path_factory):
     return instantiate(cfg.model)
 
 
-def _sample(h, w, boxes, classes, gen):
-    inst = Instances((h, w))
-    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
-    return {"image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen), "instances": inst}
-
-
 def test_forward_backward_mixed_sizes(model):
     gen = torch.Generator().manual_seed(0)
-    batch = [
-        _sample(96, 80, [[10, 10, 40, 50], [50, 20, 70, 90]], [0, 3], gen),
-        _sample(64, 96, [], [], gen),  # an image without boxes
-        _sample(72, 72, [[0, 0, 72, 72]], [4], gen),
-    ]
+    batch = mixed_size_batch(gen, empty_width=96)
     model.train()
     model.zero_grad()
     losses = model(batch)

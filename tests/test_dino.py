@@ -19,7 +19,7 @@ from disco_detr.modeling.detectors.deformable_detr import DeformableEncoder
 from disco_detr.modeling.detectors.dino import DINODecoder
 from disco_detr.modeling.layers.denoising import build_denoising_groups
 
-from conftest import REPO
+from conftest import REPO, labelled_sample
 
 FIXTURE = os.path.join(REFERENCE, "dino.pt")
 needs_fixture = pytest.mark.skipif(not os.path.isfile(FIXTURE), reason=f"reference fixture not found at {FIXTURE}")
@@ -50,13 +50,6 @@ def _tiny(seed=0) -> DINO:
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return model
-
-
-def _sample(h, w, boxes, classes, gen):
-    inst = Instances((h, w))
-    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
-    return {"image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen), "instances": inst}
 
 
 # ---- detrex ------------------------------------------------------------------------------------------------
@@ -248,7 +241,8 @@ def test_denoising_queries_do_not_change_the_matching_queries():
 def test_training_losses_forward_backward():
     model = _tiny().train()
     gen = torch.Generator().manual_seed(3)
-    batch = [_sample(64, 96, [[4, 6, 40, 50], [50, 10, 90, 60]], [1, 4], gen), _sample(48, 72, [[10, 8, 30, 40]], [2], gen)]
+    batch = [labelled_sample(64, 96, [[4, 6, 40, 50], [50, 10, 90, 60]], [1, 4], gen),
+             labelled_sample(48, 72, [[10, 8, 30, 40]], [2], gen)]
     losses = model(batch)
     names = ("loss_class", "loss_bbox", "loss_giou")
     expected = {f"{n}{s}" for n in names for s in ("", "_0", "_enc", "_dn", "_dn_0")}
@@ -282,7 +276,7 @@ def test_denoising_off_builds_no_label_embedding():
     model = instantiate(cfg.model).train()
     assert model.label_enc is None and not any(k.startswith("label_enc") for k in model.state_dict())
     gen = torch.Generator().manual_seed(4)
-    losses = model([_sample(64, 80, [[4, 6, 40, 50]], [1], gen)])
+    losses = model([labelled_sample(64, 80, [[4, 6, 40, 50]], [1], gen)])
     assert not any("_dn" in k for k in losses) and {"loss_class_enc", "loss_giou_0"} <= set(losses)
 
 
