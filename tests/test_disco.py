@@ -1,6 +1,7 @@
 """DisCo DETR pre-training: fusion, losses, weights, transfer, a short run."""
 import os
 
+import pytest
 import torch
 from detectron2.config import instantiate
 
@@ -147,3 +148,31 @@ def test_paper_disco_config_runs_on_cpu(demo_proposals, tmp_path):
         last = [line for line in f if "loss_contrast" in line][-1]
     for name in ("loss_loc_bbox", "loss_rec", "loss_enc", "loss_contrast"):
         assert f'"{name}"' in last
+
+
+def test_pretraining_kill_and_resume_is_bit_exact(demo_proposals, tmp_path):
+    """DisCo pre-training with the colour augmentation and crops on the training device (the paper
+    config's pipeline: parameters drawn in the workers from each sample's seed): a run killed in
+    iteration 3 and resumed from its checkpoint after iteration 2 ends with the uninterrupted run's weights."""
+    from test_trainer import _Crash, _final_weights
+
+    from disco_detr.engine import Trainer
+
+    extra = ["train.max_iter=4", "train.checkpointer.period=2", "dataloader.train.mapper.photometric=device",
+             "dataloader.train.mapper.crops_on_device=True"]
+    ref = Trainer(load_config(TINY_DISCO, [f"train.output_dir={tmp_path / 'ref'}", *extra]))
+    ref.resume_or_load(resume=False)
+    ref.train()
+    out = str(tmp_path / "killed")
+    killed = Trainer(load_config(TINY_DISCO, [f"train.output_dir={out}", *extra]))
+    killed.register_hooks([_Crash(at_iter=2)])
+    killed.resume_or_load(resume=False)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        killed.train()
+    resumed = Trainer(load_config(TINY_DISCO, [f"train.output_dir={out}", *extra]))
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 2
+    resumed.train()
+    expected, got = _final_weights(str(tmp_path / "ref")), _final_weights(out)
+    differing = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not differing, f"resumed weights differ from the uninterrupted run: {differing[:5]}"
