@@ -103,7 +103,7 @@ def main(argv=None):
     parser.add_argument("--data", default="datasets/demo")
     parser.add_argument("--out", default=None, help="output folder (default output/demo, or output/demo_VARIANT)")
     parser.add_argument("--pretrain-iters", type=int, default=150)
-    parser.add_argument("--finetune-iters", type=int, default=500)
+    parser.add_argument("--finetune-iters", type=int, default=400)
     parser.add_argument("--reference-period", type=int, default=25,
                         help="fine-tuning iterations between two records of the reference points (CS)")
     parser.add_argument("--seed", type=int, default=0)
