@@ -1,5 +1,6 @@
-"""Our detectors against detrex's own outputs (../shared/reference, see its README): detrex weights
-converted by disco_detr.checkpoint.detrex, the documented toy backbone, eval on the fixture images.
+"""Our detectors against detrex's own outputs (../shared/reference/conditional_detr.pt and
+deformable_detr.pt, see its README): detrex weights converted by disco_detr.checkpoint.detrex, the
+documented toy backbone, eval on the fixture images.
 
 Our detectors mask padding in eval while detrex does not, so batch outputs are compared for image A
 (the largest, unpadded) and each image alone is compared with ``expected_single``.
