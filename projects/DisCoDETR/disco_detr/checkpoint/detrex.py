@@ -255,6 +255,17 @@ def load_detrex_state_dict(path: str, allow_pickle: bool = False) -> dict[str, T
     return dict(obj)
 
 
+
+def take_rows(key: str, value: Tensor, rows: tuple[int, int] | None) -> Tensor:
+    """Part ``k`` of ``n`` equal row blocks of ``value`` for ``rows = (k, n)`` (a stacked q/k/v
+    ``in_proj`` tensor -> its q, k or v rows); ``value`` itself for ``rows = None``."""
+    if rows is None:
+        return value
+    k, n = rows
+    if value.shape[0] % n:
+        raise ValueError(f"{key!r}: {value.shape[0]} rows do not split into {n} (q, k, v) parts")
+    return value.chunk(n, 0)[k]
+
 def convert_detrex(state: Mapping[str, Tensor], variant: str, *, strict: bool = True,
                    reference: nn.Module | Mapping[str, Tensor] | None = None,
                    ) -> tuple[dict[str, Tensor], DetrexConversion]:
@@ -298,12 +309,7 @@ def convert_detrex(state: Mapping[str, Tensor], variant: str, *, strict: bool = 
             if m is None:
                 continue
             for new, rows in target(m):
-                part = value
-                if rows is not None:
-                    k, n = rows
-                    if value.shape[0] % n:
-                        raise ValueError(f"{key!r}: {value.shape[0]} rows do not split into {n} (q, k, v) parts")
-                    part = value.chunk(n, 0)[k]
+                part = take_rows(key, value, rows)
                 if new in out:
                     same_head = re.match(r"^(class|bbox)_embed\.", new) and variant == "deformable"
                     same_head = same_head or (variant == "dab" and _DAB_ALIASED.search(new))

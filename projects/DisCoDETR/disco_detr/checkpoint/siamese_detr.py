@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from .convert import torchvision_resnet_to_detectron2
+from .detrex import take_rows
 
 __all__ = ["SIAMESE_DETR_VARIANTS", "SiameseDETRConversion", "convert_siamese_detr", "unwrap_siamese_detr"]
 
@@ -219,12 +220,7 @@ def convert_siamese_detr(state: Mapping[str, Tensor], variant: str, *, strict: b
             if m is None:
                 continue
             for new, rows in target(m):
-                part = value
-                if rows is not None:
-                    k, n = rows
-                    if value.shape[0] % n:
-                        raise ValueError(f"{key!r}: {value.shape[0]} rows do not split into q, k, v")
-                    part = value.chunk(n, 0)[k]
+                part = take_rows(key, value, rows)
                 if new in out:
                     raise KeyError(f"{key!r} maps to {new!r}, which another key already gave")
                 out[new] = part
