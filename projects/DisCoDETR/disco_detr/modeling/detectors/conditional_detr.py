@@ -27,7 +27,7 @@ from ..layers import (
 )
 from .base import DecoderOutput, DETRDetector, EncoderOutput, QueryInit
 
-__all__ = ["ConditionalDETR", "ConditionalDecoder", "ConditionalDecoderLayer"]
+__all__ = ["ConditionalDETR", "ConditionalDecoder", "ConditionalDecoderLayer", "SingleLevelDETR"]
 
 
 class ConditionalDecoderLayer(nn.Module):
@@ -119,8 +119,30 @@ class ConditionalDecoder(nn.Module):
         return torch.stack(outputs), reference
 
 
+class SingleLevelDETR(DETRDetector):
+    """What the one-level variants (Conditional DETR, DAB-DETR) share: the backbone output
+    ``in_feature`` through a 1x1 input projection to width d, its sine position embedding
+    (d/2 features per axis, ``position_offset`` / ``position_temperature``), and the
+    encoder and decoder modules. Subclasses add their queries and heads."""
+
+    def __init__(self, *, backbone: Backbone, in_feature: str, encoder: nn.Module, decoder: nn.Module,
+                 num_classes: int, num_queries: int, criterion: SetCriterion | None, pixel_mean: list[float],
+                 pixel_std: list[float], position_offset: float, position_temperature: float,
+                 num_detections: int = 100, size_divisibility: int = 0):
+        d_model = decoder.d_model
+        super().__init__(backbone=backbone, num_classes=num_classes, num_queries=num_queries, d_model=d_model,
+                         criterion=criterion, pixel_mean=pixel_mean, pixel_std=pixel_std,
+                         num_detections=num_detections, size_divisibility=size_divisibility)
+        self.in_feature = in_feature
+        in_channels = backbone.output_shape()[in_feature].channels
+        self.input_proj = nn.Conv2d(in_channels, d_model, kernel_size=1)
+        self.position_embedding = PositionEmbeddingSine(d_model // 2, position_temperature, offset=position_offset)
+        self.encoder = encoder
+        self.decoder = decoder
+
+
 @META_ARCH_REGISTRY.register()
-class ConditionalDETR(DETRDetector):
+class ConditionalDETR(SingleLevelDETR):
     """Conditional DETR on a detectron2 backbone (one feature level).
 
     Args (besides :class:`~.base.DETRDetector`'s):
@@ -137,16 +159,12 @@ class ConditionalDETR(DETRDetector):
                  criterion: SetCriterion | None, pixel_mean: list[float], pixel_std: list[float],
                  position_offset: float = 0.0, position_temperature: float = 10000.0,
                  num_detections: int = 100, size_divisibility: int = 0):
-        d_model = decoder.d_model
-        super().__init__(backbone=backbone, num_classes=num_classes, num_queries=num_queries, d_model=d_model,
-                         criterion=criterion, pixel_mean=pixel_mean, pixel_std=pixel_std,
-                         num_detections=num_detections, size_divisibility=size_divisibility)
-        self.in_feature = in_feature
-        in_channels = backbone.output_shape()[in_feature].channels
-        self.input_proj = nn.Conv2d(in_channels, d_model, kernel_size=1)
-        self.position_embedding = PositionEmbeddingSine(d_model // 2, position_temperature, offset=position_offset)
-        self.encoder = encoder
-        self.decoder = decoder
+        super().__init__(backbone=backbone, in_feature=in_feature, encoder=encoder, decoder=decoder,
+                         num_classes=num_classes, num_queries=num_queries, criterion=criterion,
+                         pixel_mean=pixel_mean, pixel_std=pixel_std, position_offset=position_offset,
+                         position_temperature=position_temperature, num_detections=num_detections,
+                         size_divisibility=size_divisibility)
+        d_model = self.d_model
         self.query_embed = nn.Embedding(num_queries, d_model)
         self.class_embed = nn.Linear(d_model, num_classes)
         self.bbox_embed = MLP(d_model, d_model, 4, 3)

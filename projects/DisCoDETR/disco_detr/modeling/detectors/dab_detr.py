@@ -35,12 +35,11 @@ from ..layers import (
     FFN,
     MLP,
     DETREncoderLayer,
-    PositionEmbeddingSine,
     inverse_sigmoid,
     sine_embed_points,
 )
-from .base import DecoderOutput, DETRDetector, EncoderOutput, QueryInit
-from .conditional_detr import ConditionalDecoderLayer
+from .base import DecoderOutput, EncoderOutput, QueryInit
+from .conditional_detr import ConditionalDecoderLayer, SingleLevelDETR
 
 __all__ = ["DABDETR", "DABDecoder", "DABEncoder", "PReLUFFN", "sine_embed_boxes"]
 
@@ -159,7 +158,7 @@ class DABDecoder(nn.Module):
 
 
 @META_ARCH_REGISTRY.register()
-class DABDETR(DETRDetector):
+class DABDETR(SingleLevelDETR):
     """DAB-DETR on a detectron2 backbone (one feature level), single pattern, shared heads.
 
     Args (besides :class:`~.base.DETRDetector`'s):
@@ -179,16 +178,12 @@ class DABDETR(DETRDetector):
                  pixel_mean: list[float], pixel_std: list[float], position_offset: float = 0.0,
                  position_temperature: float = 20.0, random_anchor_centres: bool = True,
                  num_detections: int = 100, size_divisibility: int = 0):
-        d_model = decoder.d_model
-        super().__init__(backbone=backbone, num_classes=num_classes, num_queries=num_queries, d_model=d_model,
-                         criterion=criterion, pixel_mean=pixel_mean, pixel_std=pixel_std,
-                         num_detections=num_detections, size_divisibility=size_divisibility)
-        self.in_feature = in_feature
-        in_channels = backbone.output_shape()[in_feature].channels
-        self.input_proj = nn.Conv2d(in_channels, d_model, kernel_size=1)
-        self.position_embedding = PositionEmbeddingSine(d_model // 2, position_temperature, offset=position_offset)
-        self.encoder = encoder
-        self.decoder = decoder
+        super().__init__(backbone=backbone, in_feature=in_feature, encoder=encoder, decoder=decoder,
+                         num_classes=num_classes, num_queries=num_queries, criterion=criterion,
+                         pixel_mean=pixel_mean, pixel_std=pixel_std, position_offset=position_offset,
+                         position_temperature=position_temperature, num_detections=num_detections,
+                         size_divisibility=size_divisibility)
+        d_model = self.d_model
         self.anchor_embed = nn.Embedding(num_queries, 4)
         self.class_embed = nn.Linear(d_model, num_classes)
         self.bbox_embed = MLP(d_model, d_model, 4, 3)
