@@ -263,6 +263,38 @@ def test_budget_study_tiny_runs_the_grid_and_pretraining_runs_record(demo_propos
     _png(str(tmp_path / "pre_arrows.png"))
 
 
+def test_budget_study_steps_put_every_finetuning_after_its_own_pretraining(tmp_path):
+    study_tool = _tool("pretrain_budget_study")
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(budgets=[150, 600], seeds=[0, 1], finetune_iters=400, analysis_period=25,
+                           query_distance=True, tiny=False, out=str(tmp_path))
+    plan = {"finetune": "ft.py", "disco": "disco.py", "siamese": "siamese.py", "siamese_overrides": [],
+            "init_none": "w.pth", "probe_size": "[160,300]"}
+    steps = study_tool.study_steps(args, plan)
+    outs = [os.path.relpath(out, tmp_path) for out, *_ in steps]
+    assert len(steps) == 2 + 2 * 2 * 4 and len(set(outs)) == len(outs)
+    by_out = {os.path.relpath(out, tmp_path): (config, overrides, deps) for out, config, overrides, deps in steps}
+    for seed in (0, 1):
+        for budget in (150, 600):
+            for start in ("disco", "siamese"):
+                pre = f"seed{seed}/budget{budget}/pretrain_{start}"
+                config, overrides, deps = by_out[f"seed{seed}/budget{budget}/finetune_{start}"]
+                assert config == "ft.py" and [os.path.relpath(d, tmp_path) for d in deps] == [pre]
+                assert f"train.init_checkpoint={tmp_path}/{pre}/model_final.pth" in overrides
+                assert {f"train.seed={seed}", "train.max_iter=400", "train.analysis.query_distance=True"} <= set(overrides)
+                assert f"train.max_iter={budget}" in by_out[pre][1] and by_out[pre][0] == f"{start}.py"
+        assert "train.init_checkpoint=w.pth" in by_out[f"seed{seed}/finetune_none"][1]
+    # the longest pre-trainings are preferred (they bound the study's wall time)
+    pretrain_order = [o for o in outs if "pretrain" in o]
+    assert all("budget600" in o for o in pretrain_order[:4])
+    # in-process (tiny) order: every pre-training before the fine-tuning that loads it
+    args.tiny = True
+    tiny_outs = [out for out, *_ in study_tool.study_steps(args, plan)]
+    for out, _, _, deps in study_tool.study_steps(args, plan):
+        assert all(tiny_outs.index(d) < tiny_outs.index(out) for d in deps)
+
+
 def test_budget_study_table_and_plot_of_a_grid(tmp_path, capsys):
     study_tool = _tool("pretrain_budget_study")
     m = lambda ap: {"AP": ap, "AP50": 2 * ap, "AP75": ap / 2}  # noqa: E731

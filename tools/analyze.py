@@ -215,26 +215,30 @@ def cmd_ap_vs_time(args):
     print(plot_ap_vs_time(runs, args.out, args.unit))
 
 
-def cmd_summary(args):
+def summarize(path: str) -> dict:
+    """{"run", "cs", "distance", "AP"} of one run folder: CS (eq. 13) over its reference records,
+    its last query -> object distance and its last bbox AP; None where the run has no such record."""
     from disco_detr.analysis import DistanceStore, ReferenceStore, convergence_stability
 
-    rows = {}
-    for label, path in _runs(args.runs):
-        row = {"run": path, "cs": None, "distance": None, "AP": None}
-        store = ReferenceStore(path)
-        if store.iterations():
-            iters, refs = store.load()
-            if len(iters) >= 2:
-                row["cs"] = convergence_stability(refs[..., :2].reshape(len(iters), -1, 2))[0]
-        records = DistanceStore(path).records()
-        if records:
-            row["distance"] = records[-1]["distance"]
-        if os.path.exists(os.path.join(path, "metrics.json")):
-            try:
-                row["AP"] = float(ap_curve(path)[1][-1])
-            except SystemExit:
-                pass
-        rows[label] = row
+    row = {"run": path, "cs": None, "distance": None, "AP": None}
+    store = ReferenceStore(path)
+    if store.iterations():
+        iters, refs = store.load()
+        if len(iters) >= 2:
+            row["cs"] = convergence_stability(refs[..., :2].reshape(len(iters), -1, 2))[0]
+    records = DistanceStore(path).records()
+    if records:
+        row["distance"] = records[-1]["distance"]
+    if os.path.exists(os.path.join(path, "metrics.json")):
+        try:
+            row["AP"] = float(ap_curve(path)[1][-1])
+        except SystemExit:
+            pass
+    return row
+
+
+def cmd_summary(args):
+    rows = {label: summarize(path) for label, path in _runs(args.runs)}
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     print(f"| {'run':<20} | {'CS':>6} | {'distance':>8} | {'AP':>6} |")
     print(f"|{'-' * 22}|{'-' * 8}|{'-' * 10}|{'-' * 8}|")

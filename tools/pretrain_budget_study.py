@@ -10,14 +10,19 @@ Each step is a tools/lazyconfig_train_net.py run with its own folder:
     <out>/seed<S>/budget<B>/pretrain_{disco,siamese}, finetune_{disco,siamese}
 
 A step whose model_final.pth exists is not run again (the study can be stopped and
-restarted; --force reruns). At the end it writes <out>/study.json (every AP / AP50 / AP75,
-step times), <out>/study_<metric>.png (fine-tuning AP against pre-training budget: mean line,
-+- one standard deviation band over seeds, and every seed as a dot; "none" does not
-depend on the budget and is drawn flat) and prints the whole grid as a table.
+restarted, or a budget or seed added later; --force reruns). Runs go --jobs at a time
+(default 3, each with --threads 1 torch thread, as make demo; a run's numbers depend on its
+thread count, not on what shares the machine), each fine-tuning as soon as its pre-training
+is done. At the end it writes <out>/study.json (AP / AP50 / AP75 of every fine-tuning, with
+its CS and last query -> object distance when recorded, and the step times),
+<out>/study_<metric>.png (fine-tuning AP against pre-training budget: mean line, +- one
+standard deviation band over seeds, and every seed as a dot; "none" does not depend on the
+budget and is drawn flat) and prints the whole grid as tables (AP, and CS and distance when
+recorded: --analysis-period 25 --query-distance records them as make demo does).
 
-The default grid (budgets 150 600, seeds 0 1 2, fine-tuning 500 iterations) is 3 + 3 x 2 x 4 = 27
-training runs: about 2 h 10 min on 2 CPU cores at the README's timings (per seed: ~3 min per
-500-iteration fine-tuning, ~3 min per 150-iteration and ~11 min per 600-iteration pre-training).
+The default grid (budgets 50 150 600, seeds 0 1 2, fine-tuning 400 iterations as the demo)
+is 3 + 3 x 3 x 4 = 39 training runs, about 90 min on 2 CPU cores (one core-minute is about
+45 pre-training or 140 fine-tuning iterations of the demo model).
 --device cuda runs every step on a GPU.
 --tiny runs the tests' tiny configs (tests/configs) in-process on the registered demo
 data ($DISCO_DEMO_ROOT, which must already hold the unlabelled proposals), for the tests.
@@ -28,7 +33,6 @@ import argparse
 import importlib.util
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -59,67 +63,9 @@ def study_plan(args) -> dict:
             "init_none": demo.WEIGHTS, "prepare": True, "probe_size": "[160,300]"}
 
 
-class Runner:
-    """Runs one training step: a subprocess of tools/lazyconfig_train_net.py, or (in_process)
-    its ``main`` in this process (the tiny study: no start-up cost per step)."""
-
-    def __init__(self, in_process: bool, force: bool, common: list[str], root: str):
-        self.root = root
-        self.in_process = in_process
-        self.force = force
-        self.common = common
-        self.timings: dict[str, float] = {}
-        self._tool = _load_tool("lazyconfig_train_net") if in_process else None
-
-    def __call__(self, out: str, config: str, *overrides: str) -> str:
-        if not self.force and os.path.exists(os.path.join(out, "model_final.pth")):
-            return out
-        opts = [*self.common, f"train.output_dir={out}", *overrides]
-        start = time.time()
-        if self.in_process:
-            from detectron2.engine import default_argument_parser
-
-            self._tool.main(default_argument_parser().parse_args(["--config-file", config, *opts]))
-        else:
-            import subprocess
-
-            cmd = [sys.executable, "tools/lazyconfig_train_net.py", "--config-file", config, *opts]
-            print(f"\n>>> {' '.join(cmd)}", flush=True)
-            subprocess.run(cmd, cwd=REPO, check=True)
-        self.timings[os.path.relpath(out, self.root)] = time.time() - start
-        return out
-
-
-def final_metrics(output_dir: str) -> dict:
-    """The last bbox AP / AP50 / AP75 in the run's metrics.json."""
-    found = None
-    path = os.path.join(output_dir, "metrics.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: the run did not finish")
-    with open(path) as f:
-        for line in f:
-            record = json.loads(line)
-            if "bbox/AP" in record:
-                found = {k: record[f"bbox/{k}"] for k in ("AP", "AP50", "AP75")}
-    if found is None:
-        raise RuntimeError(f"No evaluation results in {path}")
-    return found
-
-
-def run_study(args) -> dict:
-    from tqdm import tqdm
-
-    plan = study_plan(args)
-    if plan["prepare"]:
-        # the demo configs find the data through $DISCO_DEMO_ROOT (default datasets/demo)
-        os.environ["DISCO_DEMO_ROOT"] = os.path.join(REPO, args.data)
-        demo = _load_tool("run_demo")
-        demo.run(["tools/make_demo_data.py", "--out", args.data])
-        demo.run(["tools/prepare_demo_backbone.py", "--out", demo.WEIGHTS])
-        demo.run(["tools/generate_proposals.py", "--images", f"{args.data}/images/unlabelled",
-                  "--out", f"{args.data}/proposals/unlabelled.sqlite", "--workers", "2"])
-    common = [f"train.device={args.device}"] if args.device else []
-    runner = Runner(args.tiny, args.force, common, args.out)
+def study_steps(args, plan: dict) -> list[tuple[str, str, list[str], list[str]]]:
+    """The study's training runs as ``(output_dir, config, overrides, dependencies)``, in the
+    order of preference (longest pre-trainings first; a fine-tuning depends on its pre-training)."""
     ft = [f"train.max_iter={args.finetune_iters}"]
     pre_analysis = []
     if args.analysis_period > 0:  # record reference points (every run)
@@ -128,29 +74,80 @@ def run_study(args) -> dict:
         ft += pre_analysis
     if args.query_distance:  # query -> object distance at the fine-tuning evaluations
         ft.append("train.analysis.query_distance=True")
-    results = {"none": {}, "siamese": {}, "disco": {}}
-    steps = len(args.seeds) * (1 + 4 * len(args.budgets))
-    with tqdm(total=steps, desc="budget study", unit="run") as bar:
+    pretrain, finetune, none = [], [], []
+    for budget in sorted(args.budgets, reverse=True):
         for seed in args.seeds:
-            seed_dir = os.path.join(args.out, f"seed{seed}")
-            s = [f"train.seed={seed}"]
-            out = runner(os.path.join(seed_dir, "finetune_none"), plan["finetune"], *s, *ft,
-                         f"train.init_checkpoint={plan['init_none']}")
-            results["none"][str(seed)] = final_metrics(out)
-            bar.update()
-            for budget in args.budgets:
-                bdir = os.path.join(seed_dir, f"budget{budget}")
-                for start in ("disco", "siamese"):
-                    extra = plan["siamese_overrides"] if start == "siamese" else []
-                    pre = runner(os.path.join(bdir, f"pretrain_{start}"), plan[start], *s, *extra, *pre_analysis,
-                                 f"train.max_iter={budget}", f"train.checkpointer.period={budget}")
-                    bar.update()
-                    out = runner(os.path.join(bdir, f"finetune_{start}"), plan["finetune"], *s, *ft,
-                                 f"train.init_checkpoint={pre}/model_final.pth")
-                    results[start].setdefault(str(budget), {})[str(seed)] = final_metrics(out)
-                    bar.update()
+            bdir = os.path.join(args.out, f"seed{seed}", f"budget{budget}")
+            for start in ("disco", "siamese"):
+                extra = plan["siamese_overrides"] if start == "siamese" else []
+                pre = os.path.join(bdir, f"pretrain_{start}")
+                pretrain.append((pre, plan[start], [f"train.seed={seed}", *extra, *pre_analysis,
+                                                    f"train.max_iter={budget}", f"train.checkpointer.period={budget}"], []))
+                finetune.append((os.path.join(bdir, f"finetune_{start}"), plan["finetune"],
+                                  [f"train.seed={seed}", *ft, f"train.init_checkpoint={pre}/model_final.pth"], [pre]))
+    for seed in args.seeds:
+        none.append((os.path.join(args.out, f"seed{seed}", "finetune_none"), plan["finetune"],
+                     [f"train.seed={seed}", *ft, f"train.init_checkpoint={plan['init_none']}"], []))
+    if args.tiny:  # run one after the other: every pre-training before its fine-tuning
+        return none + pretrain + finetune
+    return finetune + pretrain + none  # a fine-tuning starts as soon as its pre-training is done
+
+
+def run_steps(args, steps) -> dict:
+    """Run the steps whose ``model_final.pth`` is missing (all with --force); {output_dir: seconds}.
+    --tiny: in this process, one after the other; otherwise ``--jobs`` subprocesses of
+    tools/lazyconfig_train_net.py side by side with ``--threads`` torch threads each."""
+    common = [f"train.device={args.device}"] if args.device else []
+    todo = [s for s in steps if args.force or not os.path.exists(os.path.join(s[0], "model_final.pth"))]
+    rel = lambda out: os.path.relpath(out, args.out)  # noqa: E731
+    if args.tiny:
+        from detectron2.engine import default_argument_parser
+        from tqdm import tqdm
+
+        train_net, timings = _load_tool("lazyconfig_train_net"), {}
+        for out, config, overrides, _ in tqdm(todo, desc="budget study", unit="run"):
+            start = time.time()
+            opts = ["--config-file", config, *common, f"train.output_dir={out}", *overrides]
+            train_net.main(default_argument_parser().parse_args(opts))
+            timings[rel(out)] = time.time() - start
+        return timings
+    graph = {}
+    for out, config, overrides, deps in todo:
+        os.makedirs(out, exist_ok=True)
+        cmd = ["tools/lazyconfig_train_net.py", "--config-file", config, *common, f"train.output_dir={out}",
+               *overrides]
+        graph[rel(out)] = (cmd, os.path.join(out, "run.log"), [rel(d) for d in deps if any(d == t[0] for t in todo)])
+    print(f"budget study: {len(graph)} of {len(steps)} training runs to do, {args.jobs} at a time", flush=True)
+    return _load_tool("run_demo").run_graph(graph, args.jobs, args.threads)
+
+
+def run_study(args) -> dict:
+    plan = study_plan(args)
+    demo = _load_tool("run_demo")
+    if plan["prepare"]:
+        # the demo configs find the data through $DISCO_DEMO_ROOT (default datasets/demo)
+        os.environ["DISCO_DEMO_ROOT"] = os.path.join(REPO, args.data)
+        demo.run(["tools/make_demo_data.py", "--out", args.data])
+        demo.run(["tools/prepare_demo_backbone.py", "--out", demo.WEIGHTS])
+        demo.run(["tools/generate_proposals.py", "--images", f"{args.data}/images/unlabelled",
+                  "--out", f"{args.data}/proposals/unlabelled.sqlite", "--workers", "2"])
+    timings = run_steps(args, study_steps(args, plan))
+    analyze = _load_tool("analyze")
+
+    def measured(run_dir):  # AP / AP50 / AP75, and the fine-tuning's CS and last distance (None: not recorded)
+        row = analyze.summarize(run_dir)
+        return {**demo.final_metrics(run_dir), "cs": row["cs"], "distance": row["distance"]}
+
+    results = {"none": {}, "siamese": {}, "disco": {}}
+    for seed in args.seeds:
+        seed_dir = os.path.join(args.out, f"seed{seed}")
+        results["none"][str(seed)] = measured(os.path.join(seed_dir, "finetune_none"))
+        for budget in args.budgets:
+            for start in ("disco", "siamese"):
+                run_dir = os.path.join(seed_dir, f"budget{budget}", f"finetune_{start}")
+                results[start].setdefault(str(budget), {})[str(seed)] = measured(run_dir)
     return {"budgets": list(args.budgets), "seeds": list(args.seeds), "finetune_iters": args.finetune_iters,
-            "tiny": bool(args.tiny), "results": results, "timings_s": runner.timings}
+            "tiny": bool(args.tiny), "results": results, "timings_s": timings}
 
 
 def grid(study: dict, metric: str) -> dict:
@@ -173,18 +170,23 @@ def print_table(study: dict, metric: str) -> None:
     for b in study["budgets"]:
         for start in ("siamese", "disco"):
             rows.append((start, str(b), [res[start][str(b)][s][metric] for s in seeds]))
+    spec, std_spec = ("6.4f", "6.4f") if metric in ("cs", "distance") else ("6.2f", "5.2f")
     for start, b, vals in rows:
         v = np.array(vals, dtype=float)
-        print(f"| {start:<13} | {b:>6} | {v.mean():6.2f} | {v.std():5.2f} | "
-              + " | ".join(f"{x:6.2f}" for x in v) + " |")
+        print(f"| {start:<13} | {b:>6} | {v.mean():{spec}} | {v.std():{std_spec}} | "
+              + " | ".join(f"{x:{spec}}" for x in v) + " |")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budgets", type=int, nargs="+", default=None,
-                        help="pre-training iterations (default 150 600; tiny: 1)")
+                        help="pre-training iterations (default 50 150 600; tiny: 1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2; tiny: 0)")
-    parser.add_argument("--finetune-iters", type=int, default=None, help="fine-tuning iterations (default 500; tiny: 1)")
+    parser.add_argument("--finetune-iters", type=int, default=None,
+                        help="fine-tuning iterations (default 400, the demo's; tiny: 1)")
+    parser.add_argument("--jobs", type=int, default=3, help="training runs side by side (default 3, as make demo)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of each run (default 1, as make demo: a run's numbers depend on it)")
     parser.add_argument("--data", default="datasets/demo", help="demo data folder (made if missing)")
     parser.add_argument("--out", default="output/budget_study", help="output folder of the study")
     parser.add_argument("--device", default="", help="train.device of every step (default: the configs' 'auto')")
@@ -198,19 +200,21 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true", help="tiny configs, in-process (for the tests)")
     parser.add_argument("--force", action="store_true", help="rerun steps whose model_final.pth exists")
     args = parser.parse_args(argv)
-    args.budgets = args.budgets or ([1] if args.tiny else [150, 600])
+    args.budgets = args.budgets or ([1] if args.tiny else [50, 150, 600])
     args.seeds = args.seeds or ([0] if args.tiny else [0, 1, 2])
-    args.finetune_iters = args.finetune_iters or (1 if args.tiny else 500)
+    args.finetune_iters = args.finetune_iters or (1 if args.tiny else 400)
     if args.tiny and not args.device:
         args.device = "cpu"
-    if min(args.budgets) < 1 or args.finetune_iters < 1:
-        parser.error("budgets and --finetune-iters must be >= 1")
+    if min(args.budgets) < 1 or args.finetune_iters < 1 or args.jobs < 1 or args.threads < 1:
+        parser.error("budgets, --finetune-iters, --jobs and --threads must be >= 1")
 
     study = run_study(args)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "study.json"), "w") as f:
         json.dump(study, f, indent=1)
-    print_table(study, args.metric)
+    for metric in (args.metric, "cs", "distance"):
+        if all(v.get(metric) is not None for v in study["results"]["none"].values()):
+            print_table(study, metric)
     from disco_detr.analysis.plots import plot_budget_study
 
     path = plot_budget_study(study["budgets"], grid(study, args.metric), os.path.join(args.out, f"study_{args.metric}.png"),

@@ -86,7 +86,10 @@ def run_graph(steps: dict, jobs: int, threads: int) -> dict:
 def final_metrics(output_dir):
     """The last bbox AP / AP50 / AP75 that detectron2's EvalHook wrote to metrics.json."""
     found = None
-    with open(os.path.join(output_dir, "metrics.json")) as f:
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: the run did not finish")
+    with open(path) as f:
         for line in f:
             record = json.loads(line)
             if "bbox/AP" in record:
