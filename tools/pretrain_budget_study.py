@@ -21,8 +21,8 @@ budget and is drawn flat) and prints the whole grid as tables (AP, and CS and di
 recorded: --analysis-period 25 --query-distance records them as make demo does).
 
 The default grid (budgets 50 150 600, seeds 0 1 2, fine-tuning 400 iterations as the demo)
-is 3 + 3 x 3 x 4 = 39 training runs, about 90 min on 2 CPU cores (one core-minute is about
-45 pre-training or 140 fine-tuning iterations of the demo model).
+is 3 + 3 x 3 x 4 = 39 training runs: 72 min on 2 CPU cores, measured (the README's budget
+study reports the grid and how the demo's default budget was chosen from it).
 --device cuda runs every step on a GPU.
 --tiny runs the tests' tiny configs (tests/configs) in-process on the registered demo
 data ($DISCO_DEMO_ROOT, which must already hold the unlabelled proposals), for the tests.

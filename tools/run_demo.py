@@ -105,7 +105,9 @@ def main(argv=None):
                         help=f"detector preset under configs/demo/ (have: {', '.join(variants())})")
     parser.add_argument("--data", default="datasets/demo")
     parser.add_argument("--out", default=None, help="output folder (default output/demo, or output/demo_VARIANT)")
-    parser.add_argument("--pretrain-iters", type=int, default=150)
+    parser.add_argument("--pretrain-iters", type=int, default=50,
+                        help="pre-training iterations (default 50: chosen from tools/pretrain_budget_study.py, "
+                             "see the README's budget study)")
     parser.add_argument("--finetune-iters", type=int, default=400)
     parser.add_argument("--reference-period", type=int, default=25,
                         help="fine-tuning iterations between two records of the reference points (CS)")
