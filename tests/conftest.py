@@ -66,3 +66,50 @@ def mixed_size_batch(gen, empty_width=112):
         labelled_sample(72, 72, [[0, 0, 72, 72]], [4], gen),
     ]
 
+
+
+def detrex_fixture_errors(model, fixture, decoded=None) -> dict:
+    """Max abs errors (logits, boxes) of ``model`` against a detrex fixture of shared/reference/:
+    image A in the batch, last layer ("A last") and the other layers ("A aux"), of ``decoded``
+    (a DecoderOutput, default ``model.run`` of the batch), and each image alone against
+    ``expected_single`` ("A alone", "B alone": detrex does not mask B's padding in eval, we do,
+    so B is compared alone)."""
+    exp = fixture["expected"]
+
+    def err(logits, boxes, ref):
+        return ((logits - ref["pred_logits"]).abs().max().item(), (boxes - ref["pred_boxes"]).abs().max().item())
+
+    with torch.no_grad():
+        if decoded is None:
+            _, decoded = model.run(model.preprocess_images(fixture["images"]))
+        assert decoded.logits.shape[0] == exp["aux"]["pred_logits"].shape[0] + 1
+        errors = {"A last": err(decoded.logits[-1, 0], decoded.boxes[-1, 0],
+                                {k: exp[k][0] for k in ("pred_logits", "pred_boxes")}),
+                  "A aux": err(decoded.logits[:-1, 0], decoded.boxes[:-1, 0],
+                               {k: exp["aux"][k][:, 0] for k in ("pred_logits", "pred_boxes")})}
+        for name, image, single in zip("AB", fixture["images"], fixture["expected_single"]):
+            _, alone = model.run(model.preprocess_images([image]))
+            errors[f"{name} alone"] = err(alone.logits[-1], alone.boxes[-1], single)
+    return errors
+
+
+def perturb_parameters_(model, scale: float = 0.05):
+    """Move every parameter off the releases' initialisations, whose zero matrices (last box layer,
+    sampling offsets, attention weights) give some parameters an exactly zero gradient."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return model
+
+
+def parameters_without_gradient(model) -> set[str]:
+    """One training forward and backward of a two-decoder-layer ``model`` on ``mixed_size_batch``;
+    asserts the class / L1 / GIoU losses of both layers are finite and positive and returns the
+    names of the trainable parameters whose gradient is missing or all zero."""
+    model.train()
+    losses = model(mixed_size_batch(torch.Generator().manual_seed(0)))
+    names = ("loss_class", "loss_bbox", "loss_giou")
+    assert set(losses) == set(names) | {f"{n}_0" for n in names}
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    sum(losses.values()).backward()
+    return {n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())}

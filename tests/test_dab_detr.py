@@ -19,7 +19,7 @@ from disco_detr.config import load_config
 from disco_detr.modeling import DABDETR, build_tiny_resnet
 from disco_detr.modeling.detectors.dab_detr import DABDecoder, DABEncoder, sine_embed_boxes
 
-from conftest import REPO, mixed_size_batch
+from conftest import REPO, detrex_fixture_errors, parameters_without_gradient, perturb_parameters_
 
 REFERENCE = os.environ.get("DISCO_REFERENCE_DIR", os.path.join(REPO, "..", "shared", "reference"))
 FIXTURE = os.path.join(REFERENCE, "dab_detr.pt")
@@ -75,24 +75,6 @@ def reference_model(fixture):
     return model
 
 
-def _errors(model, fixture):
-    """Max abs errors (logits, boxes): A in the batch (last and aux layers; detrex does not mask B's padding in
-    eval, we do, so B is compared alone) and each image alone against ``expected_single``."""
-    exp, errors = fixture["expected"], {}
-    with torch.no_grad():
-        _, dec = model.run(model.preprocess_images(fixture["images"]))
-        errors["A last"] = ((dec.logits[-1, 0] - exp["pred_logits"][0]).abs().max().item(),
-                            (dec.boxes[-1, 0] - exp["pred_boxes"][0]).abs().max().item())
-        assert dec.logits.shape[0] == exp["aux"]["pred_logits"].shape[0] + 1
-        errors["A aux"] = ((dec.logits[:-1, 0] - exp["aux"]["pred_logits"][:, 0]).abs().max().item(),
-                           (dec.boxes[:-1, 0] - exp["aux"]["pred_boxes"][:, 0]).abs().max().item())
-        for name, image, single in zip("AB", fixture["images"], fixture["expected_single"]):
-            _, one = model.run(model.preprocess_images([image]))
-            errors[f"{name} alone"] = ((one.logits[-1] - single["pred_logits"]).abs().max().item(),
-                                       (one.boxes[-1] - single["pred_boxes"]).abs().max().item())
-    return errors
-
-
 @needs_fixture
 def test_detrex_outputs_reproduced(fixture):
     model = _fixture_model(fixture)
@@ -103,7 +85,7 @@ def test_detrex_outputs_reproduced(fixture):
     assert len(report.converted) + len(report.merged) == len(fixture["state_dict"]) + sum(
         2 for k in fixture["state_dict"] if "in_proj_" in k)
     model.load_state_dict(state, strict=True)
-    errors = _errors(model, fixture)
+    errors = detrex_fixture_errors(model, fixture)
     print({k: f"{a:.2e} / {b:.2e}" for k, (a, b) in errors.items()})
     for key, (logits, boxes) in errors.items():
         assert logits <= ATOL_LOGITS and boxes <= ATOL_BOXES, (key, logits, boxes)
@@ -144,7 +126,7 @@ def test_converted_file_loads_into_the_finetuning_config(fixture, tmp_path, caps
         for p in model.parameters():
             p.fill_(0.5)  # everything must come from the file
     DisCoCheckpointer(model).load(str(dst))
-    for key, (logits, boxes) in _errors(model, fixture).items():
+    for key, (logits, boxes) in detrex_fixture_errors(model, fixture).items():
         assert logits <= ATOL_LOGITS and boxes <= ATOL_BOXES, (key, logits, boxes)
 
 
@@ -214,19 +196,8 @@ def _tiny_model(seed=0) -> DABDETR:
 
 
 def test_forward_backward_mixed_sizes():
-    model = _tiny_model()
-    with torch.no_grad():  # off the release's init, whose zero last box layer gives some parameters a zero gradient
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    gen = torch.Generator().manual_seed(0)
-    batch = mixed_size_batch(gen)
-    model.train()
-    losses = model(batch)
-    names = ("loss_class", "loss_bbox", "loss_giou")
-    assert set(losses) == set(names) | {f"{n}_0" for n in names}
-    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
-    sum(losses.values()).backward()
-    missing = {n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())}
+    model = perturb_parameters_(_tiny_model())
+    missing = parameters_without_gradient(model)
     # the first layer's content queries are zeros, so its self-attention content projections get no weight gradient
     # (as in the release); everything else, PReLUs, modulation and query-scale heads included, learns
     zero_input = {f"decoder.layers.0.proj.sa_{name}.weight" for name in ("qcontent", "kcontent", "v")}

@@ -15,7 +15,7 @@ from disco_detr.modeling import DeformableDETR, build_tiny_resnet
 from disco_detr.modeling.detectors.deformable_detr import encoder_reference_points
 from disco_detr.modeling.layers import MultiScaleDeformableAttention
 
-from conftest import REPO, mixed_size_batch
+from conftest import REPO, parameters_without_gradient, perturb_parameters_
 
 CONFIGS = {name: os.path.join(REPO, "configs", f"finetune_deformable_{name}.py")
            for name in ("ms_voc", "ms_coco", "ss_voc", "ss_coco")}
@@ -47,19 +47,8 @@ def _tiny_model(scale: str, seed: int = 0) -> DeformableDETR:
 def test_forward_backward_mixed_sizes(scale):
     model = _tiny_model(scale)
     assert model.num_levels == (4 if scale == "ms" else 1) and len(model.input_proj) == model.num_levels
-    with torch.no_grad():  # off the release's init, whose zero matrices (last box layer, sampling offsets and
-        for p in model.parameters():  # attention weights) give some parameters an exactly zero gradient
-            p.add_(0.05 * torch.randn_like(p))
-    gen = torch.Generator().manual_seed(0)
-    batch = mixed_size_batch(gen)
-    model.train()
-    losses = model(batch)
-    names = ("loss_class", "loss_bbox", "loss_giou")
-    assert set(losses) == set(names) | {f"{n}_0" for n in names}
-    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
-    sum(losses.values()).backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
-    assert not missing, f"parameters without gradient: {missing}"
+    missing = parameters_without_gradient(perturb_parameters_(model))
+    assert not missing, f"parameters without gradient: {sorted(missing)}"
 
 
 def test_level_count_mismatch_is_an_error():

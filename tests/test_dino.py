@@ -19,7 +19,7 @@ from disco_detr.modeling.detectors.deformable_detr import DeformableEncoder
 from disco_detr.modeling.detectors.dino import DINODecoder
 from disco_detr.modeling.layers.denoising import build_denoising_groups
 
-from conftest import REPO, labelled_sample
+from conftest import REPO, detrex_fixture_errors, labelled_sample, perturb_parameters_
 
 FIXTURE = os.path.join(REFERENCE, "dino.pt")
 needs_fixture = pytest.mark.skipif(not os.path.isfile(FIXTURE), reason=f"reference fixture not found at {FIXTURE}")
@@ -45,11 +45,7 @@ def _shrink(model):
 def _tiny(seed=0) -> DINO:
     cfg = LazyConfig.load(FINETUNE["coco"])
     torch.manual_seed(seed)
-    model = instantiate(_shrink(cfg.model))
-    with torch.no_grad():  # off detrex's init, whose zero matrices give exactly zero gradients and boxes = anchors
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
+    return perturb_parameters_(instantiate(_shrink(cfg.model)))  # off detrex's init (boxes = anchors)
 
 
 # ---- detrex ------------------------------------------------------------------------------------------------
@@ -72,25 +68,15 @@ def _fixture_model(cfg):
 
 
 def _errors(model, fixture):
-    """Max abs errors (logits, boxes): A in the batch (last layer, aux layer, selected encoder proposals) and
-    each image alone (detrex treats B's padding as content, we mask it: README)."""
-    exp = fixture["expected"]
-    errors = {}
+    """detrex_fixture_errors of the batch decoded through DINO's query selection, and of the selected
+    encoder proposals ("A enc")."""
+    enc = fixture["expected"]["enc_outputs"]
     with torch.no_grad():
         encoded = model.encode(model.preprocess_images(fixture["images"]))
         selection = model.select(encoded)
-        dec = model.decode(encoded, selection.queries)
-        errors["A last"] = ((dec.logits[-1, 0] - exp["pred_logits"][0]).abs().max().item(),
-                            (dec.boxes[-1, 0] - exp["pred_boxes"][0]).abs().max().item())
-        errors["A aux"] = ((dec.logits[:-1, 0] - exp["aux"]["pred_logits"][:, 0]).abs().max().item(),
-                           (dec.boxes[:-1, 0] - exp["aux"]["pred_boxes"][:, 0]).abs().max().item())
-        enc = exp["enc_outputs"]
-        errors["A enc"] = ((selection.logits[0] - enc["pred_logits"][0]).abs().max().item(),
-                           (selection.boxes[0] - enc["pred_boxes"][0]).abs().max().item())
-        for name, image, single in zip("AB", fixture["images"], fixture["expected_single"]):
-            _, d1 = model.run(model.preprocess_images([image]))
-            errors[f"{name} alone"] = ((d1.logits[-1] - single["pred_logits"]).abs().max().item(),
-                                       (d1.boxes[-1] - single["pred_boxes"]).abs().max().item())
+        errors = detrex_fixture_errors(model, fixture, model.decode(encoded, selection.queries))
+    errors["A enc"] = ((selection.logits[0] - enc["pred_logits"][0]).abs().max().item(),
+                       (selection.boxes[0] - enc["pred_boxes"][0]).abs().max().item())
     return errors
 
 

@@ -25,7 +25,7 @@ from disco_detr.modeling.detectors.conditional_detr import ConditionalDecoder
 from disco_detr.modeling.detectors.deformable_detr import DeformableDecoder, DeformableEncoder
 from disco_detr.modeling.layers import DETREncoder
 
-from conftest import REPO
+from conftest import REPO, detrex_fixture_errors
 
 REFERENCE = os.environ.get("DISCO_REFERENCE_DIR", os.path.join(REPO, "..", "shared", "reference"))
 ATOL_LOGITS, ATOL_BOXES = 5e-5, 5e-6  # the README's suggestion; its measured float noise is ~6e-6 / 3e-7
@@ -100,25 +100,6 @@ VARIANTS = {
 }
 
 
-def _errors(model, fixture):
-    """Max abs errors (logits, boxes) of A in the batch (last and aux layers) and of each image alone."""
-    exp = fixture["expected"]
-    errors = {}
-    with torch.no_grad():
-        _, dec = model.run(model.preprocess_images(fixture["images"]))
-        errors["A last"] = ((dec.logits[-1, 0] - exp["pred_logits"][0]).abs().max().item(),
-                            (dec.boxes[-1, 0] - exp["pred_boxes"][0]).abs().max().item())
-        aux = exp["aux"]
-        assert dec.logits.shape[0] == aux["pred_logits"].shape[0] + 1
-        errors["A aux"] = ((dec.logits[:-1, 0] - aux["pred_logits"][:, 0]).abs().max().item(),
-                           (dec.boxes[:-1, 0] - aux["pred_boxes"][:, 0]).abs().max().item())
-        for name, image, single in zip("AB", fixture["images"], fixture["expected_single"]):
-            _, d1 = model.run(model.preprocess_images([image]))
-            errors[f"{name} alone"] = ((d1.logits[-1] - single["pred_logits"]).abs().max().item(),
-                                       (d1.boxes[-1] - single["pred_boxes"]).abs().max().item())
-    return errors
-
-
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
 def converted(request):
     fixture = _fixture(request.param)
@@ -137,7 +118,7 @@ def test_detrex_outputs_reproduced(converted):
     assert len(report.converted) + len(report.merged) == len(fixture["state_dict"]) + sum(
         2 for k in fixture["state_dict"] if "in_proj_" in k)  # each in_proj gives q, k, v
     model.load_state_dict(state, strict=True)
-    errors = _errors(model, fixture)
+    errors = detrex_fixture_errors(model, fixture)
     print(name, {k: f"{a:.2e} / {b:.2e}" for k, (a, b) in errors.items()})
     for key, (logits, boxes) in errors.items():
         assert logits <= ATOL_LOGITS and boxes <= ATOL_BOXES, (name, key, logits, boxes)
@@ -211,7 +192,7 @@ def test_converted_file_loads_into_the_finetuning_config(converted, tmp_path, ca
             p.fill_(0.5)  # everything must come from the file
     DisCoCheckpointer(model).load(str(dst))
     check_against(torch.load(dst, weights_only=True)["model"], model)
-    for key, (logits, boxes) in _errors(model, fixture).items():
+    for key, (logits, boxes) in detrex_fixture_errors(model, fixture).items():
         assert logits <= ATOL_LOGITS and boxes <= ATOL_BOXES, (name, key, logits, boxes)
 
 

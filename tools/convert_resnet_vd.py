@@ -26,20 +26,9 @@ from disco_detr.checkpoint.resnet_vd import (
     RESNET_VD_SOURCES,
     convert_resnet_vd,
     infer_resnet_vd_config,
+    load_weights_file,
     unwrap_state_dict,
 )
-
-
-def _load(path: str, allow_pickle: bool):
-    if not os.path.isfile(path):
-        raise FileNotFoundError("file not found")
-    if path.endswith(".safetensors"):
-        try:
-            from safetensors.torch import load_file
-        except ImportError as e:
-            raise ImportError("reading .safetensors needs the 'safetensors' package (pip install safetensors)") from e
-        return load_file(path, device="cpu")
-    return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
 
 
 def main(argv=None):
@@ -54,7 +43,7 @@ def main(argv=None):
                         help="load with weights_only=False (only for files you trust)")
     args = parser.parse_args(argv)
     try:
-        state = unwrap_state_dict(_load(args.src, args.allow_pickle), args.key)
+        state = unwrap_state_dict(load_weights_file(args.src, args.allow_pickle), args.key)
         converted, dropped = convert_resnet_vd(state, args.source, args.prefix, source_prefix=args.source_prefix)
     except Exception as e:  # every failure names the file
         sys.exit(f"error: {args.src}: {type(e).__name__}: {e}")

@@ -23,20 +23,8 @@ from detectron2.config import instantiate
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load(path: str, allow_pickle: bool):
-    if not os.path.isfile(path):
-        raise FileNotFoundError("file not found")
-    if path.endswith(".safetensors"):
-        try:
-            from safetensors.torch import load_file
-        except ImportError as e:
-            raise ImportError("reading .safetensors needs the 'safetensors' package (pip install safetensors)") from e
-        return load_file(path, device="cpu")
-    return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-
-
 def main(argv=None):
-    from disco_detr.checkpoint.resnet_vd import unwrap_state_dict
+    from disco_detr.checkpoint.resnet_vd import load_weights_file, unwrap_state_dict
     from disco_detr.checkpoint.rtdetr import RTDETR_SOURCES, convert_rtdetr
     from disco_detr.config import load_config
 
@@ -54,7 +42,7 @@ def main(argv=None):
     cfg = load_config(args.config, args.opts)
     model = instantiate(cfg.model)
     try:
-        state = unwrap_state_dict(_load(args.src, args.allow_pickle), args.key)
+        state = unwrap_state_dict(load_weights_file(args.src, args.allow_pickle), args.key)
         converted, dropped = convert_rtdetr(state, args.source, model)
         model.load_state_dict(converted, strict=True)
     except Exception as e:  # every failure names the file

@@ -1,9 +1,11 @@
 # Conditional DETR, ResNet-50 (frozen stem and res2, frozen BN), 6+6 layers, d=256, 300 queries.
 from detectron2.config import LazyCall as L
 
-from disco_detr.modeling import ConditionalDETR, HungarianMatcher, SetCriterion, build_resnet
+from disco_detr.modeling import ConditionalDETR, build_resnet
 from disco_detr.modeling.detectors.conditional_detr import ConditionalDecoder
 from disco_detr.modeling.layers import DETREncoder
+
+from .detr_parts import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD, focal_set_criterion
 
 model = L(ConditionalDETR)(
     backbone=L(build_resnet)(depth=50, out_features=("res5",), freeze_at=2, norm="FrozenBN"),
@@ -15,17 +17,9 @@ model = L(ConditionalDETR)(
     decoder=L(ConditionalDecoder)(num_layers=6, d_model=256, num_heads=8, dim_feedforward=2048, dropout=0.1),
     num_classes=80,
     num_queries=300,
-    criterion=L(SetCriterion)(
-        num_classes="${..num_classes}",
-        matcher=L(HungarianMatcher)(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, class_cost="focal"),
-        weight_class=2.0,
-        weight_bbox=5.0,
-        weight_giou=2.0,
-        aux_loss=True,
-    ),
-    # torchvision/SwAV ResNets take RGB in [0, 255] normalised with ImageNet statistics
-    pixel_mean=[123.675, 116.280, 103.530],
-    pixel_std=[58.395, 57.120, 57.375],
+    criterion=focal_set_criterion(weight_class=2.0),
+    pixel_mean=IMAGENET_PIXEL_MEAN,
+    pixel_std=IMAGENET_PIXEL_STD,
     num_detections=100,
     size_divisibility=0,  # pad to the batch's largest image only, as the release does
 )

@@ -4,8 +4,10 @@
 # shared box head; focal loss, matcher 2/5/2 and loss weights 1/5/2 of its paper (and detrex).
 from detectron2.config import LazyCall as L
 
-from disco_detr.modeling import DABDETR, HungarianMatcher, SetCriterion, build_resnet
+from disco_detr.modeling import DABDETR, build_resnet
 from disco_detr.modeling.detectors.dab_detr import DABDecoder, DABEncoder
+
+from .detr_parts import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD, focal_set_criterion
 
 model = L(DABDETR)(
     backbone=L(build_resnet)(depth=50, out_features=("res5",), freeze_at=2, norm="FrozenBN"),
@@ -19,16 +21,9 @@ model = L(DABDETR)(
     num_classes=80,
     num_queries=300,
     random_anchor_centres=True,
-    criterion=L(SetCriterion)(
-        num_classes="${..num_classes}",
-        matcher=L(HungarianMatcher)(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, class_cost="focal"),
-        weight_class=1.0,
-        weight_bbox=5.0,
-        weight_giou=2.0,
-        aux_loss=True,
-    ),
-    pixel_mean=[123.675, 116.280, 103.530],
-    pixel_std=[58.395, 57.120, 57.375],
+    criterion=focal_set_criterion(weight_class=1.0),
+    pixel_mean=IMAGENET_PIXEL_MEAN,
+    pixel_std=IMAGENET_PIXEL_STD,
     num_detections=100,
     size_divisibility=0,  # pad to the batch's largest image only, as the release does
 )

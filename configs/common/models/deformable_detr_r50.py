@@ -4,8 +4,10 @@
 # single_scale(model) turns it into the paper's single-scale model (res5 only, one level).
 from detectron2.config import LazyCall as L
 
-from disco_detr.modeling import DeformableDETR, HungarianMatcher, SetCriterion, build_resnet
+from disco_detr.modeling import DeformableDETR, build_resnet
 from disco_detr.modeling.detectors.deformable_detr import DeformableDecoder, DeformableEncoder
+
+from .detr_parts import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD, focal_set_criterion
 
 model = L(DeformableDETR)(
     backbone=L(build_resnet)(depth=50, out_features=("res3", "res4", "res5"), freeze_at=2, norm="FrozenBN"),
@@ -20,16 +22,9 @@ model = L(DeformableDETR)(
                                  num_levels=4, num_points=4),
     num_classes=80,
     num_queries=300,
-    criterion=L(SetCriterion)(
-        num_classes="${..num_classes}",
-        matcher=L(HungarianMatcher)(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, class_cost="focal"),
-        weight_class=2.0,
-        weight_bbox=5.0,
-        weight_giou=2.0,
-        aux_loss=True,
-    ),
-    pixel_mean=[123.675, 116.280, 103.530],
-    pixel_std=[58.395, 57.120, 57.375],
+    criterion=focal_set_criterion(weight_class=2.0),
+    pixel_mean=IMAGENET_PIXEL_MEAN,
+    pixel_std=IMAGENET_PIXEL_STD,
     num_detections=100,
     size_divisibility=0,  # pad to the batch's largest image only, as the release does
 )

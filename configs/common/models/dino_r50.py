@@ -6,9 +6,11 @@
 # denoising losses), top-300 (query, class) pairs at inference (detrex's select_box_nums_for_evaluation).
 from detectron2.config import LazyCall as L
 
-from disco_detr.modeling import DINO, HungarianMatcher, SetCriterion, build_resnet_vd
+from disco_detr.modeling import DINO, build_resnet_vd
 from disco_detr.modeling.detectors.deformable_detr import DeformableEncoder
 from disco_detr.modeling.detectors.dino import DINODecoder
+
+from .detr_parts import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD, focal_set_criterion
 
 model = L(DINO)(
     backbone=L(build_resnet_vd)(depth=50, out_features=("res3", "res4", "res5"), freeze_at=1, norm="FrozenBN"),
@@ -25,16 +27,9 @@ model = L(DINO)(
     num_denoising=100,
     label_noise_ratio=0.5,
     box_noise_scale=1.0,
-    criterion=L(SetCriterion)(
-        num_classes="${..num_classes}",
-        matcher=L(HungarianMatcher)(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, class_cost="focal"),
-        weight_class=1.0,
-        weight_bbox=5.0,
-        weight_giou=2.0,
-        aux_loss=True,
-    ),
-    pixel_mean=[123.675, 116.280, 103.530],
-    pixel_std=[58.395, 57.120, 57.375],
+    criterion=focal_set_criterion(weight_class=1.0),
+    pixel_mean=IMAGENET_PIXEL_MEAN,
+    pixel_std=IMAGENET_PIXEL_STD,
     num_detections=300,
     size_divisibility=0,
 )

@@ -24,6 +24,7 @@ no published ResNet-vd has: such a file fails with the missing shortcut keys nam
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 
@@ -90,6 +91,21 @@ _SOURCES = {
     "hf": (_HF_RULES, "embedder.embedder.0.convolution.weight", re.compile(r"num_batches_tracked$")),
 }
 RESNET_VD_SOURCES = tuple(_SOURCES)
+
+
+def load_weights_file(path: str, allow_pickle: bool = False):
+    """The object in a .pth / .pt / .bin (torch.load on the CPU, ``weights_only`` unless
+    ``allow_pickle``: only for files you trust) or .safetensors file (needs ``safetensors``).
+    Errors do not name the file: the converter tools add it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError("file not found")
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+        except ImportError as e:
+            raise ImportError("reading .safetensors needs the 'safetensors' package (pip install safetensors)") from e
+        return load_file(path, device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
 
 
 def unwrap_state_dict(obj, key: str | None = None) -> dict[str, torch.Tensor]:
