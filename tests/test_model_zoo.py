@@ -371,18 +371,20 @@ def test_rtdetr_layouts_call_the_rtdetr_converter_with_a_reference(zoo_cache, tm
 
 
 def _detrex_case(fixture_name):
-    """(detrex variant, our model built to the fixture's config, its _errors function, tolerances), from the
+    """(fixture, detrex variant, our model built to the fixture's config, its error function), from the
     detector tests' own builders (ours to check, not to re-derive)."""
     import test_reference_fixtures as ref
+
+    from conftest import detrex_fixture_errors
 
     fixture = ref._fixture(fixture_name)
     if fixture_name in ref.VARIANTS:
         variant, build = ref.VARIANTS[fixture_name]
-        return fixture, variant, build(fixture["config"], ref._toy_backbone(fixture["config"])), ref._errors
+        return fixture, variant, build(fixture["config"], ref._toy_backbone(fixture["config"])), detrex_fixture_errors
     if fixture_name == "dab_detr":
         import test_dab_detr as dab
 
-        return fixture, "dab", dab._fixture_model(fixture), dab._errors
+        return fixture, "dab", dab._fixture_model(fixture), detrex_fixture_errors
     import test_dino as dino
 
     return fixture, "dino", dino._fixture_model(fixture["config"]), dino._errors
