@@ -295,6 +295,22 @@ def test_budget_study_steps_put_every_finetuning_after_its_own_pretraining(tmp_p
         assert all(tiny_outs.index(d) < tiny_outs.index(out) for d in deps)
 
 
+def test_step_graph_runs_each_step_after_its_dependencies_and_stops_on_a_failure(tmp_path, capsys):
+    run_graph = _tool("run_demo").run_graph
+    flag = tmp_path / "a.done"
+    wait_then_write = f"import time, pathlib; time.sleep(1); pathlib.Path({str(flag)!r}).write_text('x')"
+    need_flag = f"import pathlib, sys; sys.exit(0 if pathlib.Path({str(flag)!r}).exists() else 3)"
+    steps = {"b": (["-c", need_flag], str(tmp_path / "b.log"), ["a"]),  # preferred, but waits for a
+             "a": (["-c", wait_then_write], str(tmp_path / "a.log"), []),
+             "c": (["-c", "pass"], str(tmp_path / "c.log"), [])}
+    timings = run_graph(steps, jobs=2, threads=1)
+    assert set(timings) == {"a", "b", "c"} and timings["a"] >= 1.0
+    assert "(3 of 3 steps done)" in capsys.readouterr().out
+    flag.unlink()  # b without a's output fails, and the error names the step and its log
+    with pytest.raises(SystemExit, match=r"step b failed \(exit 3\)"):
+        run_graph({"b": (["-c", need_flag], str(tmp_path / "b.log"), [])}, jobs=1, threads=1)
+
+
 def test_budget_study_table_and_plot_of_a_grid(tmp_path, capsys):
     study_tool = _tool("pretrain_budget_study")
     m = lambda ap: {"AP": ap, "AP50": 2 * ap, "AP75": ap / 2}  # noqa: E731

@@ -30,6 +30,7 @@ data ($DISCO_DEMO_ROOT, which must already hold the unlabelled proposals), for t
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -42,6 +43,7 @@ STARTS = ("none", "siamese", "disco")
 LABELS = {"none": "no DETR pre-training (ImageNet backbone)", "siamese": "Siamese DETR", "disco": "DisCo DETR"}
 
 
+@functools.cache
 def _load_tool(name):
     spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)

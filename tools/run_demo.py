@@ -79,7 +79,7 @@ def run_graph(steps: dict, jobs: int, threads: int) -> dict:
                 raise SystemExit(f"step {name} failed (exit {proc.returncode}); end of {steps[name][1]}:\n{tail}")
             timings[name] = time.time() - start
             done.add(name)
-            print(f"    [{name}] done in {timings[name]:.0f} s", flush=True)
+            print(f"    [{name}] done in {timings[name]:.0f} s ({len(done)} of {len(steps)} steps done)", flush=True)
     return timings
 
 
