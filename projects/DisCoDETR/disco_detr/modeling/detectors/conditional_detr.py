@@ -140,6 +140,17 @@ class SingleLevelDETR(DETRDetector):
         self.encoder = encoder
         self.decoder = decoder
 
+    def encode(self, images: ImageList) -> EncoderOutput:
+        """Backbone, input projection, sine positions and the encoder on a padded batch: one level
+        of (B, H*W, d) tokens, ``self.encoder(src, pos, key_padding_mask)``."""
+        features = self.backbone(images.tensor)
+        feat = features[self.in_feature]
+        (mask,) = self.level_masks(images, [feat])
+        pos = self.position_embedding(mask).to(feat.dtype)
+        src, mask, pos, shapes, starts, ratios = self.flatten_levels([self.input_proj(feat)], [mask], [pos])
+        memory = self.encoder(src, pos, mask)
+        return EncoderOutput(memory, pos, mask, shapes, starts, ratios, list(images.image_sizes), features)
+
 
 @META_ARCH_REGISTRY.register()
 class ConditionalDETR(SingleLevelDETR):
@@ -179,16 +190,6 @@ class ConditionalDETR(SingleLevelDETR):
         nn.init.constant_(self.class_embed.bias, -math.log((1 - prior_prob) / prior_prob))
         nn.init.zeros_(self.bbox_embed.layers[-1].weight)
         nn.init.zeros_(self.bbox_embed.layers[-1].bias)
-
-    def encode(self, images: ImageList) -> EncoderOutput:
-        """Backbone, input projection, sine positions and the encoder on a padded batch."""
-        features = self.backbone(images.tensor)
-        feat = features[self.in_feature]
-        (mask,) = self.level_masks(images, [feat])
-        pos = self.position_embedding(mask).to(feat.dtype)
-        src, mask, pos, shapes, starts, ratios = self.flatten_levels([self.input_proj(feat)], [mask], [pos])
-        memory = self.encoder(src, pos, mask)
-        return EncoderOutput(memory, pos, mask, shapes, starts, ratios, list(images.image_sizes), features)
 
     def initial_queries(self, encoded: EncoderOutput) -> QueryInit:
         """The learned positional queries (B, N, d), zero content and their reference points (B, N, 2)."""

@@ -27,7 +27,6 @@ import math
 
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone
-from detectron2.structures import ImageList
 from torch import Tensor, nn
 
 from ..criterion import SetCriterion
@@ -206,16 +205,6 @@ class DABDETR(SingleLevelDETR):
     def anchors(self) -> Tensor:
         """The learned anchors (N, 4), normalised (cx, cy, w, h) in (0, 1)."""
         return self.anchor_embed.weight.sigmoid()
-
-    def encode(self, images: ImageList) -> EncoderOutput:
-        """Backbone, input projection, sine positions (T 20) and the encoder on a padded batch."""
-        features = self.backbone(images.tensor)
-        feat = features[self.in_feature]
-        (mask,) = self.level_masks(images, [feat])
-        pos = self.position_embedding(mask).to(feat.dtype)
-        src, mask, pos, shapes, starts, ratios = self.flatten_levels([self.input_proj(feat)], [mask], [pos])
-        memory = self.encoder(src, pos, mask)
-        return EncoderOutput(memory, pos, mask, shapes, starts, ratios, list(images.image_sizes), features)
 
     def initial_queries(self, encoded: EncoderOutput) -> QueryInit:
         """Zero content (B, N, d), no positional query (recomputed from the anchor in every layer) and the
