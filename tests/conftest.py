@@ -113,3 +113,13 @@ def parameters_without_gradient(model) -> set[str]:
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
     sum(losses.values()).backward()
     return {n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())}
+
+
+def assert_pretraining_losses_logged(output_dir, method: str) -> None:
+    """The last metrics.json record of a DisCo / Siamese pre-training run holds the localisation,
+    reconstruction and L_enc losses, and the contrastive loss exactly when ``method == "disco"``."""
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        last = [line for line in f if "loss_rec" in line][-1]
+    for name in ("loss_loc_bbox", "loss_rec", "loss_enc"):
+        assert f'"{name}"' in last
+    assert ('"loss_contrast"' in last) == (method == "disco")
