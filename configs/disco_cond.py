@@ -2,7 +2,8 @@
 # boxes, frozen R50 (SwAV weights converted with tools/convert_torchvision_resnet.py, in
 # train.init_checkpoint: the run refuses to start without them), AdamW 1e-4, weight decay
 # 1e-4, clip 0.1, 60 epochs of the training set the run loads, lr drop at epoch 40
-# ("40/60"), batch 256. Fusion is the paper's eq. 3, MLP(query_pos + z).
+# ("40/60"), batch 256. Fusion adds the other view's object feature to the positional query and
+# lets the detector's own layers process the sum (eq. 3 read as the detector's own path, SPEC section 4).
 from detectron2.config import LazyCall as L
 
 from disco_detr.modeling.pretrain.disco import DisCoDETR
@@ -23,13 +24,14 @@ model = L(DisCoDETR)(
     detector=_detector,
     feature_levels=("res5",),
     use_dmoqf=True,
-    fusion="mlp",
+    fusion="add",
     weight_loc=1.0,
     weight_rec=5.0,  # lambda_0 (Conditional DETR)
     weight_enc=10.0,  # lambda_1
     weight_contrast=2.0,  # lambda_3
     cld_projector=True,
     cld_predictor=True,
+    health_period=10,  # log pre-training health (group agreement, reference offset/spread/displacement)
     require_backbone_weights=True,  # refuse to start unless train.init_checkpoint holds the frozen backbone
 )
 

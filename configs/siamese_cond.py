@@ -1,9 +1,8 @@
 # Siamese DETR baseline (Huang et al., CVPR 2023) as published: fixed, spatially random query
 # groups (query i gets proposal floor(i / (N / n))), the other view's object feature *added*
-# to the positional query (no MLP), no CLD. Everything else as configs/disco_cond.py.
+# to the positional query (as DisCo does), no CLD. Everything else as configs/disco_cond.py.
 from .disco_cond import dataloader, lr_multiplier, model, optimizer, train
 
 model.use_dmoqf = False
-model.fusion = "add"
 model.weight_contrast = 0.0
 train.output_dir = "./output/siamese_cond"

@@ -251,7 +251,13 @@ def test_budget_study_tiny_runs_the_grid_and_pretraining_runs_record(demo_propos
     for start in ("siamese", "disco"):
         assert 0.0 <= study["results"][start]["1"]["0"]["AP"] <= 100.0
     _png(str(out / "study_AP.png"))
-    assert "| disco" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| disco" in printed and "Pre-training health, group_agreement" in printed
+    # every pre-training's health metrics (logged at its iteration 0, the only one here) are in the study
+    health = study["results"]["disco"]["1"]["0"]["pretrain_health"]
+    assert health["iteration"] == 0 and 0.0 <= health["group_agreement"] <= 1.0
+    assert 0.0 < health["group_agreement_chance"] < 1.0 and health["reference_displacement"] == 0.0
+    assert health["reference_spread"] > 0 and health["reference_offset"] >= 0
     # the pre-training runs recorded their (learned) queries' references through the wrapper ...
     pre = out / "seed0" / "budget1" / "pretrain_disco"
     iters, refs = ReferenceStore(str(pre)).load()
@@ -268,8 +274,8 @@ def test_budget_study_steps_put_every_finetuning_after_its_own_pretraining(tmp_p
     from types import SimpleNamespace
 
     args = SimpleNamespace(budgets=[150, 600], seeds=[0, 1], finetune_iters=400, analysis_period=25,
-                           query_distance=True, tiny=False, out=str(tmp_path))
-    plan = {"finetune": "ft.py", "disco": "disco.py", "siamese": "siamese.py", "siamese_overrides": [],
+                           query_distance=True, tiny=False, out=str(tmp_path), starts=["none", "disco", "siamese"])
+    plan = {"finetune": "ft.py", "disco": ("disco.py", []), "siamese": ("siamese.py", []),
             "init_none": "w.pth", "probe_size": "[160,300]"}
     steps = study_tool.study_steps(args, plan)
     outs = [os.path.relpath(out, tmp_path) for out, *_ in steps]
@@ -285,6 +291,13 @@ def test_budget_study_steps_put_every_finetuning_after_its_own_pretraining(tmp_p
                 assert {f"train.seed={seed}", "train.max_iter=400", "train.analysis.query_distance=True"} <= set(overrides)
                 assert f"train.max_iter={budget}" in by_out[pre][1] and by_out[pre][0] == f"{start}.py"
         assert "train.init_checkpoint=w.pth" in by_out[f"seed{seed}/finetune_none"][1]
+    # the ablation starts are the DisCo preset with one component off
+    args.starts = ["dmoqf_only", "cld_only"]
+    args.variant = "cond"
+    full_plan = study_tool.study_plan(args)
+    assert full_plan["dmoqf_only"] == ("configs/demo/disco_cond.py", ["model.weight_contrast=0.0"])
+    assert full_plan["cld_only"] == ("configs/demo/disco_cond.py", ["model.use_dmoqf=False"])
+    args.starts = ["none", "disco", "siamese"]
     # the longest pre-trainings are preferred (they bound the study's wall time)
     pretrain_order = [o for o in outs if "pretrain" in o]
     assert all("budget600" in o for o in pretrain_order[:4])
@@ -313,17 +326,22 @@ def test_step_graph_runs_each_step_after_its_dependencies_and_stops_on_a_failure
 
 def test_budget_study_table_and_plot_of_a_grid(tmp_path, capsys):
     study_tool = _tool("pretrain_budget_study")
-    m = lambda ap: {"AP": ap, "AP50": 2 * ap, "AP75": ap / 2}  # noqa: E731
-    study = {"budgets": [150, 600], "seeds": [0, 1], "finetune_iters": 500, "results": {
-        "none": {"0": m(6.0), "1": m(8.0)},
-        "siamese": {"150": {"0": m(3.0), "1": m(5.0)}, "600": {"0": m(7.0), "1": m(9.0)}},
-        "disco": {"150": {"0": m(5.0), "1": m(6.0)}, "600": {"0": m(9.0), "1": m(11.0)}}}}
+    m = lambda ap: {"AP": ap, "AP50": 2 * ap, "AP75": ap / 2,  # noqa: E731
+                    "pretrain_health": {"group_agreement": ap / 20}}
+    study = {"starts": ["none", "siamese", "disco"], "budgets": [150, 600], "seeds": [0, 1], "finetune_iters": 500,
+             "results": {
+                 "none": {"0": m(6.0), "1": m(8.0)},
+                 "siamese": {"150": {"0": m(3.0), "1": m(5.0)}, "600": {"0": m(7.0), "1": m(9.0)}},
+                 "disco": {"150": {"0": m(5.0), "1": m(6.0)}, "600": {"0": m(9.0), "1": m(11.0)}}}}
     grid = study_tool.grid(study, "AP")
     assert grid[study_tool.LABELS["disco"]].tolist() == [[5.0, 6.0], [9.0, 11.0]]
     assert grid[study_tool.LABELS["none"]].shape == (1, 2)
     study_tool.print_table(study, "AP")
     table = capsys.readouterr().out
     assert "| disco         |    600 |  10.00 |  1.00 |   9.00 |  11.00 |" in table
+    study_tool.print_table(study, "group_agreement")  # pre-training starts only, no "none" row
+    table = capsys.readouterr().out
+    assert "| disco         |    600 | 0.5000 | 0.0500 | 0.4500 | 0.5500 |" in table and "| none" not in table
     from disco_detr.analysis.plots import plot_budget_study
 
     _png(plot_budget_study(study["budgets"], grid, str(tmp_path / "grid.png")))

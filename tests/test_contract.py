@@ -14,7 +14,7 @@ from disco_detr.checkpoint.checkpointer import pretrained_to_finetune
 from disco_detr.modeling import build_tiny_resnet
 from disco_detr.modeling.detectors.base import DecoderOutput, DETRDetector, QueryInit
 
-from conftest import REPO
+from conftest import REPO, perturb_parameters_
 
 
 def _tiny_backbone(features):
@@ -106,7 +106,7 @@ def test_queries_and_references(variant):
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_fusion_reaches_each_querys_own_proposal(variant):
-    model = _build(variant, fusion="add")
+    model = _build(variant)  # the default fusion of every DisCo config
     det = model.detector
     views = _batch()["views"]
     with torch.no_grad():
@@ -117,8 +117,12 @@ def test_fusion_reaches_each_querys_own_proposal(variant):
     assert owner.shape == (2, det.num_queries) and all(o.bincount(minlength=n).min() > 0 for o in owner)
     fused = model.fuse(queries, features, owner)
     field = det.fusion_target
-    delta = getattr(fused, field) - getattr(queries, field)
-    assert torch.allclose(delta[..., 0], features[torch.arange(2)[:, None], owner, 0])
+    # exactly the bare field plus the owner's feature: nothing else on the query path
+    expected = getattr(queries, field) + features[torch.arange(2)[:, None], owner]
+    assert torch.equal(getattr(fused, field), expected)
+    for other in ("content", "position", "reference"):
+        if other != field:
+            assert getattr(fused, other) is getattr(queries, other)
     # the fused queries change what the decoder computes
     with torch.no_grad():
         encoded = det.encode(det.preprocess_images([views[0, 0], views[1, 0]]))
@@ -129,7 +133,7 @@ def test_fusion_reaches_each_querys_own_proposal(variant):
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("method", ["disco", "siamese"])
 def test_short_pretraining_decreases_the_loss(variant, method):
-    overrides = {} if method == "disco" else {"use_dmoqf": False, "fusion": "add", "weight_contrast": 0.0}
+    overrides = {} if method == "disco" else {"use_dmoqf": False, "weight_contrast": 0.0}
     model = _build(variant, **overrides)
     model.train()
     batch = _batch()
@@ -161,3 +165,33 @@ def test_transfer_keeps_and_drops_the_documented_keys(variant):
     assert set(kept) == detector_keys - heads
     assert set(dropped) == {k for k in state if not k.startswith("detector.")} | {f"detector.{k}" for k in heads}
     assert any(k.startswith("backbone.") for k in kept) and any(k.startswith("decoder.") for k in kept)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_parameter_between_the_fused_queries_and_the_references_transfers(variant):
+    """No pre-training-only module on the query path: every trainable parameter through which the fused
+    queries reach the references the decoder uses, and the boxes refined from them, is a detector parameter
+    that fine-tuning keeps. (DAB-DETR / DINO / RT-DETR detach references between layers, so their fused
+    content reaches the references only through the boxes.)"""
+    model = perturb_parameters_(_build(variant))  # off the zero-initialised box layers (no zero gradients)
+    model.train()
+    det = model.detector
+    views = _batch()["views"]
+    encoded = det.encode(det.preprocess_images([views[0, 0], views[1, 0]]))
+    queries = det.initial_queries(encoded)
+    n = 4
+    z = torch.randn(2, n, det.d_model)  # the other view's object features, an input here
+    owner = model.assign(torch.rand(2, n, 2), queries)
+    decoded = det.decode(encoded, model.fuse(queries, z, owner))
+    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    grads = torch.autograd.grad(decoded.references.sum() + decoded.boxes.sum(), list(params.values()),
+                                allow_unused=True)
+    on_path = {k for k, g in zip(params, grads) if g is not None and g.abs().sum() > 0}
+    kept, _ = pretrained_to_finetune(model.state_dict(), det.transfer_drop)
+    assert on_path, "the references depend on no trainable parameter"
+    assert on_path <= {f"detector.{k}" for k in kept}, sorted(on_path - {f"detector.{k}" for k in kept})
+    # and the fused feature itself reaches the references that the decoder uses
+    z.requires_grad_(True)
+    decoded = det.decode(encoded, model.fuse(queries, z, owner))
+    (grad_z,) = torch.autograd.grad(decoded.references.sum() + decoded.boxes.sum(), z)
+    assert grad_z.abs().sum() > 0

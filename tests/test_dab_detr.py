@@ -333,8 +333,8 @@ def test_siamese_config_is_the_published_baseline():
     else (so the DisCo run below and the contract test's Siamese run on DAB-DETR cover it)."""
     disco, siamese = (LazyConfig.load(os.path.join(REPO, "configs", f"{m}_dab.py")) for m in ("disco", "siamese"))
     assert (siamese.model.use_dmoqf, siamese.model.fusion, siamese.model.weight_contrast) == (False, "add", 0.0)
-    assert (disco.model.use_dmoqf, disco.model.fusion, disco.model.weight_contrast) == (True, "mlp", 2.0)
-    siamese.model.update(use_dmoqf=True, fusion="mlp", weight_contrast=2.0)
+    assert (disco.model.use_dmoqf, disco.model.fusion, disco.model.weight_contrast) == (True, "add", 2.0)
+    siamese.model.update(use_dmoqf=True, weight_contrast=2.0)
     assert siamese.model == disco.model and siamese.optimizer == disco.optimizer
     assert siamese.lr_multiplier == disco.lr_multiplier and siamese.dataloader == disco.dataloader
     assert siamese.train.output_dir.endswith("siamese_dab") and disco.train.output_dir.endswith("disco_dab")

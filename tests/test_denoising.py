@@ -8,8 +8,7 @@ from disco_detr.modeling.layers import MultiheadAttention
 from disco_detr.modeling.layers.denoising import (
     build_denoising_groups,
     denoising_attn_mask,
-    dino_num_groups,
-    rtdetr_num_groups,
+    denoising_num_groups,
 )
 
 
@@ -55,10 +54,27 @@ def test_mask_properties_three_groups():
             assert bool(mask[i, j]) == bool(group[i] != group[j])  # no query sees another group
 
 
-def test_group_counts():
-    assert dino_num_groups(100, 2) == 25 and dino_num_groups(100, 7) == 7 and dino_num_groups(100, 80) == 1
-    assert rtdetr_num_groups(100, 2) == 50 and rtdetr_num_groups(100, 7) == 14 and rtdetr_num_groups(100, 200) == 1
-    assert dino_num_groups(3, 4) == 1 and rtdetr_num_groups(0, 4) == 1  # never 0 groups
+def _dino_release_groups(dn_number, max_gt):
+    """DINO's release / detrex, step by step: double dn_number (positives and negatives), then divide by
+    twice the largest ground-truth count; never 0."""
+    doubled = dn_number * 2
+    return doubled // (max_gt * 2) or 1
+
+
+def _rtdetr_release_groups(num_denoising, max_gt):
+    """RT-DETR's release: num_denoising // max_gt groups, 1 where that is 0."""
+    return num_denoising // max_gt or 1
+
+
+def test_group_counts_follow_the_releases():
+    # the issue's example: dn_number = 100 and at most 10 boxes -> 10 groups = 200 denoising queries
+    assert denoising_num_groups(100, 10) == 10 and 10 * 2 * 10 == 200
+    assert denoising_num_groups(100, 2) == 50 and denoising_num_groups(100, 7) == 14
+    assert denoising_num_groups(100, 200) == 1 and denoising_num_groups(3, 4) == 1  # never 0 groups
+    for num in (50, 100, 200, 300):
+        for max_gt in (1, 2, 3, 7, 10, 33, 80, 150):
+            assert denoising_num_groups(num, max_gt) == _dino_release_groups(num, max_gt), (num, max_gt)
+            assert denoising_num_groups(num, max_gt) == _rtdetr_release_groups(num, max_gt), (num, max_gt)
 
 
 def test_layout_without_noise_targets_are_the_ground_truth():

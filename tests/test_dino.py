@@ -350,3 +350,15 @@ def test_paper_pretraining_config_runs_on_cpu(method, demo_proposals, tmp_path):
     trainer.train()
     assert trainer.iter == 2 and not torch.equal(before, det.tgt_embed.weight)
     assert_pretraining_losses_logged(tmp_path, method)
+
+
+def test_denoising_builds_the_release_number_of_queries():
+    """100 denoising queries with 10 boxes in the batch's largest image: 10 groups of 2 x 10 = 200 queries,
+    as DINO's release and detrex build them (they double dn_number before dividing by 2 x max_gt)."""
+    model = _tiny()
+    model.num_denoising = 100
+    model.train()
+    targets = [{"labels": torch.zeros(10, dtype=torch.long), "boxes": torch.full((10, 4), 0.3)},
+               {"labels": torch.zeros(3, dtype=torch.long), "boxes": torch.full((3, 4), 0.4)}]
+    groups = model.denoising_groups(targets)
+    assert (groups.num_groups, groups.group_size, groups.num_denoising) == (10, 20, 200)

@@ -100,7 +100,7 @@ def test_transfer_keeps_and_drops_the_documented_keys(tmp_path, caplog):
     pre = model.state_dict()
     kept, dropped = pretrained_to_finetune(pre)
     assert set(dropped) == {k for k in pre if not k.startswith("detector.") or k.startswith("detector.class_embed.")}
-    assert {k.split(".")[0] for k in dropped} >= {"object_proj", "fusion_mlp", "rec_head", "enc_head", "cld", "detector"}
+    assert {k.split(".")[0] for k in dropped} >= {"object_proj", "rec_head", "enc_head", "cld", "detector"}
     path = tmp_path / "pre.pth"
     torch.save({"model": pre}, path)
     torch.manual_seed(1)
@@ -176,3 +176,68 @@ def test_pretraining_kill_and_resume_is_bit_exact(demo_proposals, tmp_path):
     expected, got = _final_weights(str(tmp_path / "ref")), _final_weights(out)
     differing = [k for k in expected if not torch.equal(expected[k], got[k])]
     assert not differing, f"resumed weights differ from the uninterrupted run: {differing[:5]}"
+
+
+# ---- pre-training health metrics -----------------------------------------------------------------------
+def _health_case(model, agree: bool):
+    """Bare references, the references two decoder layers used, DMOQF groups and one image's loss matching.
+    Groups: query i belongs to proposal i % 3. The matching pairs queries 0, 4, 5 with boxes 0, 1, 0
+    (agree=False: owners 0, 1, 2 -> 2 of 3 in their box's group) or 0, 1, 2 (agree=True: 3 of 3)."""
+    from disco_detr.modeling.detectors.base import QueryInit
+
+    num_queries = model.detector.num_queries
+    gen = torch.Generator().manual_seed(0)
+    bare_xy = torch.rand(1, num_queries, 2, generator=gen) * 0.8 + 0.1
+    bare = QueryInit(torch.zeros(1, num_queries, 4), torch.zeros(1, num_queries, 4), bare_xy)
+    used = torch.stack([bare_xy + torch.tensor([0.03, 0.04]), bare_xy])  # layer 0 moved by 0.05, layer 1 not
+    owner = (torch.arange(num_queries) % 3)[None]
+    boxes = torch.tensor([0, 1, 2]) if agree else torch.tensor([0, 1, 0])
+    return bare, used, owner, [(torch.tensor([0, 4, 5]), boxes)]
+
+
+def test_health_metrics_by_hand():
+    import numpy as np
+
+    model, _ = _model()
+    bare, used, owner, indices = _health_case(model, agree=False)
+    num_queries = model.detector.num_queries
+    m = model.health_metrics(bare, used, owner, indices)
+    assert m["group_agreement"] == pytest.approx(2 / 3)
+    sizes = np.bincount(np.arange(num_queries) % 3)  # group sizes of boxes 0, 1, 0
+    assert m["group_agreement_chance"] == pytest.approx((sizes[0] + sizes[1] + sizes[0]) / (3 * num_queries))
+    assert m["reference_offset"] == pytest.approx((0.05 + 0.0) / 2, abs=1e-6)
+    xy = bare.reference[0].double().numpy()
+    assert m["reference_spread"] == pytest.approx(np.std(xy, axis=0, ddof=1).mean(), rel=1e-5)
+    assert m["reference_displacement"] == 0.0  # the first call is the start
+    moved = bare.replace(reference=bare.reference + torch.tensor([0.3, 0.4]))
+    assert model.health_metrics(moved, used, owner, indices)["reference_displacement"] == pytest.approx(0.5, abs=1e-6)
+    # the start survives a checkpoint (a resumed run measures from the same start)
+    state = model.state_dict()["health_start_reference"]
+    assert torch.equal(state, bare.reference[0])
+
+
+def test_health_is_logged_at_its_period_and_warns_once_when_groups_sit_at_chance(caplog):
+    from detectron2.utils.events import EventStorage
+
+    model, _ = _model("model.health_period=5")
+    at_chance = _health_case(model, agree=False)  # 2/3 with chance 1/3 at N = 12 is healthy...
+    inert = (at_chance[0], at_chance[1], at_chance[2], [(torch.tensor([1, 2, 4]), torch.tensor([0, 0, 2]))])
+    with EventStorage(0) as storage, caplog.at_level("WARNING"):
+        for it in range(40):
+            storage.iter = it
+            model.log_health(*at_chance)
+        assert "DMOQF looks inert" not in caplog.text
+        logged = [i for _, i in storage.history("pretrain_health/group_agreement").values()]
+        assert logged == [0, 4, 9, 14, 19, 24, 29, 34, 39]
+        for it in range(40, 80):  # ... queries 1, 2, 4 matched to boxes 0, 0, 2: none in its group
+            storage.iter = it
+            model.log_health(*inert)
+    assert caplog.text.count("DMOQF looks inert") == 1
+    # Siamese DETR's groups are fixed on purpose: no warning for them
+    siamese, _ = _model("model.use_dmoqf=False", "model.health_period=5")
+    caplog.clear()
+    with EventStorage(0) as storage, caplog.at_level("WARNING"):
+        for it in range(80):
+            storage.iter = it
+            siamese.log_health(*inert)
+    assert "DMOQF looks inert" not in caplog.text

@@ -54,15 +54,15 @@ def test_reconstruction_loss_by_hand():
 TABLE = {
     # Table 3, Conditional DETR (300 queries)
     "siamese_cond.py": (False, None, None, 0.0, 300, "add", "ConditionalDETR"),
-    "ablations/disco_cond_dmoqf_only.py": (True, None, None, 0.0, 300, "mlp", "ConditionalDETR"),
+    "ablations/disco_cond_dmoqf_only.py": (True, None, None, 0.0, 300, "add", "ConditionalDETR"),
     "ablations/disco_cond_cld_only.py": (False, True, True, 2.0, 300, "add", "ConditionalDETR"),
-    "disco_cond.py": (True, True, True, 2.0, 300, "mlp", "ConditionalDETR"),
+    "disco_cond.py": (True, True, True, 2.0, 300, "add", "ConditionalDETR"),
     # Table 4, Conditional DETR (100 queries)
     "siamese_cond_q100.py": (False, None, None, 0.0, 100, "add", "ConditionalDETR"),
-    "ablations/disco_cond_q100_cld_neither.py": (True, False, False, 2.0, 100, "mlp", "ConditionalDETR"),
-    "ablations/disco_cond_q100_cld_proj_only.py": (True, True, False, 2.0, 100, "mlp", "ConditionalDETR"),
-    "ablations/disco_cond_q100_cld_pred_only.py": (True, False, True, 2.0, 100, "mlp", "ConditionalDETR"),
-    "disco_cond_q100.py": (True, True, True, 2.0, 100, "mlp", "ConditionalDETR"),
+    "ablations/disco_cond_q100_cld_neither.py": (True, False, False, 2.0, 100, "add", "ConditionalDETR"),
+    "ablations/disco_cond_q100_cld_proj_only.py": (True, True, False, 2.0, 100, "add", "ConditionalDETR"),
+    "ablations/disco_cond_q100_cld_pred_only.py": (True, False, True, 2.0, 100, "add", "ConditionalDETR"),
+    "disco_cond_q100.py": (True, True, True, 2.0, 100, "add", "ConditionalDETR"),
 }
 
 
@@ -70,9 +70,8 @@ def _built_row(model: DisCoDETR):
     cld = model.cld
     proj = None if cld is None else not isinstance(cld.projector, nn.Identity)
     pred = None if cld is None else not isinstance(cld.predictor, nn.Identity)
-    fusion = model.fusion if model.fusion_mlp is None else "mlp"
     return (model.use_dmoqf, proj, pred, model.weights["contrast"] if cld is not None else 0.0,
-            model.detector.num_queries, fusion, type(model.detector).__name__)
+            model.detector.num_queries, model.fusion, type(model.detector).__name__)
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))

@@ -30,7 +30,10 @@ Subcommands
                      from metrics.json ("time" per iteration, evaluation time not counted);
                      --include-pretraining adds the training time of the run that
                      train.init_checkpoint came from, when that is a run folder.
-  summary            Prints (and with --json writes) per run: CS, last query distance, last AP.
+  summary            Prints (and with --json writes) per run: CS, last query distance, last AP
+                     and, for pre-training runs, the last pre-training health metrics
+                     (group agreement against chance, reference offset, spread, displacement;
+                     logged as pretrain_health/* in metrics.json, README "Pre-training health").
 
 Records (written by disco_detr.analysis.hooks; see disco_detr/analysis/records.py):
   analysis/references/meta.json          detector, probe images, sizes
@@ -215,12 +218,31 @@ def cmd_ap_vs_time(args):
     print(plot_ap_vs_time(runs, args.out, args.unit))
 
 
+HEALTH_PREFIX = "pretrain_health/"
+
+
+def pretrain_health(path: str) -> dict:
+    """{metric: value} of the last pre-training health log in a run's metrics.json, with the
+    iteration it was logged at as "iteration" ({} for a run that logged none)."""
+    from disco_detr.analysis import read_metrics_json
+
+    if not os.path.exists(os.path.join(path, "metrics.json")):
+        return {}
+    last = {}
+    for record in read_metrics_json(path):
+        values = {k[len(HEALTH_PREFIX):]: v for k, v in record.items() if k.startswith(HEALTH_PREFIX)}
+        if values:
+            last = {**values, "iteration": int(record["iteration"])}
+    return last
+
+
 def summarize(path: str) -> dict:
-    """{"run", "cs", "distance", "AP"} of one run folder: CS (eq. 13) over its reference records,
-    its last query -> object distance and its last bbox AP; None where the run has no such record."""
+    """{"run", "cs", "distance", "AP", "health"} of one run folder: CS (eq. 13) over its reference
+    records, its last query -> object distance, its last bbox AP (None where the run has no such
+    record) and its last pre-training health metrics ({} for a fine-tuning run)."""
     from disco_detr.analysis import DistanceStore, ReferenceStore, convergence_stability
 
-    row = {"run": path, "cs": None, "distance": None, "AP": None}
+    row = {"run": path, "cs": None, "distance": None, "AP": None, "health": pretrain_health(path)}
     store = ReferenceStore(path)
     if store.iterations():
         iters, refs = store.load()
@@ -244,6 +266,16 @@ def cmd_summary(args):
     print(f"|{'-' * 22}|{'-' * 8}|{'-' * 10}|{'-' * 8}|")
     for label, r in rows.items():
         print(f"| {label:<20} | {fmt(r['cs'], '6.3f')} | {fmt(r['distance'], '8.4f')} | {fmt(r['AP'], '6.2f')} |")
+    health = {label: r["health"] for label, r in rows.items() if r["health"]}
+    if health:
+        print("\nPre-training health (last log; distances in normalised image units):")
+        print(f"| {'run':<20} | {'iter':>5} | {'agreement':>9} | {'chance':>6} | {'offset':>6} | {'spread':>6} "
+              f"| {'displacement':>12} |")
+        print(f"|{'-' * 22}|{'-' * 7}|{'-' * 11}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 14}|")
+        for label, h in health.items():
+            print(f"| {label:<20} | {h['iteration']:>5} | {fmt(h.get('group_agreement'), '9.3f')} "
+                  f"| {fmt(h.get('group_agreement_chance'), '6.3f')} | {fmt(h.get('reference_offset'), '6.4f')} "
+                  f"| {fmt(h.get('reference_spread'), '6.4f')} | {fmt(h.get('reference_displacement'), '12.4f')} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
@@ -280,7 +312,8 @@ def build_parser():
     p.add_argument("--include-pretraining", action="store_true",
                    help="start each fine-tuning curve after the training time of its init_checkpoint's run folder")
     p.add_argument("--unit", choices=("auto", "s", "min", "h"), default="auto", help="time unit of the x axis")
-    p = add("summary", cmd_summary, "Print CS, last query distance and last AP of each run", out=False)
+    p = add("summary", cmd_summary, "Print CS, last query distance, last AP and pre-training health of each run",
+            out=False)
     p.add_argument("--json", default=None, help="also write the table to this JSON file")
     return parser
 

@@ -2,27 +2,32 @@
 """Does pre-training help at demo scale? The demo story over a grid of pre-training budgets and seeds.
 
 For every seed: one fine-tuning run from the ImageNet backbone only ("none"); for every
-pre-training budget B: DisCo DETR and Siamese DETR pre-training for B iterations, then a
-fine-tuning run from each. All fine-tuning runs have the same budget (--finetune-iters).
-Each step is a tools/lazyconfig_train_net.py run with its own folder:
+pre-training budget B and every pre-training start of --starts (default all: DisCo DETR,
+DMOQF only = DisCo without CLD, CLD only = DisCo with Siamese DETR's fixed groups, Siamese
+DETR), pre-training for B iterations, then a fine-tuning run from it. All fine-tuning runs
+have the same budget (--finetune-iters). Each step is a tools/lazyconfig_train_net.py run
+with its own folder:
 
     <out>/seed<S>/finetune_none
-    <out>/seed<S>/budget<B>/pretrain_{disco,siamese}, finetune_{disco,siamese}
+    <out>/seed<S>/budget<B>/pretrain_<start>, finetune_<start>
+
+--variant NAME runs the story of another detector with demo presets (configs/demo/NAME.py,
+disco_NAME.py, siamese_NAME.py), as tools/run_demo.py --variant does.
 
 A step whose model_final.pth exists is not run again (the study can be stopped and
 restarted, or a budget or seed added later; --force reruns). Runs go --jobs at a time
 (default 3, each with --threads 1 torch thread, as make demo; a run's numbers depend on its
 thread count, not on what shares the machine), each fine-tuning as soon as its pre-training
 is done. At the end it writes <out>/study.json (AP / AP50 / AP75 of every fine-tuning, with
-its CS and last query -> object distance when recorded, and the step times),
+its CS and last query -> object distance when recorded, every pre-training's last
+pre-training health metrics (README, "Pre-training health"), and the step times),
 <out>/study_<metric>.png (fine-tuning AP against pre-training budget: mean line, +- one
 standard deviation band over seeds, and every seed as a dot; "none" does not depend on the
 budget and is drawn flat) and prints the whole grid as tables (AP, and CS and distance when
 recorded: --analysis-period 25 --query-distance records them as make demo does).
 
-The default grid (budgets 50 150 600, seeds 0 1 2, fine-tuning 400 iterations as the demo)
-is 3 + 3 x 3 x 4 = 39 training runs: 72 min on 2 CPU cores, measured (the README's budget
-study reports the grid and how the demo's default budget was chosen from it).
+The README's budget study reports the grid it ran (budgets, seeds, times) and how the demo's
+default budget was chosen from it.
 --device cuda runs every step on a GPU.
 --tiny runs the tests' tiny configs (tests/configs) in-process on the registered demo
 data ($DISCO_DEMO_ROOT, which must already hold the unlabelled proposals), for the tests.
@@ -39,8 +44,17 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STARTS = ("none", "siamese", "disco")
-LABELS = {"none": "no DETR pre-training (ImageNet backbone)", "siamese": "Siamese DETR", "disco": "DisCo DETR"}
+#: pre-training starts: name -> (demo preset prefix, overrides of that preset)
+PRETRAIN_STARTS = {
+    "disco": ("disco", []),
+    "dmoqf_only": ("disco", ["model.weight_contrast=0.0"]),
+    "cld_only": ("disco", ["model.use_dmoqf=False"]),
+    "siamese": ("siamese", []),
+}
+LABELS = {"none": "no DETR pre-training (ImageNet backbone)", "siamese": "Siamese DETR", "disco": "DisCo DETR",
+          "dmoqf_only": "DisCo DETR, DMOQF only (no CLD)", "cld_only": "DisCo DETR, CLD only (fixed groups)"}
+HEALTH = ("group_agreement", "group_agreement_chance", "reference_offset", "reference_spread",
+          "reference_displacement")
 
 
 @functools.cache
@@ -55,14 +69,25 @@ def study_plan(args) -> dict:
     """The configs, overrides and weights of the full or the tiny study."""
     if args.tiny:
         tiny = os.path.join(REPO, "tests", "configs")
-        return {"finetune": os.path.join(tiny, "tiny_cond.py"), "disco": os.path.join(tiny, "tiny_disco.py"),
-                "siamese": os.path.join(tiny, "tiny_disco.py"),
-                "siamese_overrides": ["model.use_dmoqf=False", "model.fusion=add", "model.weight_contrast=0.0"],
-                "init_none": "", "prepare": False, "probe_size": "[96,128]"}
-    demo = _load_tool("run_demo")
-    return {"finetune": "configs/demo/cond.py", "disco": "configs/demo/disco_cond.py",
-            "siamese": "configs/demo/siamese_cond.py", "siamese_overrides": [],
-            "init_none": demo.WEIGHTS, "prepare": True, "probe_size": "[160,300]"}
+        plan = {"finetune": os.path.join(tiny, "tiny_cond.py"), "init_none": "", "prepare": False,
+                "probe_size": "[96,128]"}
+        presets = {"disco": (os.path.join(tiny, "tiny_disco.py"), []),
+                   "siamese": (os.path.join(tiny, "tiny_disco.py"), ["model.use_dmoqf=False", "model.weight_contrast=0.0"])}
+    else:
+        demo = _load_tool("run_demo")
+        plan = {"finetune": f"configs/demo/{args.variant}.py", "init_none": demo.WEIGHTS, "prepare": True,
+                "probe_size": "[160,300]"}
+        presets = {p: (f"configs/demo/{p}_{args.variant}.py", []) for p in ("disco", "siamese")}
+    for start in args.starts:  # the preset and overrides of every pre-training start
+        if start != "none":
+            prefix, overrides = PRETRAIN_STARTS[start]
+            config, base = presets[prefix]
+            plan[start] = (config, base + overrides)
+    return plan
+
+
+def pretrain_starts(args) -> list[str]:
+    return [s for s in args.starts if s != "none"]
 
 
 def study_steps(args, plan: dict) -> list[tuple[str, str, list[str], list[str]]]:
@@ -80,14 +105,14 @@ def study_steps(args, plan: dict) -> list[tuple[str, str, list[str], list[str]]]
     for budget in sorted(args.budgets, reverse=True):
         for seed in args.seeds:
             bdir = os.path.join(args.out, f"seed{seed}", f"budget{budget}")
-            for start in ("disco", "siamese"):
-                extra = plan["siamese_overrides"] if start == "siamese" else []
+            for start in pretrain_starts(args):
+                config, extra = plan[start]
                 pre = os.path.join(bdir, f"pretrain_{start}")
-                pretrain.append((pre, plan[start], [f"train.seed={seed}", *extra, *pre_analysis,
+                pretrain.append((pre, config, [f"train.seed={seed}", *extra, *pre_analysis,
                                                     f"train.max_iter={budget}", f"train.checkpointer.period={budget}"], []))
                 finetune.append((os.path.join(bdir, f"finetune_{start}"), plan["finetune"],
                                   [f"train.seed={seed}", *ft, f"train.init_checkpoint={pre}/model_final.pth"], [pre]))
-    for seed in args.seeds:
+    for seed in args.seeds if "none" in args.starts else []:
         none.append((os.path.join(args.out, f"seed{seed}", "finetune_none"), plan["finetune"],
                      [f"train.seed={seed}", *ft, f"train.init_checkpoint={plan['init_none']}"], []))
     if args.tiny:  # run one after the other: every pre-training before its fine-tuning
@@ -140,39 +165,50 @@ def run_study(args) -> dict:
         row = analyze.summarize(run_dir)
         return {**demo.final_metrics(run_dir), "cs": row["cs"], "distance": row["distance"]}
 
-    results = {"none": {}, "siamese": {}, "disco": {}}
+    results = {start: {} for start in args.starts}
     for seed in args.seeds:
         seed_dir = os.path.join(args.out, f"seed{seed}")
-        results["none"][str(seed)] = measured(os.path.join(seed_dir, "finetune_none"))
+        if "none" in args.starts:
+            results["none"][str(seed)] = measured(os.path.join(seed_dir, "finetune_none"))
         for budget in args.budgets:
-            for start in ("disco", "siamese"):
-                run_dir = os.path.join(seed_dir, f"budget{budget}", f"finetune_{start}")
-                results[start].setdefault(str(budget), {})[str(seed)] = measured(run_dir)
-    return {"budgets": list(args.budgets), "seeds": list(args.seeds), "finetune_iters": args.finetune_iters,
-            "tiny": bool(args.tiny), "results": results, "timings_s": timings}
+            for start in pretrain_starts(args):
+                bdir = os.path.join(seed_dir, f"budget{budget}")
+                row = measured(os.path.join(bdir, f"finetune_{start}"))
+                row["pretrain_health"] = analyze.pretrain_health(os.path.join(bdir, f"pretrain_{start}"))
+                results[start].setdefault(str(budget), {})[str(seed)] = row
+    return {"variant": args.variant, "starts": list(args.starts), "budgets": list(args.budgets),
+            "seeds": list(args.seeds), "finetune_iters": args.finetune_iters, "tiny": bool(args.tiny),
+            "results": results, "timings_s": timings}
 
 
 def grid(study: dict, metric: str) -> dict:
     """start -> (budgets, seeds) array of ``metric``; "none" as (1, seeds)."""
     seeds = [str(s) for s in study["seeds"]]
     res = study["results"]
-    out = {LABELS["none"]: np.array([[res["none"][s][metric] for s in seeds]])}
-    for start in ("siamese", "disco"):
+    out = {LABELS["none"]: np.array([[res["none"][s][metric] for s in seeds]])} if "none" in res else {}
+    for start in (s for s in study["starts"] if s != "none"):
         out[LABELS[start]] = np.array([[res[start][str(b)][s][metric] for s in seeds] for b in study["budgets"]])
     return out
 
 
 def print_table(study: dict, metric: str) -> None:
+    """One table of ``metric`` (a fine-tuning metric, or a pre-training health metric: pre-training
+    starts only) by start and budget: mean, std over seeds, then each seed."""
     seeds = [str(s) for s in study["seeds"]]
     res = study["results"]
-    print(f"\nFine-tuning {metric} ({study['finetune_iters']} iterations) by pre-training budget; "
-          f"seeds {', '.join(seeds)}; mean +- std over seeds, then each seed")
+    health = metric in HEALTH
+    value = (lambda row: row["pretrain_health"].get(metric)) if health else (lambda row: row[metric])  # noqa: E731
+    what = f"Pre-training health, {metric} (last log)" if health else \
+        f"Fine-tuning {metric} ({study['finetune_iters']} iterations)"
+    print(f"\n{what} by pre-training budget; seeds {', '.join(seeds)}; mean +- std over seeds, then each seed")
     print(f"| {'start':<13} | {'budget':>6} | {'mean':>6} | {'std':>5} | " + " | ".join(f"s{s:>5}" for s in seeds) + " |")
-    rows = [("none", "-", [res["none"][s][metric] for s in seeds])]
+    rows = [] if health or "none" not in res else [("none", "-", [res["none"][s][metric] for s in seeds])]
     for b in study["budgets"]:
-        for start in ("siamese", "disco"):
-            rows.append((start, str(b), [res[start][str(b)][s][metric] for s in seeds]))
-    spec, std_spec = ("6.4f", "6.4f") if metric in ("cs", "distance") else ("6.2f", "5.2f")
+        for start in (s for s in study["starts"] if s != "none"):
+            vals = [value(res[start][str(b)][s]) for s in seeds]
+            if all(v is not None for v in vals):
+                rows.append((start, str(b), vals))
+    spec, std_spec = ("6.2f", "5.2f") if metric.startswith("AP") else ("6.4f", "6.4f")
     for start, b, vals in rows:
         v = np.array(vals, dtype=float)
         print(f"| {start:<13} | {b:>6} | {v.mean():{spec}} | {v.std():{std_spec}} | "
@@ -181,8 +217,11 @@ def print_table(study: dict, metric: str) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="cond", help="detector with demo presets (default cond, make demo's)")
+    parser.add_argument("--starts", nargs="+", choices=("none", *PRETRAIN_STARTS), default=None,
+                        help="starts compared (default all: none " + " ".join(PRETRAIN_STARTS) + "; tiny: none siamese disco)")
     parser.add_argument("--budgets", type=int, nargs="+", default=None,
-                        help="pre-training iterations (default 50 150 600; tiny: 1)")
+                        help="pre-training iterations (default 50 600; tiny: 1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2; tiny: 0)")
     parser.add_argument("--finetune-iters", type=int, default=None,
                         help="fine-tuning iterations (default 400, the demo's; tiny: 1)")
@@ -202,8 +241,11 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true", help="tiny configs, in-process (for the tests)")
     parser.add_argument("--force", action="store_true", help="rerun steps whose model_final.pth exists")
     args = parser.parse_args(argv)
-    args.budgets = args.budgets or ([1] if args.tiny else [50, 150, 600])
+    args.budgets = args.budgets or ([1] if args.tiny else [50, 600])
     args.seeds = args.seeds or ([0] if args.tiny else [0, 1, 2])
+    args.starts = args.starts or (["none", "siamese", "disco"] if args.tiny else ["none", *PRETRAIN_STARTS])
+    if args.tiny and not set(args.starts) <= {"none", "siamese", "disco"}:
+        parser.error("--tiny runs the starts none, siamese and disco only")
     args.finetune_iters = args.finetune_iters or (1 if args.tiny else 400)
     if args.tiny and not args.device:
         args.device = "cpu"
@@ -214,9 +256,13 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "study.json"), "w") as f:
         json.dump(study, f, indent=1)
+    first = next(iter(study["results"].values()))
+    first = next(iter(first.values())) if "none" not in study["results"] else first
     for metric in (args.metric, "cs", "distance"):
-        if all(v.get(metric) is not None for v in study["results"]["none"].values()):
+        if all(v.get(metric) is not None for v in first.values()):
             print_table(study, metric)
+    for metric in HEALTH:
+        print_table(study, metric)
     from disco_detr.analysis.plots import plot_budget_study
 
     path = plot_budget_study(study["budgets"], grid(study, args.metric), os.path.join(args.out, f"study_{args.metric}.png"),

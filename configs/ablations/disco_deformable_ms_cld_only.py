@@ -3,6 +3,5 @@
 from ..disco_deformable_ms import dataloader, lr_multiplier, model, optimizer, train
 
 model.use_dmoqf = False
-model.fusion = "add"
 model.weight_contrast = 2.0
 train.output_dir = "./output/disco_deformable_ms_cld_only"

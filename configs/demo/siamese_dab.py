@@ -3,6 +3,5 @@
 from .disco_dab import dataloader, lr_multiplier, model, optimizer, train
 
 model.use_dmoqf = False
-model.fusion = "add"
 model.weight_contrast = 0.0
 train.output_dir = "./output/demo/pretrain_siamese_dab"

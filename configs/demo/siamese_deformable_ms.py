@@ -3,6 +3,5 @@
 from .disco_deformable_ms import dataloader, lr_multiplier, model, optimizer, train
 
 model.use_dmoqf = False
-model.fusion = "add"
 model.weight_contrast = 0.0
 train.output_dir = "./output/demo_deformable_ms/pretrain_siamese"

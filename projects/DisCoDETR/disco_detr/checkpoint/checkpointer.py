@@ -37,7 +37,7 @@ def pretrained_to_finetune(state: dict, drop: tuple[str, ...] = TRANSFER_DROP) -
     Keeps every ``detector.*`` key (backbone, input projection, encoder, decoder, query
     embeddings, box head) without the prefix, except those starting with one of ``drop``
     (the class head: the pre-training head is object/no-object); drops every
-    pre-training-only module (object feature projection, query fusion MLP, reconstruction
+    pre-training-only module (object feature projection, reconstruction
     MLP, encoder head, CLD heads). Returns (kept state dict, dropped keys).
     """
     kept, dropped = {}, []

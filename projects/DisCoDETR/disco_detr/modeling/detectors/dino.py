@@ -71,7 +71,7 @@ from torch import Tensor, nn
 
 from ..criterion import SetCriterion, num_boxes_across_workers
 from ..layers import MLP, inverse_sigmoid, sine_embed_points
-from ..layers.denoising import DenoisingGroups, build_denoising_groups, dino_num_groups
+from ..layers.denoising import DenoisingGroups, build_denoising_groups, denoising_num_groups
 from ..layers.query_selection import encoder_proposals, gather_tokens, select_topk, selection_scores
 from .base import DecoderOutput, EncoderOutput, QueryInit
 from .deformable_detr import DeformableDecoderLayer, DeformableEncoder, MultiScaleDeformableDETR
@@ -151,7 +151,8 @@ class DINO(MultiScaleDeformableDETR):
         encoder: a :class:`~.deformable_detr.DeformableEncoder`; decoder: a :class:`DINODecoder`.
         num_denoising: denoising queries per batch (DINO: 100; 0 turns denoising off and builds no
             ``label_enc``); split into
-            ``num_denoising // (2 * max_gt)`` groups (:func:`~..layers.denoising.dino_num_groups`).
+            ``num_denoising // max_gt`` groups of ``2 * max_gt`` queries, as DINO's release and detrex
+            (:func:`~..layers.denoising.denoising_num_groups`).
         label_noise_ratio, box_noise_scale: of the denoising groups (0.5, 1.0).
         position_offset, position_temperature: of the feature-map sine embedding (-0.5, 10000).
         norm_groups: GroupNorm groups of the input projections (32).
@@ -252,7 +253,7 @@ class DINO(MultiScaleDeformableDETR):
             return None
         max_gt = max((len(t["labels"]) for t in targets), default=0)
         return build_denoising_groups(targets, self.num_classes, self.num_queries,
-                                      dino_num_groups(self.num_denoising, max_gt),
+                                      denoising_num_groups(self.num_denoising, max_gt),
                                       self.label_noise_ratio, self.box_noise_scale)
 
     def forward_train(self, images: ImageList, targets: list[dict]) -> dict[str, Tensor]:

@@ -83,7 +83,7 @@ from torch.nn import functional as F
 
 from ..criterion import SetCriterion, box_losses, flatten_indices, num_boxes_across_workers
 from ..layers import MLP, MultiheadAttention, MultiScaleDeformableAttention, box_cxcywh_to_xyxy, box_iou, inverse_sigmoid
-from ..layers.denoising import build_denoising_groups, rtdetr_num_groups
+from ..layers.denoising import build_denoising_groups, denoising_num_groups
 from ..layers.query_selection import encoder_proposals, gather_tokens, select_topk, selection_scores
 from ..matching import HungarianMatcher
 from .base import DecoderOutput, DETRDetector, EncoderOutput, QueryInit
@@ -544,7 +544,7 @@ class RTDETR(DETRDetector):
     def _forward_train_denoising(self, encoded: EncoderOutput, queries: QueryInit, targets: list[dict]):
         max_gt = max(len(t["labels"]) for t in targets)
         groups = build_denoising_groups(targets, self.num_classes, self.num_queries,
-                                        rtdetr_num_groups(self.num_denoising, max_gt),
+                                        denoising_num_groups(self.num_denoising, max_gt),
                                         label_noise_ratio=self.label_noise_ratio, box_noise_scale=self.box_noise_scale)
         if groups is None:   # no target box in the batch: nothing to denoise
             decoded = self.decode(encoded, queries)

@@ -8,8 +8,7 @@ box and its class) and a **negative** copy (corners moved by ``[1, 2)`` x that: 
 
 API (all coordinates are normalised cxcywh, by each image's un-padded size)::
 
-    num_groups = dino_num_groups(num_denoising, max_gt)       # DINO: about num_denoising queries in all
-    num_groups = rtdetr_num_groups(num_denoising, max_gt)     # RT-DETR: num_denoising // max_gt groups
+    num_groups = denoising_num_groups(num_denoising, max_gt)  # DINO and RT-DETR: num_denoising // max_gt
     groups = build_denoising_groups(targets, num_classes, num_queries, num_groups,
                                     label_noise_ratio=0.5, box_noise_scale=1.0, generator=None)
     content = groups.embed_labels(label_embedding)            # (B, Q_dn, d); the caller owns the embedding
@@ -48,18 +47,21 @@ __all__ = [
     "DenoisingGroups",
     "build_denoising_groups",
     "denoising_attn_mask",
-    "dino_num_groups",
-    "rtdetr_num_groups",
+    "denoising_num_groups",
 ]
 
 
-def dino_num_groups(num_denoising: int, max_gt: int) -> int:
-    """DINO (detrex): ``num_denoising // (2 * max_gt)`` groups (at least 1): about ``num_denoising`` queries."""
-    return max(1, num_denoising // max(1, 2 * max_gt))
+def denoising_num_groups(num_denoising: int, max_gt: int) -> int:
+    """``num_denoising // max_gt`` groups (at least 1), i.e. about ``2 * num_denoising`` denoising queries
+    (a positive and a negative copy of every box per group).
 
-
-def rtdetr_num_groups(num_denoising: int, max_gt: int) -> int:
-    """RT-DETR release: ``num_denoising // max_gt`` groups (at least 1): about ``2 * num_denoising`` queries."""
+    This is the releases' rule. DINO's release and detrex first double ``dn_number`` (positive and
+    negative queries) and then divide by twice the largest ground-truth count: ``(2 * 100) // (2 * 10)``
+    = 10 groups = 200 queries for dn_number = 100 and 10 boxes. RT-DETR's release divides
+    ``num_denoising`` by the largest count directly, which is the same number. (DINO's release skips the
+    division when ``2 * dn_number < 100``; its configs never do that and detrex does not either, so that
+    branch is not reproduced.)
+    """
     return max(1, num_denoising // max(1, max_gt))
 
 
@@ -127,7 +129,7 @@ def build_denoising_groups(targets: list[dict], num_classes: int, num_queries: i
         targets: B dicts with "labels" (T_b,) int64 in [0, num_classes) and "boxes" (T_b, 4) normalised cxcywh.
         num_classes: noised labels are drawn uniformly from [0, num_classes).
         num_queries: N matching queries decoded after the denoising ones (for the attention mask).
-        num_groups: groups of 2 * max_gt queries (:func:`dino_num_groups` / :func:`rtdetr_num_groups`).
+        num_groups: groups of 2 * max_gt queries (:func:`denoising_num_groups`).
         label_noise_ratio: a label is replaced by a uniformly drawn class with probability ratio / 2 (<= 0: off).
         box_noise_scale: each corner (x0, y0, x1, y1) moves by ``u * scale * (w/2 or h/2)`` with a random sign,
             ``u ~ U[0, 1)`` for positives and ``U[1, 2)`` for negatives; boxes are clipped to [0, 1] (<= 0: off).

@@ -20,6 +20,7 @@ import logging
 
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import roi_align
@@ -36,7 +37,10 @@ __all__ = ["DisCoDETR", "EncoderConsistencyHead"]
 
 logger = logging.getLogger(__name__)
 
-FUSIONS = ("mlp", "add", "add_first_proposal")
+FUSIONS = ("add", "add_first_proposal")
+#: The query assignment's health is checked from this iteration on (before it, DMOQF's groups and the
+#: loss matching are both still at their random start).
+HEALTH_WARMUP_ITERS = 20
 
 
 class EncoderConsistencyHead(nn.Module):
@@ -82,25 +86,34 @@ class DisCoDETR(nn.Module):
             features (global average pool), concatenated over levels.
         use_dmoqf: distance-aware matching (True) or Siamese DETR's fixed groups (False).
         fusion: how the other view's object feature z enters the query field the detector
-            names (``fusion_target``): "mlp" (paper eq. 3: MLP(q + z)), "add" (q + z: Siamese
-            DETR and the DisCo release), or "add_first_proposal" (the DisCo release's
-            indexing bug: every query gets proposal 0's feature; only for studying it).
+            names (``fusion_target``): "add" (q + z, then the detector's own layers: eq. 3
+            ``f_q(MLP(z + phi_q))`` with the detector's own reference head as MLP and its query
+            projection as f_q; Siamese DETR and the DisCo release do the same), or
+            "add_first_proposal" (the DisCo release's indexing bug: every query gets proposal
+            0's feature; only for studying it). Nothing outside the detector sits between the
+            sum and the detector's layers. (An earlier default, "mlp", put a fresh 2-layer MLP
+            there: transfer dropped it, the fused references collapsed to the image centre and
+            the loss-matched query of box k fell in k's DMOQF group at chance level; removed.)
         loss weights: ``weight_loc`` (lambda_2), ``weight_rec`` (lambda_0), ``weight_enc``
             (lambda_1), ``weight_contrast`` (lambda_3). A weight of 0 removes the loss and
             its head.
         cld_projector / cld_predictor: the Table 4 ablations of CLD.
         enc_hidden: hidden width of the L_enc projector/predictor (256 in the release).
+        health_period: every K iterations (and at the first) log the pre-training health
+            metrics (:meth:`health_metrics`) to the event storage (metrics.json / TensorBoard);
+            0 turns them off. They reuse tensors of the step: no extra forward pass.
         require_backbone_weights: the trainer refuses to start when ``train.init_checkpoint``
             does not provide the frozen backbone's weights (False only to pre-train against a
             random backbone on purpose, e.g. in tests).
     """
 
     def __init__(self, *, detector: DETRDetector, feature_levels: tuple[str, ...] = ("res5",), use_dmoqf: bool = True,
-                 fusion: str = "mlp", weight_loc: float = 1.0, weight_rec: float = 5.0, weight_enc: float = 10.0,
+                 fusion: str = "add", weight_loc: float = 1.0, weight_rec: float = 5.0, weight_enc: float = 10.0,
                  weight_contrast: float = 2.0, cld_projector: bool = True, cld_predictor: bool = True,
                  box_jitter: float = 0.1, no_object_weight: float = 0.1, cost_class: float = 1.0,
                  cost_bbox: float = 5.0, cost_giou: float = 2.0, loss_bbox: float = 5.0, loss_giou: float = 2.0,
-                 loss_class: float = 1.0, enc_hidden: int = 256, require_backbone_weights: bool = True):
+                 loss_class: float = 1.0, enc_hidden: int = 256, health_period: int = 10,
+                 require_backbone_weights: bool = True):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
@@ -128,13 +141,20 @@ class DisCoDETR(nn.Module):
         self.matcher = HungarianMatcher(cost_class, cost_bbox, cost_giou, class_cost="objectness")
 
         self.object_proj = nn.Linear(self.feature_dim, d)
-        self.fusion_mlp = MLP(d, d, d, 2) if fusion == "mlp" else None
         self.rec_head = MLP(d, d, self.feature_dim, 2) if weight_rec > 0 else None
         self.enc_head = EncoderConsistencyHead(d, enc_hidden) if weight_enc > 0 else None
         self.cld = CLDHeads(d, cld_projector, cld_predictor) if weight_contrast > 0 else None
         if self.cld is not None:
             logger.info("CLD heads (f_proj=%s, f_pred=%s): %s parameters", cld_projector, cld_predictor,
                         f"{sum(p.numel() for p in self.cld.parameters()):,}")
+        if health_period < 0:
+            raise ValueError(f"health_period must be >= 0, got {health_period}")
+        self.health_period = health_period
+        # the bare reference centres at the run's first step (NaN until then; kept in checkpoints so a
+        # resumed run measures displacement from the same start); learned-query variants only
+        self.register_buffer("health_start_reference", torch.full((detector.num_queries, 2), float("nan")))
+        self._agreement_history: list[tuple[float, float]] = []
+        self._warned_agreement = False
         trainable_backbone = [n for n, p in detector.backbone.named_parameters() if p.requires_grad]
         if trainable_backbone:
             raise ValueError(f"The backbone must be frozen in pre-training; trainable: {trainable_backbone[:3]} ...")
@@ -189,10 +209,77 @@ class DisCoDETR(nn.Module):
             owner = torch.zeros_like(owner)
         fused = torch.gather(object_features, 1, owner[..., None].expand(-1, -1, object_features.shape[-1]))
         target = self.detector.fusion_target
-        value = getattr(queries, target) + fused
-        if self.fusion_mlp is not None:
-            value = self.fusion_mlp(value)
-        return queries.replace(**{target: value})
+        return queries.replace(**{target: getattr(queries, target) + fused})
+
+    # ---- health of the pre-training ----------------------------------------------------------
+    @torch.no_grad()
+    def health_metrics(self, bare: QueryInit, used_references: Tensor, owner: Tensor, indices) -> dict[str, float]:
+        """What shows that DMOQF's groups reach the decoder, for one step (all distances in normalised
+        image units).
+
+        Args:
+            bare: the detector's initial queries before fusion; ``bare.reference[..., :2]`` (M, N, 2)
+                are the centres DMOQF matched proposals to.
+            used_references: (L, M, N, 2|4) the references each decoder layer used (``DecoderOutput``).
+            owner: (M, N) the proposal each query belongs to (DMOQF's groups, or Siamese DETR's fixed ones).
+            indices: the last layer's loss matching, per image ``(query_ids, box_ids)``.
+
+        Returns ``group_agreement``: the share of last-layer loss-matched queries that belong to
+        their box's group; ``group_agreement_chance``: what random queries would give (each box's
+        group size / N, averaged over the matched boxes: 1/n for equal groups);
+        ``reference_offset``: mean L2 distance between the references the decoder used (every
+        layer) and the bare references; ``reference_spread``: the bare reference centres'
+        standard deviation over queries (mean of x and y, averaged over images); and, for
+        learned queries (the same references for every image), ``reference_displacement``: mean
+        L2 distance of the bare centres from where they were at the run's first step.
+        """
+        bare_xy = bare.reference[..., :2].float()
+        num_queries = owner.shape[1]
+        hits, chance, matched = 0.0, 0.0, 0
+        for i, (q, t) in enumerate(indices):
+            q, t = q.to(owner.device), t.to(owner.device)
+            hits += (owner[i, q] == t).sum().item()
+            group_size = (owner[i][None] == t[:, None]).sum(1).float()
+            chance += (group_size / num_queries).sum().item()
+            matched += len(q)
+        offset = (used_references[..., :2].float() - bare_xy[None]).norm(dim=-1).mean()
+        out = {"group_agreement": hits / max(matched, 1), "group_agreement_chance": chance / max(matched, 1),
+               "reference_offset": offset.item(), "reference_spread": bare_xy.std(1).mean().item()}
+        if not self.detector.references_depend_on_image:
+            if torch.isnan(self.health_start_reference).any():
+                self.health_start_reference.copy_(bare_xy[0])
+            out["reference_displacement"] = (bare_xy[0] - self.health_start_reference).norm(dim=-1).mean().item()
+        return out
+
+    def log_health(self, bare: QueryInit, used_references: Tensor, owner: Tensor, indices) -> None:
+        """Every ``health_period`` iterations (and at the first) inside a trainer: put the
+        :meth:`health_metrics` into detectron2's event storage as ``pretrain_health/<name>``, and warn
+        once when the group agreement sits at chance with DMOQF on (mean of the last three values
+        from iteration :data:`HEALTH_WARMUP_ITERS` on, at most 1.25 x chance)."""
+        if self.health_period == 0:
+            return
+        try:
+            storage = get_event_storage()
+        except AssertionError:  # outside a trainer (tests, tools)
+            return
+        it = storage.iter
+        if it != 0 and (it + 1) % self.health_period:
+            return
+        metrics = self.health_metrics(bare, used_references, owner, indices)
+        for name, value in metrics.items():
+            storage.put_scalar(f"pretrain_health/{name}", value, smoothing_hint=False)
+        if not self.use_dmoqf or it < HEALTH_WARMUP_ITERS or self._warned_agreement:
+            return
+        self._agreement_history.append((metrics["group_agreement"], metrics["group_agreement_chance"]))
+        recent = self._agreement_history[-3:]
+        agreement, chance = (sum(v) / len(recent) for v in zip(*recent))
+        if len(recent) == 3 and agreement <= 1.25 * chance:
+            self._warned_agreement = True
+            logger.warning(
+                "DMOQF looks inert: at iteration %d the decoder's loss-matched queries fall in their box's DMOQF "
+                "group %.3f of the time, chance %.3f (mean of the last three health logs). The groups DMOQF forms "
+                "do not reach the decoder; check that nothing sits between the fused queries and the detector's "
+                "own layers (README: pre-training health).", it, agreement, chance)
 
     # ---- losses -----------------------------------------------------------------------------
     def loc_losses(self, logits: Tensor, boxes: Tensor, targets: Tensor, indices) -> dict[str, Tensor]:
@@ -267,6 +354,8 @@ class DisCoDETR(nn.Module):
         for layer in range(num_layers):
             suffix = "" if layer == num_layers - 1 else f"_{layer}"
             indices = self.matcher(logits[layer], pred_boxes[layer], target_list)
+            if layer == num_layers - 1:
+                self.log_health(queries, decoded.references, owner, indices)
             if self.weights["loc"] > 0:
                 for name, value in self.loc_losses(logits[layer], pred_boxes[layer], targets, indices).items():
                     losses[f"loss_loc_{name}{suffix}"] = self.weights["loc"] * self.loc_weights[name] * value
