@@ -134,3 +134,82 @@ def test_kill_and_resume_with_ema_gives_identical_weights(demo_root, tmp_path):
     ckpt = torch.load(f"{out}/model_0000002.pth", map_location="cpu", weights_only=True)
     ema_state = ckpt["trainer"]["hooks"]["EMAHook"]["module"]
     assert any(not torch.equal(ckpt["model"][k], ema_state[k]) for k in ema_state if ema_state[k].is_floating_point())
+
+
+# ---- preemption-safe checkpoints ------------------------------------------------------------------------
+class _Signal(HookBase):
+    """Sends this process a real signal during iteration ``at_iter`` (as a cluster would before a kill)."""
+
+    def __init__(self, at_iter, signum):
+        self.at_iter, self.signum = at_iter, signum
+
+    def before_step(self):
+        if self.trainer.iter == self.at_iter:
+            import os
+
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR1"])
+def test_signal_saves_stops_and_resume_is_bit_exact(demo_root, tmp_path, signame):
+    import os
+    import signal
+
+    from disco_detr.engine.preemption import TrainingStopped
+
+    extra = ["train.max_iter=6", "train.checkpointer.period=100", "train.eval_period=0",
+             "dataloader.test.dataset.names=disco_demo_val"]
+    ref = Trainer(tiny_config(str(tmp_path / "ref"), *extra))
+    ref.resume_or_load(resume=False)
+    ref.train()
+
+    out = str(tmp_path / "stopped")
+    stopped = Trainer(tiny_config(out, *extra))
+    stopped.register_hooks([_Signal(at_iter=3, signum=getattr(signal, signame))])
+    stopped.resume_or_load(resume=False)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingStopped, match=f"Received {signame}: saved model_0000003.pth after iteration 3") as e:
+        stopped.train()
+    assert e.value.code == 128 + getattr(signal, signame)
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are put back
+    assert open(os.path.join(out, "last_checkpoint")).read() == "model_0000003.pth"
+    assert not os.path.exists(os.path.join(out, "model_final.pth"))
+    resumed = Trainer(tiny_config(out, *extra))
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 4
+    resumed.train()
+    expected, got = _final_weights(str(tmp_path / "ref")), _final_weights(out)
+    differing = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not differing, f"resumed weights differ from the uninterrupted run: {differing[:5]}"
+
+
+def test_resume_skips_a_truncated_checkpoint_and_names_it(demo_root, tmp_path, caplog):
+    import os
+
+    from disco_detr.checkpoint.checkpointer import UnreadableCheckpoint
+
+    out = str(tmp_path / "run")
+    extra = ["train.max_iter=4", "train.checkpointer.period=2", "train.eval_period=0",
+             "dataloader.test.dataset.names=disco_demo_val"]
+    first = Trainer(tiny_config(out, *extra))
+    first.resume_or_load(resume=False)
+    first.train()
+    assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == ["model_0000001.pth", "model_0000003.pth",
+                                                                      "model_final.pth"]
+    assert not [f for f in os.listdir(out) if ".tmp" in f]  # atomic writes leave no temporary file
+    final = os.path.join(out, "model_final.pth")
+    with open(final, "r+b") as f:  # what a kill during a plain write would have left
+        f.truncate(os.path.getsize(final) // 2)
+    os.utime(final, (2e9, 2e9))  # still the newest file
+    resumed = Trainer(tiny_config(out, *extra))
+    with caplog.at_level("WARNING"):
+        resumed.resume_or_load(resume=True)
+    assert "Cannot resume from" in caplog.text and "model_final.pth" in caplog.text
+    assert resumed.start_iter == 4  # model_0000003.pth: the newest one that loads
+    for name in ("model_0000001.pth", "model_0000003.pth"):
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(b"not a checkpoint")
+    with pytest.raises(UnreadableCheckpoint, match="no checkpoint in .* can be read") as e:
+        Trainer(tiny_config(out, *extra)).resume_or_load(resume=True)
+    for name in ("model_final.pth", "model_0000001.pth", "model_0000003.pth"):
+        assert name in str(e.value)

@@ -6,9 +6,16 @@ save next to the weights). We keep the safe default on purpose and turn the refu
 error that names the file and the opt-in (``train.checkpoint_allow_pickle=True``, only for
 files you trust). Checkpoints written by this project hold tensors, numbers and dicts only
 and always load safely.
+
+Checkpoints are never half-written: each is written to a temporary file in the same folder,
+flushed and fsynced, then renamed over its name (and ``last_checkpoint`` the same way), so a
+kill at any moment leaves either the old file or the new one. ``--resume`` survives a damaged
+file all the same (one copied half, a full disk): a checkpoint that cannot be read is reported
+by name and the newest one that reads is used; when none does, the error lists them.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import pickle
@@ -20,7 +27,38 @@ from torch import nn
 
 from ..model_zoo import check_against_model, conversion_report, is_zoo_path, resolve_for_load
 
-__all__ = ["DisCoCheckpointer", "pretrained_to_finetune", "TRANSFER_DROP", "TRANSFER_MISMATCH_POLICIES"]
+__all__ = ["DisCoCheckpointer", "UnreadableCheckpoint", "atomic_write", "pretrained_to_finetune", "TRANSFER_DROP",
+           "TRANSFER_MISMATCH_POLICIES"]
+
+
+class UnreadableCheckpoint(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, corrupt, not a torch file)."""
+
+
+def atomic_write(path: str, write) -> None:
+    """Call ``write(f)`` on a temporary binary file beside ``path``, flush and fsync it, then rename it
+    over ``path`` (atomic on POSIX file systems): readers see the old file or the complete new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    try:  # the rename itself survives a crash once the folder entry is on disk
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 #: Modules of a pre-trained detector that fine-tuning does not take over, unless the
@@ -75,6 +113,57 @@ class DisCoCheckpointer(DetectionCheckpointer):
         self.transfer_mismatch = transfer_mismatch
         self._source = ""
         self._zoo_conversion = None
+
+    # ---- writing: never half-written ----------------------------------------------------------
+    def save(self, name: str, **kwargs) -> None:
+        """detectron2's ``save`` (model, checkpointables, ``kwargs``) written atomically (:func:`atomic_write`)."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict(), **{k: v.state_dict() for k, v in self.checkpointables.items()},
+                **kwargs}
+        basename = f"{name}.pth"
+        path = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", path)
+        PathManager.mkdirs(self.save_dir)
+        atomic_write(path, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
+                     lambda f: f.write(last_filename_basename.encode()))
+
+    # ---- resuming: the newest checkpoint that reads -------------------------------------------
+    def resume_candidates(self) -> list[str]:
+        """The checkpoint ``last_checkpoint`` names, then every other ``*.pth`` of the output folder,
+        newest first (by modification time)."""
+        tagged = self.get_checkpoint_file()
+        others = [p for p in glob.glob(os.path.join(self.save_dir, "*.pth")) if os.path.abspath(p) != os.path.abspath(tagged)]
+        others.sort(key=lambda p: (os.path.getmtime(p), p), reverse=True)
+        return ([tagged] if tagged else []) + others
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
+        """As detectron2's, except that with ``resume`` a checkpoint that cannot be read is reported and
+        the next newest one is tried; when none reads, the error lists every one with its reason."""
+        if not (resume and self.has_checkpoint()):
+            return self.load(path, checkpointables=[])
+        failures = []
+        for candidate in self.resume_candidates():
+            if not os.path.isfile(candidate):
+                failures.append(f"{candidate}: missing")
+                continue
+            try:
+                checkpoint = self.load(candidate)
+            except UnreadableCheckpoint as e:
+                self._parsed_url_during_load = None  # detectron2's load resets it only when it returns
+                self.logger.warning("Cannot resume from %s (%s); trying the next newest checkpoint.", candidate, e)
+                failures.append(f"{candidate}: {e}")
+                continue
+            if failures:
+                self.logger.warning("Resumed from %s, the newest checkpoint that loads.", candidate)
+            return checkpoint
+        raise UnreadableCheckpoint(
+            f"--resume: no checkpoint in {self.save_dir} can be read:\n  " + "\n  ".join(failures or ["(none found)"])
+            + "\nRemove the damaged files, or start without --resume.")
 
     def load(self, path: str, *args, **kwargs):
         """``path`` may be ``zoo://<name>``: downloaded, converted and cached by :mod:`disco_detr.model_zoo`
@@ -162,10 +251,16 @@ class DisCoCheckpointer(DetectionCheckpointer):
             try:
                 return torch.load(fh, map_location=torch.device("cpu"), weights_only=not self.allow_pickle)
             except pickle.UnpicklingError as e:
-                reason = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line),
-                              str(e).splitlines()[0])
+                if "Unsupported global" not in str(e):  # not refused Python objects: a damaged or foreign file
+                    detail = next((line.strip() for line in str(e).splitlines() if "Unsupported" in line),
+                                  (str(e).splitlines() or [""])[0])
+                    raise UnreadableCheckpoint(f"{f} cannot be read, not a torch checkpoint ({detail})") from e
+                reason = next(line.strip() for line in str(e).splitlines() if "Unsupported global" in line)
                 raise pickle.UnpicklingError(
                     f"Checkpoint {f!r} holds Python objects that torch refuses to unpickle with "
                     f"weights_only=True ({reason}). If you trust this file, set "
                     "train.checkpoint_allow_pickle=True."
                 ) from e
+            except Exception as e:  # truncated zip, empty file, garbage: torch raises RuntimeError, OSError, EOFError, ...
+                first = (str(e).splitlines() or [""])[0]
+                raise UnreadableCheckpoint(f"{f} cannot be read, truncated or corrupt ({type(e).__name__}: {first})") from e

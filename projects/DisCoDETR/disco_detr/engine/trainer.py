@@ -24,6 +24,7 @@ from ..analysis.hooks import build_analysis_hooks
 from ..checkpoint import DisCoCheckpointer
 from ..data.build import _mix, set_loader_start
 from .ema import EMAHook, ModelEMA
+from .preemption import StopOnSignal
 
 __all__ = ["Trainer", "DETRTrainLoop", "resolve_device", "TRAIN_KEYS"]
 
@@ -215,6 +216,7 @@ class Trainer(DefaultTrainer):
         ret.extend(build_analysis_hooks(cfg))  # train.analysis (off by default); before the writer
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.train.log_period))
+        ret.append(StopOnSignal(self.checkpointer))  # last: SIGTERM / SIGUSR1 save and stop after the step
         return ret
 
     def _evaluate(self):
