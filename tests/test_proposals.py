@@ -322,3 +322,54 @@ def test_cli_refuses_mismatched_store(image_folder, tmp_path, capsys):
     assert "image_root" in capsys.readouterr().err
     with ProposalStore(str(out)) as store:
         assert len(store) == 1 and store.meta["method"] == "edgeboxes"
+
+
+def test_two_shards_merged_equal_one_unsharded_run(image_folder, tmp_path, capsys):
+    from disco_detr.data.proposals import shard_of
+
+    spec = importlib.util.spec_from_file_location(
+        "merge_proposals", os.path.join(os.path.dirname(generate_proposals.__file__), "merge_proposals.py"))
+    merge_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge_tool)
+
+    (image_folder / "more").mkdir()
+    for i in range(6):  # 11 images in all: both shards of 2 get some
+        (image_folder / "more" / f"m{i}.jpg").write_bytes((image_folder / "a.jpg").read_bytes())
+    assert run_cli(image_folder, tmp_path / "all.sqlite") == 0
+    shards = [tmp_path / f"shard{i}.sqlite" for i in range(2)]
+    for i, path in enumerate(shards):
+        assert run_cli(image_folder, path, "--shard", f"{i}/2") == 0
+    with ProposalStore(str(tmp_path / "all.sqlite")) as full:
+        keys = list(full.keys())
+        for i, path in enumerate(shards):  # each shard holds exactly its files, by file name
+            with ProposalStore(str(path)) as store:
+                assert list(store.keys()) == [k for k in keys if shard_of(k, 2) == i] and len(store) > 0
+                assert store.meta["shard"] == f"{i}/2"
+    # merge in the "wrong" order: the result does not depend on it
+    assert merge_tool.main(["--out", str(tmp_path / "merged.sqlite"), str(shards[1]), str(shards[0])]) == 0
+    assert "merged 11 entries from 2 stores" in capsys.readouterr().out
+    with ProposalStore(str(tmp_path / "all.sqlite")) as full, ProposalStore(str(tmp_path / "merged.sqlite")) as merged:
+        assert list(merged.keys()) == keys
+        for key in keys:
+            assert_same(merged[key], full[key])
+        assert {k: merged.meta[k] for k in ("method", "max_boxes", "image_root")} == \
+            {k: full.meta[k] for k in ("method", "max_boxes", "image_root")}
+        assert "shard" not in merged.meta
+    # a missing shard, a shard twice, a store made with other settings: refused, naming the stores
+    with pytest.raises(SystemExit):
+        merge_tool.main(["--out", str(tmp_path / "partial.sqlite"), str(shards[0])])
+    assert "not all shards of one run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        merge_tool.main(["--out", str(tmp_path / "merged.sqlite"), str(shards[0]), str(shards[1])])
+    assert "already has" in capsys.readouterr().err
+    assert run_cli(image_folder, tmp_path / "other.sqlite", "--max-boxes", "7") == 0
+    with pytest.raises(SystemExit):
+        merge_tool.main(["--out", str(tmp_path / "x.sqlite"), str(tmp_path / "all.sqlite"), str(tmp_path / "other.sqlite")])
+    assert "other.sqlite was made with other settings" in capsys.readouterr().err
+    # a shard store cannot be continued as another shard, or unsharded
+    with pytest.raises(SystemExit):
+        run_cli(image_folder, shards[0], "--shard", "1/2")
+    with pytest.raises(SystemExit):
+        run_cli(image_folder, shards[0])
+    with pytest.raises(SystemExit):
+        run_cli(image_folder, tmp_path / "bad.sqlite", "--shard", "2/2")

@@ -10,7 +10,17 @@ stored under its path relative to --images with "/" separators. The run is resum
 images already in the store are skipped, and results are committed every --commit-every
 images, so a killed run loses at most the images in flight. Unreadable images are
 logged and skipped (not stored). An existing store made with another method, max_boxes,
-edge detector or image root is refused.
+edge detector, image root or shard is refused.
+
+Across machines: ``--shard I/N`` processes the images whose file name falls in shard I of N
+(CRC-32 of the path relative to --images, so every machine, a rerun and a resumed shard
+take the same files) into its own store; ``tools/merge_proposals.py`` joins the N stores
+into one. A SLURM array, one shard per task:
+
+    sbatch --array=0-15 --cpus-per-task=8 --wrap "python tools/generate_proposals.py \
+        --images /data/imagenet/train --shard \\$SLURM_ARRAY_TASK_ID/16 \
+        --out /data/proposals/train.shard\\$SLURM_ARRAY_TASK_ID.sqlite --workers 8"
+    python tools/merge_proposals.py --out /data/proposals/train.sqlite /data/proposals/train.shard*.sqlite
 """
 
 from __future__ import annotations
@@ -26,7 +36,14 @@ import cv2
 from tqdm import tqdm
 
 from disco_detr.data.pretrain_datasets import list_images
-from disco_detr.data.proposals import FORMAT_VERSION, METHODS, ProposalStore, proposals_for_file
+from disco_detr.data.proposals import (
+    FORMAT_VERSION,
+    METHODS,
+    ProposalStore,
+    parse_shard,
+    proposals_for_file,
+    shard_of,
+)
 
 logger = logging.getLogger("generate_proposals")
 
@@ -79,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="OpenCV structured-edge model (model.yml.gz) for EdgeBoxes; default: gradient edges")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images (sorted order)")
     parser.add_argument("--commit-every", type=int, default=64, help="images per committed batch")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="only shard I of N of the images (by file name); merge the N stores with "
+                             "tools/merge_proposals.py")
     return parser
 
 
@@ -102,9 +122,17 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.isfile(args.sed_model):
             parser.error(f"--sed-model {args.sed_model!r} does not exist")
     sed_model = os.path.abspath(args.sed_model) if args.sed_model else None
+    shard = None
+    if args.shard is not None:
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError as e:
+            parser.error(f"--shard: {e}")
 
     wanted = {"method": args.method, "max_boxes": str(args.max_boxes), "format_version": FORMAT_VERSION,
               "image_root": image_root, "edges": _edges_name(args.method, sed_model)}
+    if shard is not None:
+        wanted["shard"] = f"{shard[0]}/{shard[1]}"
     store = ProposalStore(args.out, mode="a")
     try:
         problem = _check_meta(store, wanted)
@@ -112,9 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(problem)
         store.update_meta({**wanted, "image_root": store.meta.get("image_root", image_root)})
 
+        if "shard" in store.meta and shard is None:
+            parser.error(f"{args.out} holds shard {store.meta['shard']} of a sharded run; pass --shard "
+                         f"{store.meta['shard']} to continue it, or use another --out")
         keys = list_images(image_root)
         if args.limit is not None:
             keys = keys[: max(args.limit, 0)]
+        if shard is not None:
+            keys = [k for k in keys if shard_of(k, shard[1]) == shard[0]]
         existing = set(store.keys())
         todo = [k for k in keys if k not in existing]
         skipped = len(keys) - len(todo)

@@ -36,6 +36,7 @@ import os
 import sqlite3
 import threading
 import urllib.parse
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -48,6 +49,9 @@ __all__ = [
     "METHODS",
     "Proposals",
     "ProposalStore",
+    "merge_stores",
+    "parse_shard",
+    "shard_of",
     "compute_proposals",
     "edge_boxes",
     "edge_map",
@@ -99,6 +103,81 @@ def image_key(path: str, image_root: str) -> str:
     if rel == os.curdir or rel.startswith(os.pardir + os.sep) or rel == os.pardir:
         raise ValueError(f"{path!r} is not inside the image root {image_root!r}")
     return rel.replace(os.sep, "/")
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    """The shard (0..num_shards-1) of a store key: CRC-32 of its UTF-8 bytes modulo ``num_shards``.
+    A function of the file name only, so every machine, a rerun and a resumed shard agree."""
+    return zlib.crc32(key.encode("utf-8")) % num_shards
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 0 <= I < N; a clear ValueError otherwise."""
+    try:
+        index, total = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard must be I/N (e.g. 0/8), got {text!r}") from None
+    if not 0 <= index < total:
+        raise ValueError(f"shard {text!r}: I must be in 0..N-1")
+    return index, total
+
+
+#: Store metadata that every shard of one image set must share.
+SHARED_META = ("method", "max_boxes", "format_version", "image_root", "edges")
+
+
+def merge_stores(out: str, shards: list[str], *, progress=None) -> dict[str, int]:
+    """Copy the entries of the shard stores ``shards`` into the store ``out`` (created if missing).
+
+    Shards must share :data:`SHARED_META` (with ``out`` too, if it has any) and must not hold a key
+    twice; when they carry ``shard`` metadata ("I/N", written by ``generate_proposals.py --shard``)
+    they must be all N shards of one run, each once. Rows are copied inside SQLite (ATTACH),
+    one transaction per shard. Returns {shard path: entries copied}; ``progress(path)`` is called
+    after each shard."""
+    if not shards:
+        raise ValueError("no shard stores to merge")
+    metas = {path: ProposalStore(path).meta for path in shards}
+    first = metas[shards[0]]
+    for path, meta in metas.items():
+        diff = [f"{k}: {meta.get(k)!r} vs {first.get(k)!r}" for k in SHARED_META if meta.get(k) != first.get(k)]
+        if diff:
+            raise ValueError(f"{path} was made with other settings than {shards[0]} ({'; '.join(diff)})")
+    labels = [meta.get("shard") for meta in metas.values()]
+    if any(labels):
+        parsed = [parse_shard(label) if label else None for label in labels]
+        totals = {p[1] for p in parsed if p}
+        indices = sorted(p[0] for p in parsed if p)
+        if None in parsed or len(totals) != 1 or indices != list(range(next(iter(totals)))):
+            raise ValueError(f"the stores are not all shards of one run, each once: {dict(zip(shards, labels))}")
+    target = ProposalStore(out, mode="a")
+    copied = {}
+    try:
+        have = target.meta
+        diff = [f"{k}: {have[k]!r} vs {first.get(k)!r}" for k in SHARED_META if k in have and have[k] != first.get(k)]
+        if diff:
+            raise ValueError(f"{out} was made with other settings than the shards ({'; '.join(diff)})")
+        target.update_meta({k: first[k] for k in SHARED_META if k in first})
+        with target._guard():
+            conn = target._connection()
+            for path in shards:
+                conn.execute("ATTACH DATABASE ? AS shard", (os.path.abspath(path),))  # only read below
+                try:
+                    clash = conn.execute("SELECT key FROM shard.proposals WHERE key IN "
+                                         "(SELECT key FROM main.proposals) LIMIT 1").fetchone()
+                    if clash:
+                        raise ValueError(f"{path} holds {clash[0]!r}, which {out} already has (overlapping shards?)")
+                    with conn:
+                        cursor = conn.execute("INSERT INTO main.proposals (key, height, width, boxes, scores, "
+                                              "fallback) SELECT key, height, width, boxes, scores, fallback "
+                                              "FROM shard.proposals")
+                    copied[path] = cursor.rowcount
+                finally:
+                    conn.execute("DETACH DATABASE shard")
+                if progress is not None:
+                    progress(path)
+    finally:
+        target.close()
+    return copied
 
 
 _SCHEMA = (
