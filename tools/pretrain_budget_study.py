@@ -202,6 +202,7 @@ def print_table(study: dict, metric: str) -> None:
         f"Fine-tuning {metric} ({study['finetune_iters']} iterations)"
     print(f"\n{what} by pre-training budget; seeds {', '.join(seeds)}; mean +- std over seeds, then each seed")
     print(f"| {'start':<13} | {'budget':>6} | {'mean':>6} | {'std':>5} | " + " | ".join(f"s{s:>5}" for s in seeds) + " |")
+    print("|---|---|---|---|" + "---|" * len(seeds))  # a Markdown table
     rows = [] if health or "none" not in res else [("none", "-", [res["none"][s][metric] for s in seeds])]
     for b in study["budgets"]:
         for start in (s for s in study["starts"] if s != "none"):
