@@ -154,7 +154,7 @@ def test_pretraining_kill_and_resume_is_bit_exact(demo_proposals, tmp_path):
     """DisCo pre-training with the colour augmentation and crops on the training device (the paper
     config's pipeline: parameters drawn in the workers from each sample's seed): a run killed in
     iteration 3 and resumed from its checkpoint after iteration 2 ends with the uninterrupted run's weights."""
-    from test_trainer import _Crash, _final_weights
+    from test_trainer import _Crash, assert_same_final_weights
 
     from disco_detr.engine import Trainer
 
@@ -173,9 +173,7 @@ def test_pretraining_kill_and_resume_is_bit_exact(demo_proposals, tmp_path):
     resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 2
     resumed.train()
-    expected, got = _final_weights(str(tmp_path / "ref")), _final_weights(out)
-    differing = [k for k in expected if not torch.equal(expected[k], got[k])]
-    assert not differing, f"resumed weights differ from the uninterrupted run: {differing[:5]}"
+    assert_same_final_weights(tmp_path / "ref", out)
 
 
 # ---- pre-training health metrics -----------------------------------------------------------------------

@@ -23,20 +23,34 @@ def _final_weights(output_dir):
     return torch.load(f"{output_dir}/model_final.pth", map_location="cpu", weights_only=True)["model"]
 
 
+def assert_same_final_weights(reference_dir, run_dir, what="resumed weights"):
+    """The two runs' model_final.pth hold bit-identical tensors; returns the second run's."""
+    expected, got = _final_weights(str(reference_dir)), _final_weights(str(run_dir))
+    assert expected.keys() == got.keys()
+    differing = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not differing, f"{what} differ from the uninterrupted run: {differing[:5]}"
+    return got
+
+
+def _started(output_dir, extra, *hooks):
+    """A trainer of the tiny preset with ``hooks`` registered, loaded for a fresh start (not trained yet)."""
+    trainer = Trainer(tiny_config(str(output_dir), *extra))
+    trainer.register_hooks(list(hooks))
+    trainer.resume_or_load(resume=False)
+    return trainer
+
+
 def test_kill_and_resume_gives_identical_weights(demo_root, tmp_path):
     extra = ["train.max_iter=6", "train.checkpointer.period=3", "train.eval_period=0",
              "dataloader.test.dataset.names=disco_demo_val"]
     # uninterrupted
-    ref = Trainer(tiny_config(str(tmp_path / "ref"), *extra))
-    ref.resume_or_load(resume=False)
+    ref = _started(tmp_path / "ref", extra)
     ref.train()
     assert ref.iter == 6  # detectron2 leaves iter at max_iter after training
 
     # killed after iteration 4 (last checkpoint: iteration 2), then resumed
     out = str(tmp_path / "killed")
-    killed = Trainer(tiny_config(out, *extra))
-    killed.register_hooks([_Crash(at_iter=4)])
-    killed.resume_or_load(resume=False)
+    killed = _started(out, extra, _Crash(at_iter=4))
     with pytest.raises(RuntimeError, match="simulated kill"):
         killed.train()
     resumed = Trainer(tiny_config(out, *extra))
@@ -45,10 +59,7 @@ def test_kill_and_resume_gives_identical_weights(demo_root, tmp_path):
     resumed.train()
     assert resumed.iter == 6
 
-    expected, got = _final_weights(str(tmp_path / "ref")), _final_weights(out)
-    assert expected.keys() == got.keys()
-    differing = [k for k in expected if not torch.equal(expected[k], got[k])]
-    assert not differing, f"resumed weights differ from the uninterrupted run: {differing[:5]}"
+    got = assert_same_final_weights(tmp_path / "ref", out)
     # and training did change the weights
     first = torch.load(f"{out}/model_0000002.pth", map_location="cpu", weights_only=True)["model"]
     assert any(not torch.equal(first[k], got[k]) for k in got)
@@ -113,13 +124,10 @@ def test_kill_and_resume_with_ema_gives_identical_weights(demo_root, tmp_path):
     extra = ["train.max_iter=6", "train.checkpointer.period=3", "train.eval_period=0",
              "dataloader.test.dataset.names=disco_demo_val", "train.ema.enabled=True", "train.ema.decay=0.9",
              "train.ema.warmups=2"]
-    ref = Trainer(tiny_config(str(tmp_path / "ref"), *extra))
-    ref.resume_or_load(resume=False)
+    ref = _started(tmp_path / "ref", extra)
     ref.train()
     out = str(tmp_path / "killed")
-    killed = Trainer(tiny_config(out, *extra))
-    killed.register_hooks([_Crash(at_iter=4)])
-    killed.resume_or_load(resume=False)
+    killed = _started(out, extra, _Crash(at_iter=4))
     with pytest.raises(RuntimeError, match="simulated kill"):
         killed.train()
     resumed = Trainer(tiny_config(out, *extra))
@@ -127,9 +135,7 @@ def test_kill_and_resume_with_ema_gives_identical_weights(demo_root, tmp_path):
     assert resumed.start_iter == 3 and resumed.ema.updates == 3
     resumed.train()
     assert resumed.ema.updates == ref.ema.updates == 6
-    expected, got = _final_weights(str(tmp_path / "ref")), _final_weights(out)
-    differing = [k for k in expected if not torch.equal(expected[k], got[k])]
-    assert not differing, f"resumed EMA weights differ from the uninterrupted run: {differing[:5]}"
+    assert_same_final_weights(tmp_path / "ref", out, "resumed EMA weights")
     # the checkpoint at iteration 2 held raw weights that differ from its own EMA weights
     ckpt = torch.load(f"{out}/model_0000002.pth", map_location="cpu", weights_only=True)
     ema_state = ckpt["trainer"]["hooks"]["EMAHook"]["module"]
@@ -159,14 +165,9 @@ def test_signal_saves_stops_and_resume_is_bit_exact(demo_root, tmp_path, signame
 
     extra = ["train.max_iter=6", "train.checkpointer.period=100", "train.eval_period=0",
              "dataloader.test.dataset.names=disco_demo_val"]
-    ref = Trainer(tiny_config(str(tmp_path / "ref"), *extra))
-    ref.resume_or_load(resume=False)
-    ref.train()
-
+    _started(tmp_path / "ref", extra).train()
     out = str(tmp_path / "stopped")
-    stopped = Trainer(tiny_config(out, *extra))
-    stopped.register_hooks([_Signal(at_iter=3, signum=getattr(signal, signame))])
-    stopped.resume_or_load(resume=False)
+    stopped = _started(out, extra, _Signal(at_iter=3, signum=getattr(signal, signame)))
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingStopped, match=f"Received {signame}: saved model_0000003.pth after iteration 3") as e:
         stopped.train()
@@ -178,9 +179,7 @@ def test_signal_saves_stops_and_resume_is_bit_exact(demo_root, tmp_path, signame
     resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 4
     resumed.train()
-    expected, got = _final_weights(str(tmp_path / "ref")), _final_weights(out)
-    differing = [k for k in expected if not torch.equal(expected[k], got[k])]
-    assert not differing, f"resumed weights differ from the uninterrupted run: {differing[:5]}"
+    assert_same_final_weights(tmp_path / "ref", out)
 
 
 def test_resume_skips_a_truncated_checkpoint_and_names_it(demo_root, tmp_path, caplog):
@@ -191,9 +190,7 @@ def test_resume_skips_a_truncated_checkpoint_and_names_it(demo_root, tmp_path, c
     out = str(tmp_path / "run")
     extra = ["train.max_iter=4", "train.checkpointer.period=2", "train.eval_period=0",
              "dataloader.test.dataset.names=disco_demo_val"]
-    first = Trainer(tiny_config(out, *extra))
-    first.resume_or_load(resume=False)
-    first.train()
+    _started(out, extra).train()
     assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == ["model_0000001.pth", "model_0000003.pth",
                                                                       "model_final.pth"]
     assert not [f for f in os.listdir(out) if ".tmp" in f]  # atomic writes leave no temporary file
