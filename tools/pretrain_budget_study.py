@@ -222,7 +222,7 @@ def main(argv=None):
     parser.add_argument("--starts", nargs="+", choices=("none", *PRETRAIN_STARTS), default=None,
                         help="starts compared (default all: none " + " ".join(PRETRAIN_STARTS) + "; tiny: none siamese disco)")
     parser.add_argument("--budgets", type=int, nargs="+", default=None,
-                        help="pre-training iterations (default 50 600; tiny: 1)")
+                        help="pre-training iterations (default 50 300; tiny: 1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2; tiny: 0)")
     parser.add_argument("--finetune-iters", type=int, default=None,
                         help="fine-tuning iterations (default 400, the demo's; tiny: 1)")
@@ -242,7 +242,7 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true", help="tiny configs, in-process (for the tests)")
     parser.add_argument("--force", action="store_true", help="rerun steps whose model_final.pth exists")
     args = parser.parse_args(argv)
-    args.budgets = args.budgets or ([1] if args.tiny else [50, 600])
+    args.budgets = args.budgets or ([1] if args.tiny else [50, 300])
     args.seeds = args.seeds or ([0] if args.tiny else [0, 1, 2])
     args.starts = args.starts or (["none", "siamese", "disco"] if args.tiny else ["none", *PRETRAIN_STARTS])
     if args.tiny and not set(args.starts) <= {"none", "siamese", "disco"}:
