@@ -15,9 +15,7 @@ from disco_detr.checkpoint.resnet_vd import convert_resnet_vd, infer_resnet_vd_c
 from disco_detr.modeling.resnet_vd import RESNET50_VD_NUM_PARAMS, ResNetVd, build_resnet_vd
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURE = "/work/shared/reference/rt_detr.pt"
-if not os.path.exists(FIXTURE):
-    FIXTURE = os.path.join(REPO, "..", "shared", "reference", "rt_detr.pt")
+FIXTURE = os.path.join(REPO, "..", "shared", "reference", "rt_detr.pt")  # ../shared beside the checkout
 ALL = ("res2", "res3", "res4", "res5")
 TINY = dict(stem_widths=(4, 4, 8), depths=(1, 1, 1, 1), widths=(16, 32, 64, 128))
 BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var")

@@ -25,9 +25,7 @@ from disco_detr.modeling.layers.query_selection import encoder_proposals, select
 
 from conftest import REPO
 
-FIXTURE = "/work/shared/reference/rt_detr.pt"
-if not os.path.exists(FIXTURE):
-    FIXTURE = os.path.join(REPO, "..", "shared", "reference", "rt_detr.pt")
+FIXTURE = os.path.join(REPO, "..", "shared", "reference", "rt_detr.pt")  # ../shared beside the checkout
 needs_fixture = pytest.mark.skipif(not os.path.exists(FIXTURE), reason="reference fixture rt_detr.pt not present")
 
 
