@@ -40,6 +40,7 @@ from disco_detr.data.proposals import (
     FORMAT_VERSION,
     METHODS,
     ProposalStore,
+    meta_differences,
     parse_shard,
     proposals_for_file,
     shard_of,
@@ -69,15 +70,8 @@ def _process(task: tuple[str, str, str, int, str | None]):
 def _check_meta(store: ProposalStore, wanted: dict[str, str]) -> str | None:
     """An error message if the store was made with other settings, else None."""
     have = store.meta
-    problems = []
-    for name, value in wanted.items():
-        if name not in have:
-            continue
-        same = have[name] == value
-        if name == "image_root":
-            same = same or os.path.realpath(have[name]) == os.path.realpath(value)
-        if not same:
-            problems.append(f"{name}: store has {have[name]!r}, requested {value!r}")
+    problems = [f"{name}: store has {a!r}, requested {b!r}"
+                for name, a, b in meta_differences(have, wanted, [name for name in wanted if name in have])]
     if not problems:
         return None
     return (f"{store.path} was made with other settings ({'; '.join(problems)}). Use another --out, "

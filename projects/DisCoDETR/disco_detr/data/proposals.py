@@ -50,6 +50,7 @@ __all__ = [
     "Proposals",
     "ProposalStore",
     "merge_stores",
+    "meta_differences",
     "parse_shard",
     "shard_of",
     "compute_proposals",
@@ -126,6 +127,19 @@ def parse_shard(text: str) -> tuple[int, int]:
 SHARED_META = ("method", "max_boxes", "format_version", "image_root", "edges")
 
 
+def meta_differences(have: dict[str, str], wanted: dict[str, str], names) -> list[tuple[str, str | None, str | None]]:
+    """``(name, have's value, wanted's value)`` for each of ``names`` whose values differ (a missing
+    entry is None); image roots that are the same folder by real path do not differ."""
+    problems = []
+    for name in names:
+        a, b = have.get(name), wanted.get(name)
+        same = a == b or (name == "image_root" and a is not None and b is not None
+                          and os.path.realpath(a) == os.path.realpath(b))
+        if not same:
+            problems.append((name, a, b))
+    return problems
+
+
 def merge_stores(out: str, shards: list[str], *, progress=None) -> dict[str, int]:
     """Copy the entries of the shard stores ``shards`` into the store ``out`` (created if missing).
 
@@ -136,10 +150,13 @@ def merge_stores(out: str, shards: list[str], *, progress=None) -> dict[str, int
     after each shard."""
     if not shards:
         raise ValueError("no shard stores to merge")
-    metas = {path: ProposalStore(path).meta for path in shards}
+    metas = {}
+    for path in shards:
+        with ProposalStore(path) as store:
+            metas[path] = store.meta
     first = metas[shards[0]]
     for path, meta in metas.items():
-        diff = [f"{k}: {meta.get(k)!r} vs {first.get(k)!r}" for k in SHARED_META if meta.get(k) != first.get(k)]
+        diff = [f"{k}: {a!r} vs {b!r}" for k, a, b in meta_differences(meta, first, SHARED_META)]
         if diff:
             raise ValueError(f"{path} was made with other settings than {shards[0]} ({'; '.join(diff)})")
     labels = [meta.get("shard") for meta in metas.values()]
@@ -153,7 +170,7 @@ def merge_stores(out: str, shards: list[str], *, progress=None) -> dict[str, int
     copied = {}
     try:
         have = target.meta
-        diff = [f"{k}: {have[k]!r} vs {first.get(k)!r}" for k in SHARED_META if k in have and have[k] != first.get(k)]
+        diff = [f"{k}: {a!r} vs {b!r}" for k, a, b in meta_differences(have, first, [k for k in SHARED_META if k in have])]
         if diff:
             raise ValueError(f"{out} was made with other settings than the shards ({'; '.join(diff)})")
         target.update_meta({k: first[k] for k in SHARED_META if k in first})

@@ -17,6 +17,7 @@ view 1 first: index ``v * B + b``.
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -153,7 +154,7 @@ class DisCoDETR(nn.Module):
         # the bare reference centres at the run's first step (NaN until then; kept in checkpoints so a
         # resumed run measures displacement from the same start); learned-query variants only
         self.register_buffer("health_start_reference", torch.full((detector.num_queries, 2), float("nan")))
-        self._agreement_history: list[tuple[float, float]] = []
+        self._agreement_history: deque[tuple[float, float]] = deque(maxlen=3)  # the warning's window
         self._warned_agreement = False
         trainable_backbone = [n for n, p in detector.backbone.named_parameters() if p.requires_grad]
         if trainable_backbone:
@@ -271,7 +272,7 @@ class DisCoDETR(nn.Module):
         if not self.use_dmoqf or it < HEALTH_WARMUP_ITERS or self._warned_agreement:
             return
         self._agreement_history.append((metrics["group_agreement"], metrics["group_agreement_chance"]))
-        recent = self._agreement_history[-3:]
+        recent = self._agreement_history
         agreement, chance = (sum(v) / len(recent) for v in zip(*recent))
         if len(recent) == 3 and agreement <= 1.25 * chance:
             self._warned_agreement = True
