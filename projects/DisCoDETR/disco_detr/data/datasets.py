@@ -315,8 +315,10 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> None:
 def register_demo_datasets(root: str | None = None) -> None:
     """Register the demo splits: ``disco_demo_{train,val}`` (COCO json),
     ``disco_demo_voc_{train,val}`` (the same images in PASCAL VOC layout) and
-    ``disco_demo_unlabelled`` (unlabelled images with proposals in
-    ``<root>/proposals/unlabelled.sqlite``, for pre-training).
+    ``disco_demo_unlabelled`` (unlabelled images with EdgeBoxes proposals in
+    ``<root>/proposals/unlabelled.sqlite``, for DisCo / Siamese DETR pre-training) and
+    ``disco_demo_unlabelled_ss`` (the same images with selective-search proposals in
+    ``<root>/proposals/unlabelled_ss.sqlite``, for DETReg).
 
     ``root`` defaults to ``$DISCO_DEMO_ROOT`` or ``datasets/demo`` (made by
     ``tools/make_demo_data.py``). Re-registering replaces the earlier entries, so tests can
@@ -329,6 +331,8 @@ def register_demo_datasets(root: str | None = None) -> None:
         register_voc_dataset(f"disco_demo_voc_{split}", os.path.join(root, "VOC"), split, DEMO_CLASSES, year=2007)
     register_unlabelled_images("disco_demo_unlabelled", os.path.join(root, "images", "unlabelled"),
                                os.path.join(root, "proposals", "unlabelled.sqlite"))
+    register_unlabelled_images("disco_demo_unlabelled_ss", os.path.join(root, "images", "unlabelled"),
+                               os.path.join(root, "proposals", "unlabelled_ss.sqlite"), "selective_search")
 
 
 # --------------------------------------------------------------------------- loading

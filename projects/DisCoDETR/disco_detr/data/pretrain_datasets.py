@@ -41,45 +41,54 @@ def list_images(image_root: str) -> list[str]:
     return found
 
 
-def _make_command(image_root: str, proposals_file: str) -> str:
-    return f"python tools/generate_proposals.py --images {image_root} --out {proposals_file}"
+def _make_command(image_root: str, proposals_file: str, method: str = "edgeboxes") -> str:
+    return f"python tools/generate_proposals.py --images {image_root} --out {proposals_file} --method {method}"
 
 
-def load_unlabelled_images(name: str, image_root: str, proposals_file: str) -> list[dict]:
+def load_unlabelled_images(name: str, image_root: str, proposals_file: str, method: str = "edgeboxes") -> list[dict]:
     """Dataset dicts of the images that have proposals; images without an entry are
-    counted, logged and left out. Errors name the folder, the store and the command."""
+    counted, logged and left out. A store made by another proposal method than ``method`` is
+    refused. Errors name the folder, the store and the command."""
     if not os.path.isdir(image_root):
         raise FileNotFoundError(f"Dataset {name!r}: image folder {image_root!r} does not exist "
                                 "(see datasets/README.md)")
     if not os.path.exists(proposals_file):
         raise FileNotFoundError(f"Dataset {name!r}: proposals file {proposals_file!r} does not exist; make it with "
-                                f"`{_make_command(image_root, proposals_file)}`")
+                                f"`{_make_command(image_root, proposals_file, method)}`")
     images = list_images(image_root)
     if not images:
         raise FileNotFoundError(f"Dataset {name!r}: no images under {image_root!r}")
     store = ProposalStore(proposals_file, mode="r")
     have = set(store.keys())
+    made_with = store.meta.get("method", method)
     store.close()
+    if made_with != method:
+        raise ValueError(f"Dataset {name!r}: {proposals_file!r} holds {made_with} proposals, but this dataset is "
+                         f"registered for {method} ones; make its own store with "
+                         f"`{_make_command(image_root, proposals_file, method)}`")
     kept = [rel for rel in images if rel in have]
     if not kept:
         raise ValueError(f"Dataset {name!r}: none of the {len(images)} images under {image_root!r} has an entry in "
                          f"{proposals_file!r}; the proposals file does not match the dataset (remake it with "
-                         f"`{_make_command(image_root, proposals_file)}`)")
+                         f"`{_make_command(image_root, proposals_file, method)}`)")
     if len(kept) < len(images):
         logger.warning("Dataset %r: %d of %d images have no proposals in %s and are left out; `%s` adds them.",
                        name, len(images) - len(kept), len(images), proposals_file,
-                       _make_command(image_root, proposals_file))
+                       _make_command(image_root, proposals_file, method))
     return [{"file_name": os.path.join(image_root, rel), "image_id": i, "proposals_file": proposals_file,
              "proposal_key": rel} for i, rel in enumerate(kept)]
 
 
-def register_unlabelled_images(name: str, image_root: str, proposals_file: str) -> None:
-    """Register (or re-register) an unlabelled image folder with its proposals store."""
+def register_unlabelled_images(name: str, image_root: str, proposals_file: str, method: str = "edgeboxes") -> None:
+    """Register (or re-register) an unlabelled image folder with its proposals store, made by the
+    proposal ``method`` of tools/generate_proposals.py ("edgeboxes" for DisCo / Siamese DETR,
+    "selective_search" for DETReg)."""
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, lambda: load_unlabelled_images(name, image_root, proposals_file))
-    MetadataCatalog.get(name).set(image_root=image_root, proposals_file=proposals_file, evaluator_type="none")
+    DatasetCatalog.register(name, lambda: load_unlabelled_images(name, image_root, proposals_file, method))
+    MetadataCatalog.get(name).set(image_root=image_root, proposals_file=proposals_file, proposal_method=method,
+                                  evaluator_type="none")
 
 
 def load_unlabelled_dicts(names: str | list[str]) -> list[dict]:
@@ -103,6 +112,11 @@ def _register_builtin() -> None:
                                os.path.join(root, "mini-imagenet", "proposals_train.sqlite"))
     register_unlabelled_images("imagenet_train", os.path.join(root, "imagenet", "train"),
                                os.path.join(root, "imagenet", "proposals_train.sqlite"))
+    # DETReg's selective-search proposals of the same folders (tools/generate_proposals.py --method
+    # selective_search), in their own stores
+    for name, folder in (("mini_imagenet_train_ss", "mini-imagenet"), ("imagenet_train_ss", "imagenet")):
+        register_unlabelled_images(name, os.path.join(root, folder, "train"),
+                                   os.path.join(root, folder, "proposals_train_ss.sqlite"), "selective_search")
 
 
 _register_builtin()

@@ -124,8 +124,34 @@ def crop_and_resize(image: torch.Tensor, boxes: torch.Tensor, size: tuple[int, i
     return roi_align(image[None], rois, output_size=size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
 
 
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float pixels -> uint8 (rounded, clamped to 0..255)."""
     return x.round().clamp(0, 255).to(torch.uint8)
+
+
+class ProposalReader:
+    """Reads an image's offline proposals from the store its dataset dict names (one open store per
+    file, per process), checked against the image."""
+
+    def __init__(self):
+        self._stores: dict[str, ProposalStore] = {}
+
+    def __call__(self, record: dict, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The proposals (K, 4) xyxy original pixels (float64, in the store's order) and scores (K,) of
+        ``record`` ("file_name", "proposals_file", "proposal_key") for an image of ``image_hw``."""
+        path = record["proposals_file"]
+        if path not in self._stores:
+            self._stores[path] = ProposalStore(path, mode="r")
+        props = self._stores[path].get(record["proposal_key"])
+        if props is None:
+            raise KeyError(f"{record['file_name']}: no proposals for key {record['proposal_key']!r} in "
+                           f"{path}; rerun tools/generate_proposals.py on this image folder "
+                           "(it resumes and only adds what is missing)")
+        if (props.height, props.width) != tuple(image_hw):
+            raise ValueError(f"{record['file_name']}: proposals in {path} were computed on a "
+                             f"{props.height}x{props.width} image but the file is {image_hw[0]}x{image_hw[1]}; "
+                             "the proposals file does not match the dataset")
+        return props.boxes.astype(np.float64), props.scores
 
 
 def _sample_outer_box(width: int, height: int, scale, ratio, rng: np.random.Generator) -> np.ndarray:
@@ -234,31 +260,17 @@ class PairedViewMapper:
         self.photometric_kwargs = dict(color_jitter=tuple(color_jitter), color_jitter_prob=color_jitter_prob,
                                        grayscale_prob=grayscale_prob, blur_sigma=self.blur_sigma, blur_prob=blur_prob)
         self.read_image = decode_rgb_image if decoder == "fast" else read_rgb_image
-        self._stores: dict[str, ProposalStore] = {}
+        self.load_proposals = ProposalReader()
+
+    @staticmethod
+    def collate(samples: list[dict]) -> dict:
+        """The batch of these samples: :func:`collate_paired_views`."""
+        return collate_paired_views(samples)
 
     # ---- randomness: numpy for geometry, torch for colour (both seeded per sample) ----
     @staticmethod
     def _rng() -> np.random.Generator:
         return np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))
-
-    def _store(self, path: str) -> ProposalStore:
-        if path not in self._stores:
-            self._stores[path] = ProposalStore(path, mode="r")
-        return self._stores[path]
-
-    def load_proposals(self, record: dict, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """The image's proposals (K, 4) xyxy original pixels and scores (K,), checked."""
-        store = self._store(record["proposals_file"])
-        props = store.get(record["proposal_key"])
-        if props is None:
-            raise KeyError(f"{record['file_name']}: no proposals for key {record['proposal_key']!r} in "
-                           f"{record['proposals_file']}; rerun tools/generate_proposals.py on this image folder "
-                           "(it resumes and only adds what is missing)")
-        if (props.height, props.width) != tuple(image_hw):
-            raise ValueError(f"{record['file_name']}: proposals in {record['proposals_file']} were computed on a "
-                             f"{props.height}x{props.width} image but the file is {image_hw[0]}x{image_hw[1]}; "
-                             "the proposals file does not match the dataset")
-        return props.boxes.astype(np.float64), props.scores
 
     def select_boxes(self, proposals: np.ndarray, inter: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """Box 0 = the intersection; then the best proposals clipped to it (area >= the
@@ -351,11 +363,11 @@ class PairedViewMapper:
         size = (self.crop_size, self.crop_size)
         extra = {}
         if self.crops_on_device:
-            views, crops = _to_uint8(views), None
+            views, crops = to_uint8(views), None
             extra["crop_size"] = self.crop_size
         else:
-            crops = _to_uint8(torch.stack([crop_and_resize(views[v], boxes[v], size) for v in range(2)]))
-            views = _to_uint8(views)
+            crops = to_uint8(torch.stack([crop_and_resize(views[v], boxes[v], size) for v in range(2)]))
+            views = to_uint8(views)
             extra["crops"] = crops
         if self.photometric == "cpu":
             views = self.colour_augment(views)

@@ -21,7 +21,6 @@ from collections import deque
 
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
-from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import roi_align
@@ -32,6 +31,7 @@ from ..detectors.base import DETRDetector, QueryInit
 from ..layers import MLP, box_xyxy_to_cxcywh
 from ..matching import HungarianMatcher, assign_queries_to_proposals, fixed_group_assignment
 from .cld import CLDHeads
+from .health import due_storage, put_health, reference_health
 from .sync_bn import SyncBatchNorm1d
 
 __all__ = ["DisCoDETR", "EncoderConsistencyHead"]
@@ -234,7 +234,6 @@ class DisCoDETR(nn.Module):
         learned queries (the same references for every image), ``reference_displacement``: mean
         L2 distance of the bare centres from where they were at the run's first step.
         """
-        bare_xy = bare.reference[..., :2].float()
         num_queries = owner.shape[1]
         hits, chance, matched = 0.0, 0.0, 0
         for i, (q, t) in enumerate(indices):
@@ -243,32 +242,21 @@ class DisCoDETR(nn.Module):
             group_size = (owner[i][None] == t[:, None]).sum(1).float()
             chance += (group_size / num_queries).sum().item()
             matched += len(q)
-        offset = (used_references[..., :2].float() - bare_xy[None]).norm(dim=-1).mean()
-        out = {"group_agreement": hits / max(matched, 1), "group_agreement_chance": chance / max(matched, 1),
-               "reference_offset": offset.item(), "reference_spread": bare_xy.std(1).mean().item()}
-        if not self.detector.references_depend_on_image:
-            if torch.isnan(self.health_start_reference).any():
-                self.health_start_reference.copy_(bare_xy[0])
-            out["reference_displacement"] = (bare_xy[0] - self.health_start_reference).norm(dim=-1).mean().item()
-        return out
+        start = None if self.detector.references_depend_on_image else self.health_start_reference
+        return {"group_agreement": hits / max(matched, 1), "group_agreement_chance": chance / max(matched, 1),
+                **reference_health(bare.reference, used_references, start)}
 
     def log_health(self, bare: QueryInit, used_references: Tensor, owner: Tensor, indices) -> None:
         """Every ``health_period`` iterations (and at the first) inside a trainer: put the
         :meth:`health_metrics` into detectron2's event storage as ``pretrain_health/<name>``, and warn
         once when the group agreement sits at chance with DMOQF on (mean of the last three values
         from iteration :data:`HEALTH_WARMUP_ITERS` on, at most 1.25 x chance)."""
-        if self.health_period == 0:
-            return
-        try:
-            storage = get_event_storage()
-        except AssertionError:  # outside a trainer (tests, tools)
+        storage = due_storage(self.health_period)
+        if storage is None:
             return
         it = storage.iter
-        if it != 0 and (it + 1) % self.health_period:
-            return
         metrics = self.health_metrics(bare, used_references, owner, indices)
-        for name, value in metrics.items():
-            storage.put_scalar(f"pretrain_health/{name}", value, smoothing_hint=False)
+        put_health(storage, metrics)
         if not self.use_dmoqf or it < HEALTH_WARMUP_ITERS or self._warned_agreement:
             return
         self._agreement_history.append((metrics["group_agreement"], metrics["group_agreement_chance"]))

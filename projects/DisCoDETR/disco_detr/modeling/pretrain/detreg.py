@@ -1,0 +1,173 @@
+"""DETReg pre-training (Bar et al., "DETReg: Unsupervised Pretraining with Region Priors for Object
+Detection", CVPR 2022) around any detector of the family.
+
+``DETRegPretrain`` owns an unchanged detector (the class used for fine-tuning, built with
+``num_classes=1``: every proposal is an "object") and one extra head. It talks to the detector only
+through the pre-training contract of :mod:`disco_detr.modeling.detectors.base` (``preprocess_images``,
+``encode``, ``initial_queries``, ``decode``, ``backbone``, ``d_model``), so every variant gets it.
+
+Per decoder layer, Hungarian matching of the queries to the view's selective-search boxes (cost:
+class 2 focal, L1 5, GIoU 2; the embedding is not in the cost), then the detector's own class head
+as objectness (sigmoid focal, alpha 0.25, gamma 2, weight 2) and its own box head (L1 5, GIoU 2),
+all normalised by the number of boxes. On the last layer only, the embedding head (2-layer MLP
+d -> d -> C) of each matched query regresses the frozen feature of its box's crop with an L1 loss
+(weight 1, mean over elements): the crop through the detector's frozen backbone, global-average
+pooled at ``embedding_levels`` and concatenated (C3 of SwAV ResNet-50 in the paper: C = 512).
+
+Where the detector's decoder output has a layer for its encoder's proposals (RT-DETR in training),
+that layer is supervised like the others (the release supervises two-stage Deformable DETR's
+encoder output the same way); DINO's encoder heads get no gradient (its decoder output has no
+encoder layer), as in DisCo pre-training.
+
+Input: the batch of :func:`disco_detr.data.detreg_mapper.collate_single_views` (images (B, 3, H, W)
+uint8, image_sizes, boxes (B, K, 4) xyxy view pixels, crops (B, K, 3, s, s) uint8, num_boxes (B,)).
+"""
+from __future__ import annotations
+
+import torch
+from detectron2.modeling import META_ARCH_REGISTRY
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchvision.ops import box_iou
+
+from ..criterion import SetCriterion, flatten_indices, num_boxes_across_workers
+from ..detectors.base import DETRDetector
+from ..layers import MLP, box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
+from ..matching import HungarianMatcher
+from .health import due_storage, put_health, reference_health
+
+__all__ = ["DETRegPretrain"]
+
+
+@META_ARCH_REGISTRY.register()
+class DETRegPretrain(nn.Module):
+    """DETReg pre-training around a DETR detector.
+
+    Args:
+        detector: a :class:`~disco_detr.modeling.detectors.base.DETRDetector` with ``num_classes=1``
+            and a frozen backbone; its own criterion is not used.
+        embedding_levels: backbone outputs whose global average pools, concatenated, are the
+            embedding targets (and the embedding head's width).
+        weight_class / weight_bbox / weight_giou: loss weights (2 / 5 / 2); weight_embedding: the
+            embedding loss's (1; 0 removes the loss and its head).
+        cost_class / cost_bbox / cost_giou: matching costs (2 / 5 / 2).
+        focal_alpha / focal_gamma: the objectness focal loss (0.25 / 2).
+        health_period: every K iterations (and at the first) log ``pretrain_health/*`` (the
+            references' offset / spread / displacement, the matched boxes' IoU and the matched
+            embeddings' cosine to their targets); 0 turns them off.
+        require_backbone_weights: the trainer refuses to start when ``train.init_checkpoint`` does
+            not provide the frozen backbone's weights.
+    """
+
+    def __init__(self, *, detector: DETRDetector, embedding_levels: tuple[str, ...] = ("res3",),
+                 weight_class: float = 2.0, weight_bbox: float = 5.0, weight_giou: float = 2.0,
+                 weight_embedding: float = 1.0, cost_class: float = 2.0, cost_bbox: float = 5.0,
+                 cost_giou: float = 2.0, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
+                 health_period: int = 10, require_backbone_weights: bool = True):
+        super().__init__()
+        if not isinstance(detector, DETRDetector):
+            raise TypeError(f"DETRegPretrain needs a DETRDetector, got {type(detector).__name__}")
+        if detector.num_classes != 1:
+            raise ValueError(f"DETReg's detector must have num_classes=1 (every proposal is an object), "
+                             f"got {detector.num_classes}")
+        trainable = [n for n, p in detector.backbone.named_parameters() if p.requires_grad]
+        if trainable:
+            raise ValueError(f"The backbone must be frozen in DETReg pre-training; trainable: {trainable[:3]} ...")
+        shapes = detector.backbone.output_shape()
+        missing = [f for f in embedding_levels if f not in shapes]
+        if missing:
+            raise ValueError(f"embedding_levels {missing} are not backbone outputs ({sorted(shapes)})")
+        if health_period < 0:
+            raise ValueError(f"health_period must be >= 0, got {health_period}")
+        self.detector = detector
+        self.embedding_levels = tuple(embedding_levels)
+        self.embedding_dim = sum(shapes[f].channels for f in embedding_levels)
+        matcher = HungarianMatcher(cost_class, cost_bbox, cost_giou, class_cost="focal", focal_alpha=focal_alpha,
+                                   focal_gamma=focal_gamma)
+        self.criterion = SetCriterion(1, matcher, weight_class, weight_bbox, weight_giou, focal_alpha, focal_gamma)
+        self.weight_embedding = weight_embedding
+        d = detector.d_model
+        self.embed_head = MLP(d, d, self.embedding_dim, 2) if weight_embedding > 0 else None
+        self.health_period = health_period
+        self.require_backbone_weights = require_backbone_weights
+        self.register_buffer("health_start_reference", torch.full((detector.num_queries, 2), float("nan")))
+
+    @property
+    def device(self) -> torch.device:
+        return self.detector.device
+
+    @torch.no_grad()
+    def crop_features(self, crops: Tensor) -> Tensor:
+        """(P, 3, s, s) uint8 crops -> (P, C) frozen backbone features, global-average pooled at
+        ``embedding_levels`` and concatenated (the detector's pixel normalisation first)."""
+        x = (crops.to(self.device).float() - self.detector.pixel_mean) / self.detector.pixel_std
+        features = self.detector.backbone(x)
+        return torch.cat([features[f].float().mean((2, 3)) for f in self.embedding_levels], 1)
+
+    @staticmethod
+    def targets(boxes: Tensor, num_boxes: Tensor, image_sizes: list[tuple[int, int]]) -> list[dict]:
+        """boxes (B, K, 4) xyxy view pixels, num_boxes (B,), sizes [(h, w)] -> per image {"labels": (k,)
+        zeros, "boxes": (k, 4) cxcywh normalised by the view size}."""
+        out = []
+        for b, (h, w) in enumerate(image_sizes):
+            k = int(num_boxes[b])
+            scale = boxes.new_tensor([w, h, w, h])
+            out.append({"labels": torch.zeros(k, dtype=torch.long, device=boxes.device),
+                        "boxes": box_xyxy_to_cxcywh(boxes[b, :k] / scale)})
+        return out
+
+    def embedding_loss(self, hidden: Tensor, crops: Tensor, targets: list[dict], indices) -> tuple[Tensor, Tensor]:
+        """L1 (mean over elements) between the embedding head of each matched query (hidden (B, N, d) of
+        the last layer) and the crop feature of its box. crops (B, K, 3, s, s). Returns (loss, the
+        matched predictions' cosine similarity to their targets, for the health log)."""
+        batch_ids, query_ids, box_ids = flatten_indices(indices, hidden.device)
+        predicted = self.embed_head(hidden[batch_ids, query_ids]).float()
+        target = self.crop_features(crops.to(self.device)[batch_ids, box_ids])
+        cosine = F.cosine_similarity(predicted.detach(), target, dim=-1).mean()
+        return F.l1_loss(predicted, target), cosine
+
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        if not self.training:
+            raise RuntimeError("DETRegPretrain is a pre-training model; evaluate the fine-tuned detector instead.")
+        det = self.detector
+        sizes = [tuple(int(v) for v in s) for s in batch["image_sizes"]]
+        images = batch["images"].to(self.device)
+        encoded = det.encode(det.preprocess_images([images[i, :, :h, :w] for i, (h, w) in enumerate(sizes)]))
+        queries = det.initial_queries(encoded)
+        decoded = det.decode(encoded, queries)
+        targets = self.targets(batch["boxes"].to(self.device).float(), batch["num_boxes"], sizes)
+        num_boxes = num_boxes_across_workers(targets, self.device)
+
+        losses: dict[str, Tensor] = {}
+        num_layers = decoded.logits.shape[0]
+        weights = self.criterion.weights
+        for layer in range(num_layers):
+            suffix = "" if layer == num_layers - 1 else f"_{layer}"
+            logits, boxes = decoded.logits[layer], decoded.boxes[layer]
+            indices = self.criterion.matcher(logits, boxes, targets)
+            for name, value in self.criterion.layer_losses(logits, boxes, targets, num_boxes, indices).items():
+                losses[name + suffix] = weights[name] * value
+        cosine = None
+        if self.embed_head is not None:
+            loss, cosine = self.embedding_loss(decoded.hidden[-1], batch["crops"], targets, indices)
+            losses["loss_embedding"] = self.weight_embedding * loss
+        storage = due_storage(self.health_period)
+        if storage is not None:
+            put_health(storage, self.health_metrics(queries.reference, decoded, targets, indices, cosine))
+        return losses
+
+    @torch.no_grad()
+    def health_metrics(self, bare_reference: Tensor, decoded, targets: list[dict], indices,
+                       cosine: Tensor | None) -> dict[str, float]:
+        """:func:`~disco_detr.modeling.pretrain.health.reference_health` of the step, plus
+        ``matched_iou`` (mean IoU of the last layer's matched boxes with their proposals) and
+        ``embedding_cosine`` (mean cosine of the matched embeddings to their crop features)."""
+        start = None if self.detector.references_depend_on_image else self.health_start_reference
+        out = reference_health(bare_reference, decoded.references, start)
+        batch_ids, query_ids, box_ids = flatten_indices(indices, decoded.boxes.device)
+        predicted = box_cxcywh_to_xyxy(decoded.boxes[-1][batch_ids, query_ids].float())
+        proposals = box_cxcywh_to_xyxy(torch.cat([t["boxes"][i] for t, (_, i) in zip(targets, indices)]).float())
+        out["matched_iou"] = box_iou(predicted, proposals).diagonal().mean().item() if len(predicted) else 0.0
+        if cosine is not None:
+            out["embedding_cosine"] = cosine.item()
+        return out
