@@ -297,6 +297,11 @@ def test_budget_study_steps_put_every_finetuning_after_its_own_pretraining(tmp_p
     full_plan = study_tool.study_plan(args)
     assert full_plan["dmoqf_only"] == ("configs/demo/disco_cond.py", ["model.weight_contrast=0.0"])
     assert full_plan["cld_only"] == ("configs/demo/disco_cond.py", ["model.use_dmoqf=False"])
+    args.starts = ["detreg"]
+    assert study_tool.study_plan(args)["detreg"] == ("configs/demo/detreg_cond.py", [])
+    args.starts = ["disco_ss"]
+    assert study_tool.study_plan(args)["disco_ss"] == ("configs/demo/disco_cond.py",
+                                                       ["dataloader.train.dataset.names=disco_demo_unlabelled_ss"])
     args.starts = ["none", "disco", "siamese"]
     # the longest pre-trainings are preferred (they bound the study's wall time)
     pretrain_order = [o for o in outs if "pretrain" in o]

@@ -329,6 +329,7 @@ def test_each_detreg_config_trains_on_the_demo_data_with_a_tiny_detector(variant
     tiny = _tiny_config(variant)
     cfg.model.detector, cfg.model.embedding_levels = tiny.detector, tiny.embedding_levels
     cfg.model.require_backbone_weights = False
+    LazyConfig.save(cfg, str(tmp_path / "config.yaml"))  # as tools/lazyconfig_train_net.py does
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
@@ -337,3 +338,10 @@ def test_each_detreg_config_trains_on_the_demo_data_with_a_tiny_detector(variant
         last = [json.loads(line) for line in f][-1]
     assert np.isfinite(last["loss_embedding"]) and np.isfinite(last["loss_class"])
     assert 0 <= last["pretrain_health/matched_iou"] <= 1 and -1 <= last["pretrain_health/embedding_cosine"] <= 1
+    if variant == "conditional":  # the analysis tools read a DETReg run: its view, proposals and matches
+        from test_analysis import _png, _tool
+
+        _tool("analyze").main(["arrows", str(tmp_path), "--images", "0", "--out", str(tmp_path / "arrows.png")])
+        _png(str(tmp_path / "arrows.png"))
+        summary = _tool("analyze").summarize(str(tmp_path))
+        assert summary["health"]["matched_iou"] == last["pretrain_health/matched_iou"]

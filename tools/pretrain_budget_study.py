@@ -4,7 +4,8 @@
 For every seed: one fine-tuning run from the ImageNet backbone only ("none"); for every
 pre-training budget B and every pre-training start of --starts (default all: DisCo DETR,
 DMOQF only = DisCo without CLD, CLD only = DisCo with Siamese DETR's fixed groups, Siamese
-DETR), pre-training for B iterations, then a fine-tuning run from it. All fine-tuning runs
+DETR, DETReg, DisCo DETR on DETReg's selective-search proposals), pre-training for B
+iterations, then a fine-tuning run from it. All fine-tuning runs
 have the same budget (--finetune-iters). Each step is a tools/lazyconfig_train_net.py run
 with its own folder:
 
@@ -12,7 +13,7 @@ with its own folder:
     <out>/seed<S>/budget<B>/pretrain_<start>, finetune_<start>
 
 --variant NAME runs the story of another detector with demo presets (configs/demo/NAME.py,
-disco_NAME.py, siamese_NAME.py), as tools/run_demo.py --variant does.
+disco_NAME.py, siamese_NAME.py, detreg_NAME.py), as tools/run_demo.py --variant does.
 
 A step whose model_final.pth exists is not run again (the study can be stopped and
 restarted, or a budget or seed added later; --force reruns). Runs go --jobs at a time
@@ -50,11 +51,17 @@ PRETRAIN_STARTS = {
     "dmoqf_only": ("disco", ["model.weight_contrast=0.0"]),
     "cld_only": ("disco", ["model.use_dmoqf=False"]),
     "siamese": ("siamese", []),
+    "detreg": ("detreg", []),
+    # DisCo DETR on DETReg's selective-search proposals: separates the proposals from the method
+    "disco_ss": ("disco", ["dataloader.train.dataset.names=disco_demo_unlabelled_ss"]),
 }
+#: the proposal method (tools/generate_proposals.py --method) each start reads
+PROPOSAL_METHOD = {"detreg": "selective_search", "disco_ss": "selective_search"}
 LABELS = {"none": "no DETR pre-training (ImageNet backbone)", "siamese": "Siamese DETR", "disco": "DisCo DETR",
-          "dmoqf_only": "DisCo DETR, DMOQF only (no CLD)", "cld_only": "DisCo DETR, CLD only (fixed groups)"}
+          "dmoqf_only": "DisCo DETR, DMOQF only (no CLD)", "cld_only": "DisCo DETR, CLD only (fixed groups)",
+          "detreg": "DETReg", "disco_ss": "DisCo DETR on selective-search proposals"}
 HEALTH = ("group_agreement", "group_agreement_chance", "reference_offset", "reference_spread",
-          "reference_displacement")
+          "reference_displacement", "matched_iou", "embedding_cosine")
 
 
 @functools.cache
@@ -72,12 +79,13 @@ def study_plan(args) -> dict:
         plan = {"finetune": os.path.join(tiny, "tiny_cond.py"), "init_none": "", "prepare": False,
                 "probe_size": "[96,128]"}
         presets = {"disco": (os.path.join(tiny, "tiny_disco.py"), []),
-                   "siamese": (os.path.join(tiny, "tiny_disco.py"), ["model.use_dmoqf=False", "model.weight_contrast=0.0"])}
+                   "siamese": (os.path.join(tiny, "tiny_disco.py"), ["model.use_dmoqf=False", "model.weight_contrast=0.0"]),
+                   "detreg": (os.path.join(tiny, "tiny_detreg.py"), [])}
     else:
         demo = _load_tool("run_demo")
         plan = {"finetune": f"configs/demo/{args.variant}.py", "init_none": demo.WEIGHTS, "prepare": True,
                 "probe_size": "[160,300]"}
-        presets = {p: (f"configs/demo/{p}_{args.variant}.py", []) for p in ("disco", "siamese")}
+        presets = {p: (f"configs/demo/{p}_{args.variant}.py", []) for p in ("disco", "siamese", "detreg")}
     for start in args.starts:  # the preset and overrides of every pre-training start
         if start != "none":
             prefix, overrides = PRETRAIN_STARTS[start]
@@ -157,8 +165,9 @@ def run_study(args) -> dict:
         os.environ["DISCO_DEMO_ROOT"] = os.path.join(REPO, args.data)
         demo.run(["tools/make_demo_data.py", "--out", args.data])
         demo.run(["tools/prepare_demo_backbone.py", "--out", demo.WEIGHTS])
-        demo.run(["tools/generate_proposals.py", "--images", f"{args.data}/images/unlabelled",
-                  "--out", f"{args.data}/proposals/unlabelled.sqlite", "--workers", "2"])
+        for method in sorted({PROPOSAL_METHOD.get(s, "edgeboxes") for s in pretrain_starts(args.starts)}):
+            demo.run(["tools/generate_proposals.py", "--images", f"{args.data}/images/unlabelled", "--method", method,
+                      "--out", f"{args.data}/proposals/{demo.PROPOSALS[method]}", "--workers", "2"])
     timings = run_steps(args, study_steps(args, plan))
     analyze = _load_tool("analyze")
 

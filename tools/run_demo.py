@@ -2,24 +2,26 @@
 """The whole DisCo DETR story on the demo data, on a CPU (``make demo``), for any DETR variant.
 
 1. render the demo data and install the demo backbone weights (skipped when present);
-2. EdgeBoxes proposals for the unlabelled split (resumable, skipped when complete);
-3. pre-train the demo detector with DisCo DETR and with Siamese DETR (same budget);
-4. fine-tune three times under the same budget: from the ImageNet backbone only
-   ("none": no DETR pre-training), from Siamese DETR and from DisCo DETR; each fine-tuning
+2. proposals for the unlabelled split (resumable, skipped when complete): EdgeBoxes for DisCo and
+   Siamese DETR, selective search for DETReg;
+3. pre-train the demo detector with DisCo DETR, Siamese DETR and DETReg (same budget);
+4. fine-tune four times under the same budget: from the ImageNet backbone only
+   ("none": no DETR pre-training), from DETReg, from Siamese DETR and from DisCo DETR; each fine-tuning
    records its queries' reference points (for convergence stability, CS) and, at its
    evaluation, the distance between matched queries and their objects (the paper's Figures 4-6);
 5. print a table of fine-tuning AP / AP50 / AP75 on the val split with CS and distance, and
    write the analysis figures (tools/analyze.py) next to the runs.
 
 ``--variant NAME`` runs the same story for another detector: it uses the presets
-``configs/demo/NAME.py`` (fine-tuning), ``configs/demo/disco_NAME.py`` and
-``configs/demo/siamese_NAME.py`` (pre-training). ``make demo`` is ``--variant cond``.
+``configs/demo/NAME.py`` (fine-tuning), ``configs/demo/disco_NAME.py``,
+``configs/demo/siamese_NAME.py`` and ``configs/demo/detreg_NAME.py`` (pre-training). ``make demo``
+is ``--variant cond``. ``--starts`` picks the arms (default all four).
 
 Every step is a detectron2 ``tools/lazyconfig_train_net.py`` run with its own output folder
 under ``--out`` (default ``output/demo`` for cond, ``output/demo_NAME`` otherwise); a step
-whose ``model_final.pth`` exists is not run again (use --force). The five training runs go
-``--jobs`` at a time (default 3: both pre-trainings and the fine-tuning without pre-training
-start together, each fine-tuning after its pre-training), each with ``--threads`` torch
+whose ``model_final.pth`` exists is not run again (use --force). The seven training runs go
+``--jobs`` at a time (default 3: the pre-trainings and the fine-tuning without pre-training
+start first, each fine-tuning after its pre-training), each with ``--threads`` torch
 threads (default 1): on a small CPU, processes side by side use the cores better than
 threads inside one small model. A run's numbers depend on its thread count, not on how many
 runs share the machine. Whatever the table shows is reported as is: the seed and budgets
@@ -35,14 +37,19 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS = "datasets/weights/mobilenet_v2_imagenet.pth"
-LABELS = {"none": "none (ImageNet)", "siamese": "Siamese DETR", "disco": "DisCo DETR"}
+LABELS = {"none": "none (ImageNet)", "detreg": "DETReg", "siamese": "Siamese DETR", "disco": "DisCo DETR"}
+STARTS = tuple(LABELS)
+#: the proposal store of each pre-training method (tools/generate_proposals.py --method)
+PROPOSALS = {"edgeboxes": "unlabelled.sqlite", "selective_search": "unlabelled_ss.sqlite"}
+METHOD_OF = {"disco": "edgeboxes", "siamese": "edgeboxes", "detreg": "selective_search"}
 
 
 def variants() -> list[str]:
-    """Variants with all three demo presets."""
+    """Variants with a fine-tuning preset and a pre-training preset of every method."""
     names = [os.path.basename(p)[: -len(".py")] for p in glob.glob(os.path.join(REPO, "configs", "demo", "*.py"))]
-    return sorted(n for n in names if not n.startswith(("disco_", "siamese_")) and
-                  {f"disco_{n}", f"siamese_{n}"} <= set(names))
+    methods = [s for s in STARTS if s != "none"]
+    return sorted(n for n in names if not n.startswith(tuple(f"{m}_" for m in methods)) and
+                  {f"{m}_{n}" for m in methods} <= set(names))
 
 
 def run(cmd, log=None):
@@ -112,13 +119,15 @@ def main(argv=None):
     parser.add_argument("--reference-period", type=int, default=25,
                         help="fine-tuning iterations between two records of the reference points (CS)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--starts", nargs="+", choices=STARTS, default=list(STARTS),
+                        help="the fine-tuning starts to compare (default: all four)")
     parser.add_argument("--jobs", type=int, default=3, help="training runs side by side (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each training run (default 1)")
     parser.add_argument("--no-figures", action="store_true", help="skip the analysis figures")
     parser.add_argument("--force", action="store_true", help="rerun steps whose results exist")
     args = parser.parse_args(argv)
     if args.variant not in variants():
-        parser.error(f"--variant {args.variant!r}: no presets configs/demo/{{,disco_,siamese_}}{args.variant}.py "
+        parser.error(f"--variant {args.variant!r}: no presets configs/demo/{{,disco_,siamese_,detreg_}}{args.variant}.py "
                      f"(have: {', '.join(variants())})")
     out_root = args.out or ("output/demo" if args.variant == "cond" else f"output/demo_{args.variant}")
     os.makedirs(out_root, exist_ok=True)
@@ -126,18 +135,21 @@ def main(argv=None):
     start = time.time()
     timings["data"] = run(["tools/make_demo_data.py", "--out", args.data])
     timings["weights"] = run(["tools/prepare_demo_backbone.py", "--out", WEIGHTS])
-    timings["proposals"] = run(["tools/generate_proposals.py", "--images", f"{args.data}/images/unlabelled",
-                                "--out", f"{args.data}/proposals/unlabelled.sqlite", "--workers", "2"])
+    starts = [s for s in STARTS if s in args.starts]  # table order
+    methods = [s for s in starts if s != "none"]
+    for proposal_method in sorted({METHOD_OF[m] for m in methods}):
+        timings[f"proposals_{proposal_method}"] = run(
+            ["tools/generate_proposals.py", "--images", f"{args.data}/images/unlabelled", "--method", proposal_method,
+             "--out", f"{args.data}/proposals/{PROPOSALS[proposal_method]}", "--workers", "2"])
     common = [f"train.seed={args.seed}"]
     v = args.variant
     analysis = [f"train.analysis.reference_period={args.reference_period}", "train.analysis.query_distance=True"]
-    out = {name: os.path.join(out_root, name) for name in
-           ("pretrain_disco", "pretrain_siamese", "finetune_none", "finetune_siamese", "finetune_disco")}
-    inits = {"none": WEIGHTS, "siamese": f"{out['pretrain_siamese']}/model_final.pth",
-             "disco": f"{out['pretrain_disco']}/model_final.pth"}
-    configs = {"pretrain_disco": f"configs/demo/disco_{v}.py", "pretrain_siamese": f"configs/demo/siamese_{v}.py"}
+    names = [f"pretrain_{m}" for m in methods] + [f"finetune_{s}" for s in ["none", *methods] if s in starts]
+    out = {name: os.path.join(out_root, name) for name in names}
+    inits = {"none": WEIGHTS, **{m: f"{out[f'pretrain_{m}']}/model_final.pth" for m in methods}}
+    configs = {f"pretrain_{m}": f"configs/demo/{m}_{v}.py" for m in methods}
     steps = {}
-    for name in ("pretrain_disco", "pretrain_siamese", "finetune_none", "finetune_disco", "finetune_siamese"):
+    for name in names:
         if not args.force and os.path.exists(os.path.join(out[name], "model_final.pth")):
             continue
         if name.startswith("pretrain"):
@@ -151,7 +163,7 @@ def main(argv=None):
                f"train.output_dir={out[name]}", *extra]
         steps[name] = (cmd, os.path.join(out[name], "run.log"), [d for d in deps if d in steps])
     timings.update(run_graph(steps, args.jobs, args.threads))
-    runs = {name: out[f"finetune_{name}"] for name in ("none", "siamese", "disco")}
+    runs = {name: out[f"finetune_{name}"] for name in starts}
     results = {name: final_metrics(path) for name, path in runs.items()}
 
     summary_file = os.path.join(out_root, "analysis_summary.json")
@@ -161,11 +173,10 @@ def main(argv=None):
         summary = json.load(f)  # {label: {"cs", "distance", "AP", "run"}}
     figures = {}
     if not args.no_figures:
-        figures = {
-            "cs.png": ["cs", *specs],
-            "arrows_disco.png": ["arrows", runs["disco"], "--images", "0", "1"],
-            "attention_disco.png": ["attention", runs["disco"], "--image", "0"],
-        }
+        figures = {"cs.png": ["cs", *specs]}
+        if "disco" in runs:
+            figures.update({"arrows_disco.png": ["arrows", runs["disco"], "--images", "0", "1"],
+                            "attention_disco.png": ["attention", runs["disco"], "--image", "0"]})
         for file_name, cmd in figures.items():
             run(["tools/analyze.py", *cmd, "--out", os.path.join(out_root, file_name)], subprocess.DEVNULL)
     total = time.time() - start

@@ -63,7 +63,8 @@ def sample_inputs(run: LoadedRun, indices: list[int], seed: int = 0) -> list[dic
 
     Returns dicts with "image" (3, H, W) uint8 RGB (resized as the run's mapper does),
     "targets" {"labels" (T,), "boxes" (T, 4) normalised cxcywh}, "title" and "kind"
-    ("ground truth" or "proposals of view 1"). Indices beyond the dataset raise IndexError.
+    ("ground truth", or "proposals of view 1" / "of view" for paired / single-view pre-training).
+    Indices beyond the dataset raise IndexError.
     """
     cfg = run.cfg
     torch.manual_seed(seed)
@@ -84,12 +85,14 @@ def sample_inputs(run: LoadedRun, indices: list[int], seed: int = 0) -> list[dic
         name = os.path.basename(d["file_name"])
         if run.pretraining:
             sample = mapper(d)
-            image = sample["views"][0]
+            paired = "views" in sample  # DisCo / Siamese DETR: two views; DETReg: one
+            image = sample["views"][0] if paired else sample["image"]
             h, w = image.shape[-2:]
-            boxes = torch.as_tensor(sample["boxes"][0], dtype=torch.float32)
+            boxes = torch.as_tensor(sample["boxes"][0] if paired else sample["boxes"], dtype=torch.float32)
             scale = torch.tensor([w, h, w, h], dtype=torch.float32)
             targets = {"labels": torch.zeros(len(boxes), dtype=torch.int64), "boxes": box_xyxy_to_cxcywh(boxes / scale)}
-            out.append({"image": image, "targets": targets, "title": f"{name} (view 1)", "kind": "proposals of view 1"})
+            view = "view 1" if paired else "view"
+            out.append({"image": image, "targets": targets, "title": f"{name} ({view})", "kind": f"proposals of {view}"})
         else:
             if mapper is None:
                 raise ValueError("This run's config has no dataloader.test; cannot make fine-tuning inputs")
@@ -158,9 +161,9 @@ def decoder_attention(run: LoadedRun, image: Tensor, top_k: int = 4, queries: li
                            "(see disco_detr/modeling/layers/recording.py)")
     last = recs[-1]
     logits = decoded.logits[-1, 0].float()
-    if run.pretraining:  # pre-training heads: softmax over {object, no object}; rank by p(object)
+    if run.pretraining and logits.shape[-1] == 2:  # DisCo / Siamese heads: softmax over {object, no object}
         probs = logits.softmax(-1)[:, :1]
-    else:  # fine-tuning heads: sigmoid per class (focal loss), as DETRDetector.inference does
+    else:  # fine-tuning and DETReg heads: sigmoid per class (focal loss), as DETRDetector.inference does
         probs = logits.sigmoid()
     scores, classes = probs.max(-1)
     if queries is None:

@@ -53,8 +53,8 @@ class DETRegPretrain(nn.Module):
         cost_class / cost_bbox / cost_giou: matching costs (2 / 5 / 2).
         focal_alpha / focal_gamma: the objectness focal loss (0.25 / 2).
         health_period: every K iterations (and at the first) log ``pretrain_health/*`` (the
-            references' offset / spread / displacement, the matched boxes' IoU and the matched
-            embeddings' cosine to their targets); 0 turns them off.
+            references' spread and displacement, the matched boxes' IoU and the matched embeddings'
+            cosine to their targets); 0 turns them off.
         require_backbone_weights: the trainer refuses to start when ``train.init_checkpoint`` does
             not provide the frozen backbone's weights.
     """
@@ -95,6 +95,11 @@ class DETRegPretrain(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.detector.device
+
+    @property
+    def matcher(self) -> HungarianMatcher:
+        """The pre-training matcher (for the analysis tools, as DisCoDETR's)."""
+        return self.criterion.matcher
 
     @torch.no_grad()
     def crop_features(self, crops: Tensor) -> Tensor:
@@ -163,7 +168,7 @@ class DETRegPretrain(nn.Module):
         ``matched_iou`` (mean IoU of the last layer's matched boxes with their proposals) and
         ``embedding_cosine`` (mean cosine of the matched embeddings to their crop features)."""
         start = None if self.detector.references_depend_on_image else self.health_start_reference
-        out = reference_health(bare_reference, decoded.references, start)
+        out = reference_health(bare_reference, None, start)
         batch_ids, query_ids, box_ids = flatten_indices(indices, decoded.boxes.device)
         predicted = box_cxcywh_to_xyxy(decoded.boxes[-1][batch_ids, query_ids].float())
         proposals = box_cxcywh_to_xyxy(torch.cat([t["boxes"][i] for t, (_, i) in zip(targets, indices)]).float())

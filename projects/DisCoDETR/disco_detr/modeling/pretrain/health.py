@@ -14,24 +14,26 @@ __all__ = ["due_storage", "put_health", "reference_health"]
 
 
 @torch.no_grad()
-def reference_health(bare_reference: Tensor, used_references: Tensor, start: Tensor | None) -> dict[str, float]:
+def reference_health(bare_reference: Tensor, used_references: Tensor | None, start: Tensor | None) -> dict[str, float]:
     """What the queries' references do in one step.
 
     Args:
         bare_reference: (M, N, 2|4) the detector's initial references (normalised cxcy[wh]) before any
             pre-training input entered the queries.
-        used_references: (L, M, N, 2|4) the reference each decoder layer used (``DecoderOutput``).
+        used_references: (L, M, N, 2|4) the reference each decoder layer used (``DecoderOutput``), or None
+            where nothing enters the queries (DETReg: the offset would only measure box refinement).
         start: (N, 2) buffer of the bare centres at the run's first step (NaN until then; filled here),
             for learned queries (the same references for every image); None for image-dependent ones.
 
-    Returns ``reference_offset`` (mean L2 distance between the used and the bare centres, every
-    layer), ``reference_spread`` (std of the bare centres over queries, mean of x and y, averaged over
+    Returns ``reference_offset`` (with ``used_references``: mean L2 distance between the used and the
+    bare centres, every layer), ``reference_spread`` (std of the bare centres over queries, mean of x and y, averaged over
     images) and, with ``start``, ``reference_displacement`` (mean L2 distance of the bare centres
     from where they were at the first step).
     """
     bare_xy = bare_reference[..., :2].float()
-    offset = (used_references[..., :2].float() - bare_xy[None]).norm(dim=-1).mean()
-    out = {"reference_offset": offset.item(), "reference_spread": bare_xy.std(1).mean().item()}
+    out = {"reference_spread": bare_xy.std(1).mean().item()}
+    if used_references is not None:
+        out["reference_offset"] = (used_references[..., :2].float() - bare_xy[None]).norm(dim=-1).mean().item()
     if start is not None:
         if torch.isnan(start).any():
             start.copy_(bare_xy[0])
