@@ -40,6 +40,21 @@ def demo_proposals(demo_root):
     return demo_root
 
 
+def train_on_one_batch(model, batch, steps, optimizer=None, lr=1e-3):
+    """``steps`` optimiser steps of ``model`` (train mode) on one batch, the summed loss before each
+    step as a list (AdamW at ``lr`` over the trainable parameters unless ``optimizer`` is given)."""
+    model.train()
+    opt = optimizer or torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    totals = []
+    for _ in range(steps):
+        total = sum(model(batch).values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        totals.append(total.item())
+    return totals
+
+
 def tiny_config(output_dir, *overrides):
     """The tiny test preset (tests/configs/tiny_cond.py) writing to ``output_dir``."""
     from disco_detr.config import load_config

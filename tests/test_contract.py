@@ -14,7 +14,7 @@ from disco_detr.checkpoint.checkpointer import pretrained_to_finetune
 from disco_detr.modeling import build_tiny_resnet
 from disco_detr.modeling.detectors.base import DecoderOutput, DETRDetector, QueryInit
 
-from conftest import REPO, perturb_parameters_
+from conftest import REPO, perturb_parameters_, train_on_one_batch
 
 
 def _tiny_backbone(features):
@@ -142,14 +142,7 @@ def test_short_pretraining_decreases_the_loss(variant, method):
     if method == "disco":
         expected.add("loss_contrast")
     assert expected <= set(losses) and all(torch.isfinite(v) for v in losses.values())
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    totals = []
-    for _ in range(12):
-        total = sum(model(batch).values())
-        opt.zero_grad()
-        total.backward()
-        opt.step()
-        totals.append(total.item())
+    totals = train_on_one_batch(model, batch, 12)
     assert totals[-1] < totals[0]
 
 

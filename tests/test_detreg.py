@@ -16,7 +16,7 @@ from disco_detr.data.detreg_mapper import DETRegMapper, collate_single_views
 from disco_detr.data.proposals import Proposals, ProposalStore
 from disco_detr.modeling.pretrain.detreg import DETRegPretrain
 
-from conftest import REPO
+from conftest import REPO, train_on_one_batch
 
 DETREG_CONFIGS = {  # config -> (detector class, denoising queries or None)
     "detreg_cond.py": ("ConditionalDETR", None),
@@ -156,14 +156,7 @@ def test_short_detreg_pretraining_decreases_the_loss(variant):
     assert {"loss_class", "loss_bbox", "loss_giou", "loss_embedding", "loss_class_0", "loss_bbox_0"} <= set(losses)
     assert not any(k.startswith("loss_embedding_") for k in losses)  # the embedding: last layer only
     assert all(torch.isfinite(v) for v in losses.values())
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    totals = []
-    for _ in range(12):
-        total = sum(model(batch).values())
-        opt.zero_grad()
-        total.backward()
-        opt.step()
-        totals.append(total.item())
+    totals = train_on_one_batch(model, batch, 12)
     assert totals[-1] < totals[0]
 
 

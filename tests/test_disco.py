@@ -8,7 +8,7 @@ from detectron2.config import instantiate
 from disco_detr.checkpoint import DisCoCheckpointer
 from disco_detr.config import load_config
 
-from conftest import REPO
+from conftest import REPO, train_on_one_batch
 
 TINY_DISCO = os.path.join(REPO, "tests", "configs", "tiny_disco.py")
 
@@ -65,15 +65,7 @@ def test_losses_finite_and_decrease_and_zero_weights_remove_them(demo_proposals)
     for name in ("loss_loc_class", "loss_loc_bbox", "loss_loc_giou", "loss_rec", "loss_enc", "loss_contrast",
                  "loss_rec_0", "loss_loc_bbox_0"):
         assert name in losses and torch.isfinite(losses[name]), name
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-3)
-    totals = []
-    for _ in range(25):
-        total = sum(model(batch).values())
-        opt.zero_grad()
-        total.backward()
-        opt.step()
-        totals.append(total.item())
+    totals = train_on_one_batch(model, batch, 25)
     assert totals[-1] < totals[0]
 
     off, _ = _model("model.weight_contrast=0", "model.weight_enc=0", "model.weight_rec=0")

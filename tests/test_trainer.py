@@ -7,7 +7,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 
 from disco_detr.engine import Trainer
 
-from conftest import tiny_config
+from conftest import tiny_config, train_on_one_batch
 
 
 class _Crash(HookBase):
@@ -105,16 +105,7 @@ def test_short_training_lowers_the_loss(demo_root, tmp_path):
     cfg = tiny_config(str(tmp_path), "optimizer.lr=1e-3")
     trainer = Trainer(cfg)
     batch = next(iter(trainer._trainer.data_loader))
-    model = trainer.model
-    model.train()
-    opt = trainer._trainer.optimizer
-    losses = []
-    for _ in range(30):
-        loss = sum(model(batch).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_on_one_batch(trainer.model, batch, 30, optimizer=trainer._trainer.optimizer)
     assert losses[-1] < 0.7 * losses[0], losses
 
 
