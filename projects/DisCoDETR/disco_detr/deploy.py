@@ -275,6 +275,9 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
     with torch.no_grad(), warnings.catch_warnings():
         # the trace records Python-level shapes and checks for the export size: expected, and said above
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # the TorchScript exporter is chosen on purpose (module docstring); its deprecation notice is known
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
         torch.onnx.export(wrapper, (images, sizes), path, dynamo=False, opset_version=opset,
                           input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
