@@ -8,7 +8,8 @@ For each config: the detector (random weights: speed does not depend on them) is
 ``disco_detr.deploy.export_onnx`` to a temporary file, then the same (1, 3, S, S) image runs through the
 PyTorch inference graph (``ExportableDetector``, the exact computation that was exported: preprocessing, the
 detector's forward and its top-k) and through onnxruntime (CPU provider), each with --threads intra-op threads,
---warmup untimed runs then --iters timed ones; the median is reported. The largest score difference between
+alternately (--warmup untimed pairs, then --iters timed pairs, so that the load of a shared machine falls on
+both alike); the median is reported. The largest score difference between
 the two is printed as a sanity check. Ends with one JSON line.
 """
 from __future__ import annotations
@@ -39,14 +40,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def timed(fn, warmup: int, iters: int) -> list[float]:
+def timed_alternating(first, second, warmup: int, iters: int) -> tuple[list[float], list[float]]:
+    """Run ``first`` and ``second`` alternately (``warmup`` untimed pairs, then ``iters`` timed ones), so that a
+    change in the machine's load falls on both alike; their wall times."""
     for _ in range(warmup):
-        fn()
-    times = []
+        first()
+        second()
+    times = ([], [])
     for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        for fn, out in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
     return times
 
 
@@ -73,9 +78,10 @@ def main(argv=None) -> int:
             session = OnnxDetector(path, threads=args.threads)
             with torch.no_grad():
                 torch_out = wrapper(image, sizes)
-                torch_times = timed(lambda: wrapper(image, sizes), args.warmup, args.iters)
-            ort_out = session(image.numpy(), sizes.numpy())
-            ort_times = timed(lambda: session(image.numpy(), sizes.numpy()), args.warmup, args.iters)
+                ort_out = session(image.numpy(), sizes.numpy())
+                torch_times, ort_times = timed_alternating(lambda: wrapper(image, sizes),
+                                                           lambda: session(image.numpy(), sizes.numpy()),
+                                                           args.warmup, args.iters)
             row = {"config": config, "detector": type(detector).__name__, "export_s": round(export_s, 1),
                    "torch_s": statistics.median(torch_times), "onnxruntime_s": statistics.median(ort_times),
                    "max_score_diff": float(np.abs(torch_out[1].numpy() - ort_out[1]).max())}
