@@ -79,8 +79,8 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 torch_out = wrapper(image, sizes)
                 ort_out = session(image.numpy(), sizes.numpy())
-                torch_times, ort_times = timed_alternating(lambda: wrapper(image, sizes),
-                                                           lambda: session(image.numpy(), sizes.numpy()),
+                torch_times, ort_times = timed_alternating(lambda w=wrapper: w(image, sizes),
+                                                           lambda s=session: s(image.numpy(), sizes.numpy()),
                                                            args.warmup, args.iters)
             row = {"config": config, "detector": type(detector).__name__, "export_s": round(export_s, 1),
                    "torch_s": statistics.median(torch_times), "onnxruntime_s": statistics.median(ort_times),
