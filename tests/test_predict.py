@@ -9,6 +9,7 @@ import torch
 from detectron2.config import LazyConfig
 from PIL import Image
 from pycocotools.coco import COCO
+from tiny_detectors import tiny_config, tiny_detector
 
 from disco_detr.data.demo import DEMO_CLASSES
 from disco_detr.deploy import read_image
@@ -26,8 +27,6 @@ def _tool():
 @pytest.fixture()
 def tiny_checkpoint(tmp_path):
     """A tiny Conditional DETR (tests/test_export.py's) saved as a fine-tuned checkpoint, with its config."""
-    from test_export import tiny_config, tiny_detector
-
     detector = tiny_detector("conditional")
     weights = str(tmp_path / "model_final.pth")
     torch.save({"model": detector.state_dict()}, weights)

@@ -7,7 +7,7 @@
     python tools/predict.py --config-file configs/finetune_dino_coco.py --weights zoo://<name> \\
         --input "photos/*.jpg" --output out/ --device cuda --batch-size 8
 
---input is an image file, a folder (its image files, sorted; not recursive) or a glob pattern. Any variant's
+--input is an image file, a folder (its image files, sorted; not recursive) or a glob pattern (repeatable). Any variant's
 fine-tuning config works; images go through the config's test resize, in batches, on --device (default: CUDA
 when available, else CPU). For each image ``<output>/<name>`` (the input's name, ``.png`` for formats other
 than JPEG / PNG) shows every detection with score >= --confidence: box, class name and score (detectron2's
@@ -40,7 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--config-file", required=True, help="a fine-tuning LazyConfig (configs/finetune_*.py, configs/demo/*)")
     p.add_argument("--weights", default=None,
                    help="fine-tuned checkpoint, a path or a zoo:// name (default: <train.output_dir>/model_final.pth)")
-    p.add_argument("--input", required=True, nargs="+", help="image file(s), folder(s) or glob pattern(s)")
+    p.add_argument("--input", required=True, action="append",
+                   help="an image file, a folder or a quoted glob pattern (repeat --input for more)")
     p.add_argument("--output", required=True, help="folder for the pictures and predictions.json")
     p.add_argument("--confidence", type=float, default=0.5, help="lowest score drawn and written (0 keeps all)")
     p.add_argument("--batch-size", type=int, default=4)
