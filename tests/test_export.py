@@ -159,12 +159,16 @@ def test_export_tool_refuses_a_pretraining_checkpoint(tmp_path, demo_root, capsy
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_a_checkpoint_without_the_heads_is_refused(tmp_path):
+def test_a_checkpoint_without_the_heads_or_of_other_shapes_is_refused(tmp_path):
     detector = tiny_detector("conditional")
     weights = tmp_path / "backbone.pth"
     torch.save({"model": {k: v for k, v in detector.state_dict().items() if k.startswith("backbone.")}}, weights)
     with pytest.raises(ValueError, match="lacks .* weights"):
         FinetunedCheckpointer(tiny_detector("conditional")).load(str(weights))
+    other = {k: (v[:1] if k == "class_embed.weight" else v) for k, v in detector.state_dict().items()}
+    torch.save({"model": other}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="shapes differ.*class_embed.weight"):
+        FinetunedCheckpointer(tiny_detector("conditional")).load(str(tmp_path / "other.pth"))
 
 
 def test_read_image_scales_16_bit_and_composites_alpha(tmp_path):

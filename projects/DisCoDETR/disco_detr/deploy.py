@@ -74,7 +74,8 @@ class FinetunedCheckpointer(DisCoCheckpointer):
     A DisCo / Siamese DETR pre-training checkpoint (its keys start with ``detector.``, its class head is
     object / no-object and the pre-training heads come with it) would be silently *transferred* by the
     training checkpointer, leaving a freshly initialised class head; here it is refused. So is any
-    checkpoint that leaves some detector weight uninitialised (e.g. backbone weights alone).
+    checkpoint that leaves some detector weight uninitialised (e.g. backbone weights alone) or whose tensors
+    have other shapes than the detector's (another config's checkpoint).
     """
 
     def _load_model(self, checkpoint):
@@ -94,6 +95,11 @@ class FinetunedCheckpointer(DisCoCheckpointer):
                 f"{self._source!r} lacks {len(missing)} of the detector's {len(model_state)} weights (e.g. "
                 f"{', '.join(missing[:3])}): it is not a fine-tuned checkpoint of this config's detector, and "
                 "the missing weights would stay random.")
+        mismatched = [f"{k}: {tuple(state[k].shape)} in the checkpoint, {tuple(v.shape)} in the model"
+                      for k, v in model_state.items() if hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)]
+        if mismatched:
+            raise ValueError(f"{self._source!r} does not fit this config's detector ({len(mismatched)} shapes differ, e.g. "
+                             f"{mismatched[0]}): was it fine-tuned with another config?")
         return super()._load_model(checkpoint)
 
 
