@@ -10,4 +10,8 @@ setup(
     package_dir={"": "projects/DisCoDETR"},
     packages=find_packages(where="projects/DisCoDETR"),
     install_requires=[],  # installed by the Makefile (see requirements.txt and the README)
+    extras_require={
+        # tools/export_model.py, tools/benchmark_onnx.py, tests/test_export.py (the Makefile installs it)
+        "export": ["onnx>=1.16", "onnxruntime>=1.18"],
+    },
 )

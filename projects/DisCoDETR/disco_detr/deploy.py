@@ -1,0 +1,331 @@
+"""From a fine-tuned checkpoint to a deployed detector: what ``tools/predict.py``, ``tools/export_model.py``
+and ``tools/benchmark_onnx.py`` share.
+
+* :func:`build_finetuned_detector`: a config's detector with a fine-tuned checkpoint (a local path or a
+  ``zoo://`` name, loaded by :class:`~disco_detr.checkpoint.DisCoCheckpointer`); a pre-training checkpoint,
+  or one that leaves detector weights uninitialised, is refused with a message naming the file.
+* :func:`dataset_class_names`: the class names of the dataset the config fine-tunes on.
+* :func:`read_image`: any image file -> (H, W, 3) uint8 RGB, EXIF orientation applied; grey, palette,
+  CMYK, RGBA (composited on white) and 16-bit images (scaled to 8 bits) work.
+* :class:`ExportableDetector` / :func:`export_onnx`: the inference graph of a detector as ONNX, and
+  :class:`OnnxDetector` to run it with onnxruntime.
+
+The ONNX graph
+--------------
+Inputs:
+
+* ``images``: (B, 3, H, W) float32, RGB in [0, 255], already resized to the export size H x W (the graph
+  normalises with the detector's ``pixel_mean`` / ``pixel_std``; there is no padding: every image of the
+  batch fills the whole H x W);
+* ``orig_sizes``: (B, 2) int64, ``(height, width)`` in pixels of each image before it was resized; boxes are
+  returned in these pixels (pass ``(H, W)`` for pixels of the input tensor).
+
+Outputs (K = ``min(num_detections, num_queries * num_classes)``, the detector's own top-k):
+
+* ``boxes``: (B, K, 4) float32, ``(x0, y0, x1, y1)`` in pixels of the original image, clipped to it;
+* ``scores``: (B, K) float32, sigmoid class probabilities, highest first;
+* ``labels``: (B, K) int64, contiguous class indices 0..C-1 (the order of the metadata ``class_names``).
+
+These are exactly the detector's inference top-k over (query, class) pairs (``DETRDetector.inference``);
+unlike detectron2's ``detector_postprocess`` nothing is dropped, so zero-area boxes (rare) stay in the output.
+The graph is the inference path only: no denoising queries, no criterion, no encoder-stage outputs.
+The deformable attention is exported as ONNX ``GridSample`` (opset >= 16), which onnxruntime runs.
+
+Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. The default dynamo exporter needs
+``onnxscript`` and ``torch.export``, and our multi-scale variants read the level shapes as Python integers
+(their per-level loops), which ``torch.export`` cannot turn into symbolic sizes; tracing records those
+loops for the export size, which is what a fixed-size graph needs, and it exports all six variants.
+``dynamic=True`` (variable H and W) is therefore offered only for the single-level variants (Conditional
+DETR, DAB-DETR), whose graphs read the size from the input; the others are exported per size.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+
+import numpy as np
+import torch
+from detectron2.config import instantiate
+from detectron2.data import MetadataCatalog
+from detectron2.structures import ImageList
+from torch import Tensor, nn
+
+from .checkpoint import DisCoCheckpointer
+from .modeling.detectors.base import DETRDetector
+
+__all__ = ["ExportableDetector", "FinetunedCheckpointer", "OnnxDetector", "build_finetuned_detector",
+           "dataset_category_ids", "dataset_class_names", "export_onnx", "read_image", "resize_for_onnx",
+           "supports_dynamic_size", "INPUT_NAMES", "OUTPUT_NAMES"]
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAMES = ("images", "orig_sizes")
+OUTPUT_NAMES = ("boxes", "scores", "labels")
+#: ONNX opset of the export (GridSample needs >= 16)
+DEFAULT_OPSET = 17
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------
+class FinetunedCheckpointer(DisCoCheckpointer):
+    """:class:`DisCoCheckpointer` for deployment: only a fine-tuned detector's own weights load.
+
+    A DisCo / Siamese DETR pre-training checkpoint (its keys start with ``detector.``, its class head is
+    object / no-object and the pre-training heads come with it) would be silently *transferred* by the
+    training checkpointer, leaving a freshly initialised class head; here it is refused. So is any
+    checkpoint that leaves some detector weight uninitialised (e.g. backbone weights alone) or whose tensors
+    have other shapes than the detector's (another config's checkpoint).
+    """
+
+    def _load_model(self, checkpoint):
+        state = checkpoint["model"]
+        model_state = self.model.state_dict()
+        if any(k.startswith("detector.") for k in state) and not any(k.startswith("detector.") for k in model_state):
+            pretrain_only = sorted({k.split(".")[0] for k in state if not k.startswith("detector.")})
+            raise ValueError(
+                f"{self._source!r} is a pre-training checkpoint (its keys are 'detector.*'"
+                + (f", with the pre-training modules {', '.join(pretrain_only)}" if pretrain_only else "")
+                + "): its class head only tells object from background. Fine-tune it first "
+                "(tools/lazyconfig_train_net.py --config-file configs/finetune_<variant>_<dataset>.py "
+                "train.init_checkpoint=<this file>), then use the fine-tuning run's model_final.pth.")
+        missing = sorted(k for k in model_state if k not in state)
+        if missing:
+            raise ValueError(
+                f"{self._source!r} lacks {len(missing)} of the detector's {len(model_state)} weights (e.g. "
+                f"{', '.join(missing[:3])}): it is not a fine-tuned checkpoint of this config's detector, and "
+                "the missing weights would stay random.")
+        mismatched = [f"{k}: {tuple(state[k].shape)} in the checkpoint, {tuple(v.shape)} in the model"
+                      for k, v in model_state.items() if hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)]
+        if mismatched:
+            raise ValueError(f"{self._source!r} does not fit this config's detector ({len(mismatched)} shapes differ, e.g. "
+                             f"{mismatched[0]}): was it fine-tuned with another config?")
+        return super()._load_model(checkpoint)
+
+
+def build_finetuned_detector(cfg, weights: str, device: str | torch.device = "cpu",
+                             config_file: str = "the config") -> DETRDetector:
+    """``instantiate(cfg.model)`` in eval mode with the fine-tuned ``weights`` (path or ``zoo://`` name).
+
+    Raises ``ValueError`` naming ``config_file`` when the config builds no DETR detector (e.g. a pre-training
+    config), and naming ``weights`` when it is a pre-training checkpoint or lacks detector weights;
+    ``FileNotFoundError`` when the file does not exist.
+    """
+    model = instantiate(cfg.model)
+    if not isinstance(model, DETRDetector):
+        raise ValueError(f"{config_file} builds a {type(model).__name__}, not a fine-tuning DETR detector; "
+                         "pass a fine-tuning config (configs/finetune_*.py or configs/demo/<variant>.py)")
+    if not weights:
+        raise ValueError("no checkpoint given (--weights)")
+    if "://" not in weights and not os.path.isfile(weights):
+        raise FileNotFoundError(f"checkpoint {weights!r} does not exist")
+    allow_pickle = bool(cfg.train.get("checkpoint_allow_pickle", False)) if "train" in cfg else False
+    FinetunedCheckpointer(model, "", allow_pickle=allow_pickle).load(weights)
+    return model.to(device).eval()
+
+
+# ---- class names ---------------------------------------------------------------------------------------
+def _dataset_name(cfg) -> str:
+    for split in ("train", "test"):
+        try:
+            names = cfg.dataloader[split].dataset.names
+        except (AttributeError, KeyError):
+            continue
+        if names:
+            return names if isinstance(names, str) else list(names)[0]
+    raise ValueError("the config names no dataset (dataloader.train.dataset.names)")
+
+
+def _metadata(cfg):
+    name = _dataset_name(cfg)
+    meta = MetadataCatalog.get(name)
+    if not meta.get("thing_classes"):
+        # a COCO-json dataset records its class names when its json is read
+        from detectron2.data import DatasetCatalog
+
+        if name in DatasetCatalog.list():
+            try:
+                DatasetCatalog.get(name)
+            except Exception as e:  # the dataset's files are not on this machine
+                logger.warning("Cannot read dataset %r for its class names (%s)", name, e)
+        meta = MetadataCatalog.get(name)
+    return name, meta
+
+
+def dataset_class_names(cfg, num_classes: int) -> list[str]:
+    """The ``thing_classes`` of the dataset the config fine-tunes on (``dataloader.train.dataset.names``,
+    its first name), as many as the detector has classes; ``class_<i>`` names, with a warning, when the
+    dataset cannot be found. Raises ``ValueError`` when their number differs from ``num_classes``."""
+    name, meta = _metadata(cfg)
+    classes = meta.get("thing_classes")
+    if not classes:
+        logger.warning("Dataset %r has no class names on this machine; using class_0 .. class_%d",
+                       name, num_classes - 1)
+        return [f"class_{i}" for i in range(num_classes)]
+    if len(classes) != num_classes:
+        raise ValueError(f"dataset {name!r} has {len(classes)} classes but the detector has {num_classes}")
+    return list(classes)
+
+
+def dataset_category_ids(cfg, num_classes: int) -> list[int]:
+    """The dataset's own category id of each contiguous class index (COCO's 1..90 ids where the
+    dataset maps them, else the index itself)."""
+    _, meta = _metadata(cfg)
+    mapping = meta.get("thing_dataset_id_to_contiguous_id")
+    if not mapping:
+        return list(range(num_classes))
+    inverse = {v: k for k, v in mapping.items()}
+    return [int(inverse.get(i, i)) for i in range(num_classes)]
+
+
+# ---- images --------------------------------------------------------------------------------------------
+def read_image(path: str) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB, EXIF orientation applied.
+
+    Grey, palette and CMYK images are converted; an alpha channel is composited on white; 16-bit (and
+    32-bit integer) grey images are scaled to 8 bits by their type's range (65535 for 16-bit). Raises
+    ``OSError`` naming the file when it is missing, truncated or not an image.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+                arr = np.asarray(im).astype(np.float64)
+                top = 65535.0 if im.mode.startswith("I;16") or (im.mode == "I" and arr.max() <= 65535) \
+                    else max(float(arr.max()), 1.0)
+                grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(white, rgba)
+            return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    except Exception as e:  # PIL raises several types; all mean "unusable image"
+        raise OSError(f"Cannot read image {path!r}: {e}") from e
+
+
+def resize_for_onnx(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(h, w, 3) uint8 RGB -> (3, height, width) float32 in [0, 255] (bilinear, as detectron2's ``T.Resize``),
+    the ``images`` input of an exported graph (stack them for a batch)."""
+    from detectron2.data import transforms as T
+
+    resized = T.Resize((height, width)).get_transform(image).apply_image(image)
+    return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)
+
+
+# ---- export --------------------------------------------------------------------------------------------
+def supports_dynamic_size(detector: DETRDetector) -> bool:
+    """Whether an exported graph of ``detector`` works at sizes other than the export size: only the
+    single-level variants without deformable attention (Conditional DETR, DAB-DETR). The others loop over
+    their feature levels with Python integer shapes, which tracing records for one size."""
+    from .modeling.layers import MultiScaleDeformableAttention
+
+    return not any(isinstance(m, MultiScaleDeformableAttention) for m in detector.modules())
+
+
+class ExportableDetector(nn.Module):
+    """The inference graph of a DETR detector: see the module docstring for inputs and outputs.
+
+    forward(images (B, 3, H, W) float RGB in [0, 255], orig_sizes (B, 2) int64 (h, w)) ->
+    boxes (B, K, 4) xyxy pixels of the original image, scores (B, K), labels (B, K) int64.
+    """
+
+    def __init__(self, detector: DETRDetector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: Tensor, orig_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        det = self.detector
+        x = (images.float() - det.pixel_mean) / det.pixel_std
+        size = x.shape[-2:]
+        batch = ImageList(x, [size] * x.shape[0])
+        _, decoded = det.run(batch)
+        # the detector's own top-k, boxes in normalised xyxy clipped to [0, 1], then scaled to the originals
+        results = det.inference(decoded.logits[-1], decoded.boxes[-1], [(1, 1)] * x.shape[0])
+        boxes = torch.stack([r.pred_boxes.tensor for r in results])
+        scale = orig_sizes.to(boxes.dtype).flip(-1).repeat(1, 2)[:, None]          # (B, 1, 4) (w, h, w, h)
+        scores = torch.stack([r.scores for r in results])
+        labels = torch.stack([r.pred_classes for r in results]).long()
+        return boxes * scale, scores, labels
+
+
+def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, batch_size: int = 1,
+                dynamic: bool = False, opset: int = DEFAULT_OPSET, metadata: dict | None = None) -> str:
+    """Export ``detector``'s inference graph (:class:`ExportableDetector`) to ``path``.
+
+    height, width: the export size (with ``dynamic``, only the example size: H and W are free axes,
+    single-level variants only, see :func:`supports_dynamic_size`); batch_size: the fixed batch B.
+    metadata: strings written to the model's ``metadata_props`` (e.g. ``class_names`` as JSON).
+    """
+    import onnx
+
+    if dynamic and not supports_dynamic_size(detector):
+        raise ValueError(f"{type(detector).__name__} cannot be exported with a dynamic image size: its deformable "
+                         "attention loops over feature levels with integer shapes that the trace records for one "
+                         "size. Export it at the size you deploy (--height H --width W), once per size.")
+    div = detector.size_divisibility
+    if div and (height % div or width % div):
+        raise ValueError(f"{type(detector).__name__} pads images to multiples of {div} (size_divisibility); export it "
+                         f"at a size that is one (got {height}x{width}), so that no padding is needed")
+    if opset < 16:
+        raise ValueError(f"opset {opset} < 16: ONNX GridSample (the deformable attention) needs opset 16")
+    wrapper = ExportableDetector(detector).eval()
+    device = detector.device
+    images = torch.rand(batch_size, 3, height, width, device=device) * 255
+    sizes = torch.tensor([[height, width]] * batch_size, dtype=torch.int64, device=device)
+    dynamic_axes = {"images": {2: "height", 3: "width"}} if dynamic else None
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        # the trace records Python-level shapes and checks for the export size: expected, and said above
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # the TorchScript exporter is chosen on purpose (module docstring); its deprecation notice is known
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
+        torch.onnx.export(wrapper, (images, sizes), path, dynamo=False, opset_version=opset,
+                          input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
+                          do_constant_folding=True)
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+    props = {"detector": type(detector).__name__, "input_size": "dynamic" if dynamic else f"{height}x{width}",
+             "batch_size": str(batch_size), "num_classes": str(detector.num_classes),
+             "images": "(B, 3, H, W) float32 RGB in [0, 255], resized to the input size",
+             "orig_sizes": "(B, 2) int64 (height, width) of the original images",
+             "boxes": "(B, K, 4) float32 x0, y0, x1, y1 in pixels of the original image",
+             "scores": "(B, K) float32 sigmoid probabilities, highest first",
+             "labels": "(B, K) int64 contiguous class indices (class_names)",
+             **(metadata or {})}
+    onnx.helper.set_model_props(model, {k: str(v) for k, v in props.items()})
+    onnx.save(model, path)
+    return path
+
+
+class OnnxDetector:
+    """An exported graph run by onnxruntime (CPU unless ``providers`` say otherwise).
+
+    ``__call__(images (B, 3, H, W) float32, orig_sizes (B, 2) int64)`` -> (boxes, scores, labels) numpy arrays
+    as documented in the module docstring; ``metadata`` holds the model's metadata (``class_names`` ...).
+    """
+
+    def __init__(self, path: str, providers: list[str] | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(path, options, providers=providers or ["CPUExecutionProvider"])
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        shape = self.session.get_inputs()[0].shape
+        self.batch_size, self.height, self.width = shape[0], shape[2], shape[3]
+
+    @property
+    def class_names(self) -> list[str] | None:
+        names = self.metadata.get("class_names")
+        return json.loads(names) if names else None
+
+    def __call__(self, images: np.ndarray, orig_sizes: np.ndarray):
+        return self.session.run(list(OUTPUT_NAMES), {"images": np.ascontiguousarray(images, dtype=np.float32),
+                                                     "orig_sizes": np.asarray(orig_sizes, dtype=np.int64)})

@@ -1,0 +1,191 @@
+"""ONNX export (disco_detr/deploy.py, tools/export_model.py): onnxruntime against PyTorch for every variant.
+
+Tolerance (stated in docs/deployment.md): boxes within 1e-4 of the image size, scores within 1e-5, labels
+equal, on two images of different sizes (each exported at its own size; the single-level variants also
+through one graph with a dynamic size). Tiny detectors (tiny ResNet, d = 32, 12 queries) built from the demo
+fine-tuning configs, parameters moved off their initialisation so scores and boxes are spread out.
+"""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import LazyConfig
+from tiny_detectors import VARIANTS, tiny_config, tiny_detector
+
+from disco_detr.data.demo import DEMO_CLASSES
+from disco_detr.deploy import (
+    FinetunedCheckpointer,
+    OnnxDetector,
+    export_onnx,
+    read_image,
+    resize_for_onnx,
+    supports_dynamic_size,
+)
+
+from conftest import REPO
+
+BOX_TOL, SCORE_TOL = 1e-4, 1e-5
+#: (export size, original size) of the two test images
+IMAGES = [((64, 96), (70, 110)), ((80, 64), (120, 90))]
+
+
+def torch_outputs(detector, resized, orig_size):
+    """The PyTorch model on one resized (3, h, w) image, results in pixels of ``orig_size`` (h, w)."""
+    with torch.no_grad():
+        out = detector([{"image": torch.from_numpy(resized), "height": orig_size[0], "width": orig_size[1]}])
+    return out[0]["instances"]
+
+
+def assert_parity(session, detector, resized, orig_size):
+    boxes, scores, labels = session(resized[None], np.array([orig_size], dtype=np.int64))
+    inst = torch_outputs(detector, resized, orig_size)
+    k = min(detector.num_detections, detector.num_queries * detector.num_classes)
+    assert boxes.shape == (1, k, 4) and scores.shape == (1, k) and labels.shape == (1, k)
+    assert labels.dtype == np.int64
+    nonempty = (boxes[0, :, 2] > boxes[0, :, 0]) & (boxes[0, :, 3] > boxes[0, :, 1])
+    assert nonempty.sum() == len(inst) > 0   # detector_postprocess drops only empty boxes
+    scale = np.array([orig_size[1], orig_size[0]] * 2, dtype=np.float64)
+    np.testing.assert_allclose(boxes[0][nonempty] / scale, inst.pred_boxes.tensor.numpy() / scale, rtol=0, atol=BOX_TOL)
+    np.testing.assert_allclose(scores[0][nonempty], inst.scores.numpy(), rtol=0, atol=SCORE_TOL)
+    np.testing.assert_array_equal(labels[0][nonempty], inst.pred_classes.numpy())
+    assert (boxes[0, :, 0::2] >= 0).all() and (boxes[0, :, 0::2] <= orig_size[1]).all()
+    assert (boxes[0, :, 1::2] >= 0).all() and (boxes[0, :, 1::2] <= orig_size[0]).all()
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_onnxruntime_equals_pytorch_on_two_image_sizes(variant, tmp_path):
+    detector = tiny_detector(variant)
+    gen = np.random.default_rng(0)
+    for i, ((h, w), orig) in enumerate(IMAGES):
+        original = gen.integers(0, 256, (*orig, 3), dtype=np.uint8)
+        resized = resize_for_onnx(original, h, w)
+        assert resized.shape == (3, h, w) and resized.dtype == np.float32
+        path = export_onnx(detector, str(tmp_path / f"{variant}_{i}.onnx"), h, w)
+        session = OnnxDetector(path)
+        assert (session.height, session.width, session.batch_size) == (h, w, 1)
+        assert [x.name for x in session.session.get_inputs()] == ["images", "orig_sizes"]
+        assert [x.name for x in session.session.get_outputs()] == ["boxes", "scores", "labels"]
+        assert_parity(session, detector, resized, orig)
+
+
+def test_the_graph_holds_no_training_part(tmp_path):
+    """DINO's inference graph: no denoising label embedding, no encoder-stage output, GridSample for the
+    deformable attention."""
+    import onnx
+
+    detector = tiny_detector("dino")
+    model = onnx.load(export_onnx(detector, str(tmp_path / "dino.onnx"), 64, 64))
+    ops = {n.op_type for n in model.graph.node}
+    assert "GridSample" in ops and "TopK" in ops
+    assert not any("label_enc" in init.name for init in model.graph.initializer)
+    assert [o.name for o in model.graph.output] == ["boxes", "scores", "labels"]
+
+
+@pytest.mark.parametrize("variant", ["conditional", "dab"])
+def test_dynamic_size_graph_of_the_single_level_variants(variant, tmp_path):
+    detector = tiny_detector(variant)
+    assert supports_dynamic_size(detector)
+    path = export_onnx(detector, str(tmp_path / "dyn.onnx"), 64, 96, dynamic=True)
+    session = OnnxDetector(path)
+    gen = np.random.default_rng(1)
+    for (h, w), orig in IMAGES:
+        resized = resize_for_onnx(gen.integers(0, 256, (*orig, 3), dtype=np.uint8), h, w)
+        assert_parity(session, detector, resized, orig)
+
+
+def test_dynamic_size_is_refused_for_deformable_attention(tmp_path):
+    detector = tiny_detector("deformable_ms")
+    assert not supports_dynamic_size(detector)
+    with pytest.raises(ValueError, match="dynamic image size"):
+        export_onnx(detector, str(tmp_path / "x.onnx"), 64, 64, dynamic=True)
+
+
+def test_batch_of_two(tmp_path):
+    """A batch of two: the same image for two original sizes gives the same scores and boxes scaled by the
+    sizes' ratio; row 0 equals the PyTorch model."""
+    detector = tiny_detector("rt_detr")
+    session = OnnxDetector(export_onnx(detector, str(tmp_path / "b2.onnx"), 64, 64, batch_size=2))
+    image = resize_for_onnx(np.random.default_rng(2).integers(0, 256, (50, 70, 3), dtype=np.uint8), 64, 64)
+    boxes, scores, labels = session(np.stack([image, image]), np.array([[50, 70], [100, 140]]))
+    np.testing.assert_allclose(scores[0], scores[1], atol=SCORE_TOL, rtol=0)
+    np.testing.assert_array_equal(labels[0], labels[1])
+    np.testing.assert_allclose(boxes[1], 2 * boxes[0], atol=1e-3, rtol=0)
+    inst = torch_outputs(detector, image, (50, 70))
+    nonempty = (boxes[0, :, 2] > boxes[0, :, 0]) & (boxes[0, :, 3] > boxes[0, :, 1])
+    np.testing.assert_allclose(scores[0][nonempty], inst.scores.numpy(), atol=SCORE_TOL, rtol=0)
+
+
+def _export_tool():
+    spec = importlib.util.spec_from_file_location("export_model", os.path.join(REPO, "tools", "export_model.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def _tiny_config_file(tmp_path, variant="conditional"):
+    """A config file (yaml) of the tiny detector: the demo config shrunk as :func:`tiny_config`."""
+    path = str(tmp_path / "tiny.yaml")
+    LazyConfig.save(tiny_config(variant), path)
+    return path
+
+
+def test_export_tool_writes_a_checked_graph_with_class_names(tmp_path, demo_root, capsys):
+    detector = tiny_detector("conditional")
+    weights = tmp_path / "model_final.pth"
+    torch.save({"model": detector.state_dict()}, weights)
+    out = tmp_path / "m.onnx"
+    assert _export_tool().main(["--config-file", _tiny_config_file(tmp_path), "--weights", str(weights),
+                                "--output", str(out), "--height", "64", "--width", "96"]) == 0
+    printed = capsys.readouterr().out
+    assert "onnxruntime vs PyTorch at 64x96" in printed and "labels equal: True" in printed
+    session = OnnxDetector(str(out))
+    assert session.class_names == list(DEMO_CLASSES) and len(DEMO_CLASSES) == detector.num_classes
+    assert json.loads(session.metadata["class_names"]) == session.class_names
+
+
+def test_export_tool_refuses_a_pretraining_checkpoint(tmp_path, demo_root, capsys):
+    detector = tiny_detector("conditional")
+    state = {f"detector.{k}": v for k, v in detector.state_dict().items()}
+    state["object_proj.weight"] = torch.zeros(4, 4)
+    weights = tmp_path / "pretrain.pth"
+    torch.save({"model": state}, weights)
+    assert _export_tool().main(["--config-file", _tiny_config_file(tmp_path), "--weights", str(weights),
+                                "--output", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "pre-training checkpoint" in err and str(weights) in err and "object_proj" in err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_checkpoint_without_the_heads_or_of_other_shapes_is_refused(tmp_path):
+    detector = tiny_detector("conditional")
+    weights = tmp_path / "backbone.pth"
+    torch.save({"model": {k: v for k, v in detector.state_dict().items() if k.startswith("backbone.")}}, weights)
+    with pytest.raises(ValueError, match="lacks .* weights"):
+        FinetunedCheckpointer(tiny_detector("conditional")).load(str(weights))
+    other = {k: (v[:1] if k == "class_embed.weight" else v) for k, v in detector.state_dict().items()}
+    torch.save({"model": other}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="shapes differ.*class_embed.weight"):
+        FinetunedCheckpointer(tiny_detector("conditional")).load(str(tmp_path / "other.pth"))
+
+
+def test_read_image_scales_16_bit_and_composites_alpha(tmp_path):
+    from PIL import Image
+
+    grey = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 257 * 20)
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I")
+    rgb = read_image(str(tmp_path / "g16.png"))
+    assert rgb.shape == (3, 4, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[..., 0], np.arange(12).reshape(3, 4) * 20)   # 257 * v / 65535 * 255 = v
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (200, 0, 0, 255)      # opaque red stays red
+    rgba[1, 1] = (0, 0, 0, 0)          # transparent becomes white
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    out = read_image(str(tmp_path / "a.png"))
+    assert tuple(out[0, 0]) == (200, 0, 0) and tuple(out[1, 1]) == (255, 255, 255)
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(OSError, match="bad.jpg"):
+        read_image(str(tmp_path / "bad.jpg"))
