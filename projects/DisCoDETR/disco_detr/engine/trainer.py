@@ -55,6 +55,14 @@ def compile_variant_name(model) -> str:
     return type(model).__name__
 
 
+def compile_error_summary(error: BaseException) -> str:
+    """One line: the compiler exception's type and the first line of its root cause."""
+    cause = getattr(error, "inner_exception", None) or error.__cause__ or error
+    lines = [line for line in str(cause).strip().splitlines() if line.strip()] or [""]
+    detail = f"{type(cause).__name__}: {lines[0][:400]}" if cause is not error else lines[0][:400]
+    return f"{type(error).__name__}: {detail}"
+
+
 def amp_dtype() -> torch.dtype:
     """The autocast dtype of CUDA AMP: bfloat16 where the device supports it, else float16."""
     return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
@@ -142,7 +150,7 @@ class DETRTrainLoop(SimpleTrainer):
                     loss_dict = self.compiled_forward(data)
                 return loss_dict, sum(v.float() for v in loss_dict.values())
             except torch._dynamo.exc.TorchDynamoException as error:  # compile failures, not the model's errors
-                self.compile_error = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:500]}"
+                self.compile_error = compile_error_summary(error)
                 logger.warning("train.compile: %s does not compile (%s); running it eagerly from iteration %d on.",
                                compile_variant_name(self.model), self.compile_error, self.iter)
                 self.compiled_forward = None
