@@ -14,7 +14,12 @@ import functools
 
 import torch
 
-__all__ = ["float32_policy"]
+__all__ = ["at_least_float32", "float32_policy"]
+
+
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """float16 / bfloat16 -> float32; float32 and float64 unchanged (float64 tests keep their precision)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def float32_policy(fn):

@@ -31,7 +31,7 @@ from ..criterion import box_losses, flatten_indices
 from ..detectors.base import DETRDetector, QueryInit
 from ..layers import MLP, box_xyxy_to_cxcywh
 from ..matching import HungarianMatcher, assign_queries_to_proposals, fixed_group_assignment
-from ..precision import float32_policy
+from ..precision import at_least_float32, float32_policy
 from .cld import CLDHeads
 from .sync_bn import SyncBatchNorm1d
 
@@ -69,7 +69,7 @@ class EncoderConsistencyHead(nn.Module):
     @staticmethod
     @float32_policy
     def _two_minus_two_cos(p: Tensor, z: Tensor) -> Tensor:
-        return (2 - 2 * F.cosine_similarity(p.float(), z.detach().float(), dim=-1)).mean()
+        return (2 - 2 * F.cosine_similarity(at_least_float32(p), at_least_float32(z.detach()), dim=-1)).mean()
 
     def forward(self, m1: Tensor, m2: Tensor) -> Tensor:
         z1, z2 = self.projector(m1), self.projector(m2)
