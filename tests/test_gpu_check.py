@@ -53,3 +53,32 @@ def test_goals_and_tables_from_a_result():
     empty["goals"] = tool.goals(empty)
     assert all(v["met"] is None for v in empty["goals"].values())
     assert "| kernel_speedup_train_bf16_min | - | >= 2 | - |" in tool.tables(empty)
+
+
+def test_main_orders_the_sections_and_writes_json_and_tables(monkeypatch, tmp_path):
+    """main() with every measurement replaced by a stub: eager steps, then pre-training, then compiled steps under
+    the time budget; the speed-up of compiled over eager; gpu_check.json and gpu_check.md written."""
+    import json
+
+    tool = _tool()
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "stub GPU")
+    monkeypatch.setattr(tool, "run_tests", lambda: calls.append("tests") or {
+        "files": ["t.py"], "returncode": 0, "summary": "3 passed", "seconds": 1.0})
+    monkeypatch.setattr(tool, "kernel_figures", lambda device, args: calls.append("kernel") or [])
+
+    def variants(device, args, peak, compiled, deadline=None):
+        calls.append(("variants", compiled, deadline is not None))
+        return [{"variant": "dino", "compiled": compiled, "image_hw": [800, 1333], "step_s": 0.5 if compiled else 1.0}]
+
+    monkeypatch.setattr(tool, "variant_figures", variants)
+    monkeypatch.setattr(tool, "pretrain_figures", lambda device, args: calls.append("pretrain") or {
+        900: {"disco_over_siamese": 1.02, "dmoqf_share_of_disco_step": 0.004}})
+    result = tool.main(["--out", str(tmp_path), "--peak-tflops", "100"])
+    assert calls == ["tests", "kernel", ("variants", False, False), "pretrain", ("variants", True, True)]
+    assert [r.get("speedup_over_eager") for r in result["variants"]] == [None, 2.0]
+    assert result["goals"]["dmoqf_share_at_900"]["met"] is True and result["peak_tflops"] == 100
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert saved["goals"]["disco_over_siamese_max"]["value"] == 1.02
+    assert "| dino | yes | 800x1333 |" in (tmp_path / "gpu_check.md").read_text()
