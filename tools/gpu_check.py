@@ -10,7 +10,8 @@ Without CUDA it refuses with a one-line message (exit status 2). Writes ``<out>/
 Sections (each can be skipped):
 
 1. tests: ``pytest`` on the files whose CUDA cases are skipped on CPU (tests/test_ms_deform_attn_triton.py:
-   the Triton kernel against the float64 references on CUDA; tests/test_amp.py: the AMP policy on CUDA).
+   the Triton kernel against the float64 references on CUDA; tests/test_amp.py: the AMP policy on CUDA;
+   tests/test_compile.py's inductor case on CUDA).
 2. kernel: multi-scale deformable attention, Triton kernel against the PyTorch path, at DINO's sizes (4 levels
    of an 800 x 1333 image at strides 8/16/32/64: 100x167, 50x84, 25x42, 13x21; d = 256, 8 heads, 4 points),
    batch 2 and 8, float32 and bfloat16; the encoder (Nq = S, every token a query) and the decoder (900
@@ -59,7 +60,8 @@ VARIANTS = {
 }
 PRETRAIN = {300: ("configs/disco_cond.py", "configs/siamese_cond.py"),
             900: ("configs/disco_dino.py", "configs/siamese_dino.py")}
-TEST_FILES = ["tests/test_ms_deform_attn_triton.py", "tests/test_amp.py"]
+TEST_FILES = ["tests/test_ms_deform_attn_triton.py", "tests/test_amp.py",
+              "tests/test_compile.py::test_inductor_compiles_the_tiny_detector_on_cuda"]
 
 
 def load_tool(name: str):
