@@ -190,6 +190,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=None, help="default 3")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, if not in the table")
     parser.add_argument("--no-amp", dest="amp", action="store_false")
+    parser.add_argument("--no-finetune", dest="finetune", action="store_false", help="pre-training figures only")
     args = parser.parse_args(argv)
     tiny = args.tiny
     disco_file = args.disco_config or ("configs/demo/disco_cond.py" if tiny else "configs/disco_cond.py")
@@ -288,34 +289,42 @@ def main(argv=None):
     if cuda:
         torch.cuda.empty_cache()
 
-    # fine-tuning
-    ft_cfg = load(finetune_file, [])
-    detector, ft_opt = build(ft_cfg, device)
-    ft_batch = detection_batch(args.finetune_batch, *finetune_hw, detector.num_classes)
-    from detectron2.utils.analysis import FlopCountAnalysis
-
-    detector.eval()
-    counter = FlopCountAnalysis(detector, ft_batch[:1])
-    counter.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    counter.set_op_handle("aten::scaled_dot_product_attention", _sdpa_macs)
-    ft_macs_forward = counter.total()  # fvcore: one multiply-add = one flop, per image
-    detector.train()
-    ft_step_fn = make_step(detector, ft_opt, ft_batch, False)
-    reset_peak()
-    for _ in range(warmup):
-        ft_step_fn()
-    sync()
-    ft_times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        ft_step_fn()
-        sync()
-        ft_times.append(time.perf_counter() - start)
-    ft_peak = peak_gib()
-    ft_median = statistics.median(ft_times)
-
     peak = peak_tflops(device, args.peak_tflops)
-    ft_tflops = 2 * 3 * ft_macs_forward * args.finetune_batch / ft_median / 1e12
+    finetune = None
+    if args.finetune:  # --no-finetune: pre-training figures only (tools/gpu_check.py times every variant itself)
+        # fine-tuning
+        ft_cfg = load(finetune_file, [])
+        detector, ft_opt = build(ft_cfg, device)
+        ft_batch = detection_batch(args.finetune_batch, *finetune_hw, detector.num_classes)
+        from detectron2.utils.analysis import FlopCountAnalysis
+
+        detector.eval()
+        counter = FlopCountAnalysis(detector, ft_batch[:1])
+        counter.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        counter.set_op_handle("aten::scaled_dot_product_attention", _sdpa_macs)
+        ft_macs_forward = counter.total()  # fvcore: one multiply-add = one flop, per image
+        detector.train()
+        ft_step_fn = make_step(detector, ft_opt, ft_batch, False)
+        reset_peak()
+        for _ in range(warmup):
+            ft_step_fn()
+        sync()
+        ft_times = []
+        for _ in range(iters):
+            start = time.perf_counter()
+            ft_step_fn()
+            sync()
+            ft_times.append(time.perf_counter() - start)
+        ft_peak = peak_gib()
+        ft_median = statistics.median(ft_times)
+        ft_tflops = 2 * 3 * ft_macs_forward * args.finetune_batch / ft_median / 1e12
+        finetune = {
+            "batch_size": args.finetune_batch, "image_hw": list(finetune_hw), "step_s": round(ft_median, 4),
+            "gflops_forward_per_image_fvcore": round(ft_macs_forward / 1e9, 2),
+            "achieved_tflops_per_s": round(ft_tflops, 4), "share_of_peak": round(ft_tflops / peak, 4) if peak else None,
+            "peak_memory_gib": ft_peak,
+        }
+
     pre_tflops = {name: pretrain_flops[name] / median[name] / 1e12 for name in median}
 
     def share(x):
@@ -340,12 +349,7 @@ def main(argv=None):
             "share_of_peak": {k: share(v) for k, v in pre_tflops.items()},
             "peak_memory_gib": pretrain_peak,
         },
-        "finetune": {
-            "batch_size": args.finetune_batch, "image_hw": list(finetune_hw), "step_s": round(ft_median, 4),
-            "gflops_forward_per_image_fvcore": round(ft_macs_forward / 1e9, 2),
-            "achieved_tflops_per_s": round(ft_tflops, 4), "share_of_peak": share(ft_tflops),
-            "peak_memory_gib": ft_peak,
-        },
+        "finetune": finetune,
         "peak_tflops": peak,
     }
     p, f = result["pretrain"], result["finetune"]
@@ -353,8 +357,10 @@ def main(argv=None):
           f"DisCo {p['disco_step_s']} s, Siamese {p['siamese_step_s']} s, ratio {p['disco_over_siamese']}; "
           f"DMOQF {1000 * dmoqf:.2f} ms/step ({100 * p['dmoqf_share_of_disco_step']:.2f} %); "
           f"{p['achieved_tflops_per_s']} TFLOP/s; peak memory {pretrain_peak} GiB", file=sys.stderr)
-    print(f"fine-tuning batch {args.finetune_batch} at {finetune_hw[0]}x{finetune_hw[1]}: {f['step_s']} s/step, "
-          f"{f['achieved_tflops_per_s']} TFLOP/s (peak {peak}); peak memory {ft_peak} GiB", file=sys.stderr)
+    if f is not None:
+        print(f"fine-tuning batch {args.finetune_batch} at {finetune_hw[0]}x{finetune_hw[1]}: {f['step_s']} s/step, "
+              f"{f['achieved_tflops_per_s']} TFLOP/s (peak {peak}); peak memory {f['peak_memory_gib']} GiB",
+              file=sys.stderr)
     print(json.dumps(result))
     return result
 

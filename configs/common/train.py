@@ -7,6 +7,11 @@ train = dict(
     device="auto",  # "auto" = CUDA when available, else CPU; override with train.device=cpu
     seed=0,  # data order, augmentation and dropout are functions of (seed, iteration)
     amp=dict(enabled=True),  # mixed precision on CUDA; ignored (logged) on CPU
+    # torch.compile of the model's forward (fine-tuning and pre-training); a variant that fails to compile is logged
+    # and runs eagerly. backend: torch.compile's ("inductor"; "aot_eager" needs no C++/Triton), mode: its mode or None
+    compile=dict(enabled=False, backend="inductor", mode=None),
+    # multi-scale deformable attention: "auto" = Triton kernel on CUDA when triton imports, else PyTorch; or force one
+    ms_deform_attn_backend="auto",
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
     clip_grad_norm=0.1,  # max L2 norm of all gradients; 0 disables clipping
     checkpointer=dict(period=5000, max_to_keep=100),

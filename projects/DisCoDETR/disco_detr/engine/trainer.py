@@ -23,6 +23,7 @@ from detectron2.utils.logger import setup_logger
 from ..analysis.hooks import build_analysis_hooks
 from ..checkpoint import DisCoCheckpointer
 from ..data.build import _mix, set_loader_start
+from ..modeling.layers.ms_deform_attn import set_ms_deform_attn_backend
 from .ema import EMAHook, ModelEMA
 from .preemption import StopOnSignal
 
@@ -34,7 +35,7 @@ logger = logging.getLogger("detectron2")
 TRAIN_KEYS = {
     "output_dir", "init_checkpoint", "max_iter", "device", "seed", "amp", "ddp", "clip_grad_norm",
     "checkpointer", "eval_period", "log_period", "checkpoint_allow_pickle", "epochs", "transfer_mismatch", "analysis",
-    "ema",
+    "ema", "compile", "ms_deform_attn_backend",
 }
 
 
@@ -46,6 +47,20 @@ def resolve_device(device: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"train.device={device} but CUDA is not available; use train.device=cpu or auto")
     return device
+
+
+def compile_variant_name(model) -> str:
+    """The class name of the detector (or pre-training meta-architecture) inside DDP, for messages."""
+    model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    return type(model).__name__
+
+
+def compile_error_summary(error: BaseException) -> str:
+    """One line: the compiler exception's type and the first line of its root cause."""
+    cause = getattr(error, "inner_exception", None) or error.__cause__ or error
+    lines = [line for line in str(cause).strip().splitlines() if line.strip()] or [""]
+    detail = f"{type(cause).__name__}: {lines[0][:400]}" if cause is not error else lines[0][:400]
+    return f"{type(error).__name__}: {detail}"
 
 
 def amp_dtype() -> torch.dtype:
@@ -72,6 +87,20 @@ def resolve_max_iter(cfg, data_loader) -> int:
     return max_iter
 
 
+def compile_options(compile_cfg) -> dict | None:
+    """``train.compile`` -> the keyword arguments of ``torch.compile``, or None when it is off."""
+    compile_cfg = dict(compile_cfg or {})
+    unknown = sorted(set(compile_cfg) - {"enabled", "backend", "mode"})
+    if unknown:
+        raise KeyError(f"Unknown key(s) in cfg.train.compile: {', '.join(unknown)} (known: enabled, backend, mode)")
+    if not compile_cfg.get("enabled", False):
+        return None
+    options = {"backend": compile_cfg.get("backend", "inductor")}
+    if compile_cfg.get("mode"):
+        options["mode"] = compile_cfg["mode"]
+    return options
+
+
 def validate_train_config(train_cfg) -> None:
     unknown = sorted(set(train_cfg.keys()) - TRAIN_KEYS)
     if unknown:
@@ -80,14 +109,25 @@ def validate_train_config(train_cfg) -> None:
 
 
 class DETRTrainLoop(SimpleTrainer):
-    """SimpleTrainer with optional CUDA AMP, gradient clipping and reproducible dropout.
+    """SimpleTrainer with optional CUDA AMP, ``torch.compile``, gradient clipping and reproducible dropout.
 
     Each step reseeds torch's RNG from ``(seed, iteration, rank)`` after loading the batch,
     so a resumed run draws exactly the dropout masks the uninterrupted run would have.
+
+    AMP (``amp=True``, CUDA): the forward runs under ``torch.autocast`` in bfloat16 where the GPU
+    supports it, else float16, and only float16 gets a GradScaler. What stays float32 inside is
+    the model's business (``modeling/precision.py``: matching, DMOQF, criteria, pre-training
+    losses; deformable attention's locations, weights and sums); the summed loss is float32.
+
+    ``compile_kwargs``: ``None`` (eager) or the keyword arguments of ``torch.compile`` (``backend``,
+    ``mode``). The model's forward is compiled (``self.model`` itself stays the eager module, so
+    checkpoints, EMA and evaluation see the usual parameter names). If compilation fails (at
+    the first step or at a later recompilation), the loop logs why, names the variant, and
+    runs the same step and all later ones eagerly.
     """
 
     def __init__(self, model, data_loader, optimizer, *, amp: bool = False, clip_grad_norm: float = 0.0,
-                 seed: int = 0):
+                 seed: int = 0, compile_kwargs: dict | None = None):
         super().__init__(model, data_loader, optimizer)
         self.amp = amp
         # bf16 where the GPU supports it (no loss scaling needed), else fp16 with a loss scaler
@@ -95,6 +135,29 @@ class DETRTrainLoop(SimpleTrainer):
         self.grad_scaler = torch.amp.GradScaler("cuda") if amp and self.amp_dtype == torch.float16 else None
         self.clip_grad_norm = clip_grad_norm
         self.seed = seed
+        self.compiled_forward = None
+        self.compile_error = None
+        if compile_kwargs is not None:
+            self.compiled_forward = torch.compile(model, **compile_kwargs)
+            logger.info("train.compile: compiling the forward of %s with torch.compile(%s)",
+                        compile_variant_name(model), ", ".join(f"{k}={v!r}" for k, v in compile_kwargs.items()))
+
+    def forward_losses(self, data) -> tuple[dict, torch.Tensor]:
+        """(loss dict, summed float32 loss) of one batch, compiled when possible (see the class docstring)."""
+        if self.compiled_forward is not None:
+            try:
+                with torch.autocast("cuda", dtype=self.amp_dtype or torch.float16, enabled=self.amp):
+                    loss_dict = self.compiled_forward(data)
+                return loss_dict, sum(v.float() for v in loss_dict.values())
+            except torch._dynamo.exc.TorchDynamoException as error:  # compile failures, not the model's errors
+                self.compile_error = compile_error_summary(error)
+                logger.warning("train.compile: %s does not compile (%s); running it eagerly from iteration %d on.",
+                               compile_variant_name(self.model), self.compile_error, self.iter)
+                self.compiled_forward = None
+                torch.manual_seed(_mix(self.seed, self.iter, comm.get_rank()))  # the eager retry draws the same
+        with torch.autocast("cuda", dtype=self.amp_dtype or torch.float16, enabled=self.amp):
+            loss_dict = self.model(data)
+        return loss_dict, sum(v.float() for v in loss_dict.values())
 
     def run_step(self):
         assert self.model.training, "[DETRTrainLoop] model was changed to eval mode!"
@@ -103,9 +166,7 @@ class DETRTrainLoop(SimpleTrainer):
         data_time = time.perf_counter() - start
         torch.manual_seed(_mix(self.seed, self.iter, comm.get_rank()))
 
-        with torch.autocast("cuda", dtype=self.amp_dtype or torch.float16, enabled=self.amp):
-            loss_dict = self.model(data)
-            losses = sum(loss_dict.values())
+        loss_dict, losses = self.forward_losses(data)
         self.optimizer.zero_grad(set_to_none=True)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(losses).backward()
@@ -150,6 +211,7 @@ class Trainer(DefaultTrainer):
         validate_train_config(cfg.train)
         self.cfg = cfg
         self.device = resolve_device(cfg.train.device)
+        set_ms_deform_attn_backend(cfg.train.get("ms_deform_attn_backend", "auto"))
         torch.manual_seed(cfg.train.seed)  # the same initial weights however the trainer is started
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -164,7 +226,7 @@ class Trainer(DefaultTrainer):
             amp = False
         self._trainer = DETRTrainLoop(model, data_loader, optimizer, amp=amp,
                                       clip_grad_norm=cfg.train.get("clip_grad_norm", 0.0),
-                                      seed=cfg.train.seed)
+                                      seed=cfg.train.seed, compile_kwargs=compile_options(cfg.train.get("compile", {})))
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DisCoCheckpointer(
             model, cfg.train.output_dir, trainer=weakref.proxy(self),

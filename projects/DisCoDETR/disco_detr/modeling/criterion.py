@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from .layers.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from .matching import HungarianMatcher
+from .precision import float32_policy
 
 __all__ = ["SetCriterion", "box_losses", "flatten_indices", "num_boxes_across_workers", "sigmoid_focal_loss"]
 
@@ -71,6 +72,7 @@ class SetCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.aux_loss = aux_loss
 
+    @float32_policy  # also called directly (DINO's encoder and denoising losses)
     def layer_losses(self, logits: Tensor, boxes: Tensor, targets: list[dict], num_boxes: float,
                      indices: list[tuple[Tensor, Tensor]] | None = None) -> dict[str, Tensor]:
         """Unweighted losses of one decoder layer: logits (B,Q,C), boxes (B,Q,4) cxcywh. ``indices``: fixed
@@ -90,6 +92,7 @@ class SetCriterion(nn.Module):
         loss_bbox, loss_giou = box_losses(src, tgt_boxes.float(), num_boxes)
         return {"loss_class": loss_class, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
+    @float32_policy  # losses in float32 under AMP (modeling/precision.py)
     def forward(self, outputs: dict[str, Tensor], targets: list[dict]) -> dict[str, Tensor]:
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         num_boxes = num_boxes_across_workers(targets, logits.device)

@@ -86,6 +86,7 @@ from ..layers import MLP, MultiheadAttention, MultiScaleDeformableAttention, box
 from ..layers.denoising import build_denoising_groups, denoising_num_groups
 from ..layers.query_selection import encoder_proposals, gather_tokens, select_topk, selection_scores
 from ..matching import HungarianMatcher
+from ..precision import float32_policy
 from .base import DecoderOutput, DETRDetector, EncoderOutput, QueryInit
 
 __all__ = [
@@ -351,6 +352,7 @@ class RTDETRCriterion(SetCriterion):
                          weight_giou=weight_giou, focal_alpha=alpha, focal_gamma=gamma, aux_loss=aux_loss)
         self.weights = {"loss_vfl": weight_vfl, "loss_bbox": weight_bbox, "loss_giou": weight_giou}
 
+    @float32_policy
     def matched_losses(self, logits: Tensor, boxes: Tensor, targets: list[dict], indices, num_boxes: float):
         logits, boxes = logits.float(), boxes.float()
         batch_ids, query_ids, _ = flatten_indices(indices, logits.device)
@@ -367,10 +369,12 @@ class RTDETRCriterion(SetCriterion):
         loss_bbox, loss_giou = box_losses(src, tgt_boxes, num_boxes)
         return {"loss_vfl": loss_vfl, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
+    @float32_policy
     def layer_losses(self, logits: Tensor, boxes: Tensor, targets: list[dict], num_boxes: float) -> dict[str, Tensor]:
         indices = self.matcher(logits.float(), boxes.float(), targets)
         return self.matched_losses(logits, boxes, targets, indices, num_boxes)
 
+    @float32_policy  # the denoising losses too (modeling/precision.py)
     def forward(self, outputs: dict[str, Tensor], targets: list[dict]) -> dict[str, Tensor]:
         losses = super().forward(outputs, targets)
         if "dn_logits" in outputs:

@@ -16,7 +16,9 @@ Conventions used throughout this file:
 """
 from __future__ import annotations
 
+import logging
 import math
+import os
 from collections.abc import Sequence
 
 import torch
@@ -25,7 +27,7 @@ from torch.nn import functional as F
 
 from .recording import emit, is_recording
 
-__all__ = ["MultiScaleDeformableAttention", "ms_deform_attn_sample"]
+__all__ = ["MultiScaleDeformableAttention", "ms_deform_attn", "ms_deform_attn_sample", "set_ms_deform_attn_backend"]
 
 
 def _level_shapes(spatial_shapes: Tensor | Sequence[Sequence[int]], level_start_index: Tensor | Sequence[int] | None,
@@ -214,5 +216,69 @@ class MultiScaleDeformableAttention(nn.Module):
 
         if is_recording():   # analysis plots: site "deformable" (see .recording)
             emit("deformable", self, locations=locations, weights=weights, spatial_shapes=shapes)
-        out = ms_deform_attn_sample(value, shapes, level_start_index, locations, weights)
+        out = ms_deform_attn(value, shapes, level_start_index, locations, weights)
         return self.output_proj(out)
+
+
+# ------------------------------------------------------------------------------------------------ dispatch
+# "auto": the Triton kernel (ms_deform_attn_triton.py) on CUDA when triton imports, else this file's PyTorch path;
+# "pytorch" / "triton" force one. Set by train.ms_deform_attn_backend (the Trainer), by
+# set_ms_deform_attn_backend, or by the environment variable DISCO_MS_DEFORM_ATTN_BACKEND.
+MS_DEFORM_ATTN_BACKENDS = ("auto", "pytorch", "triton")
+_backend = {"name": os.environ.get("DISCO_MS_DEFORM_ATTN_BACKEND", "auto"), "logged": set()}
+
+
+def set_ms_deform_attn_backend(name: str) -> None:
+    """Chooses the sampling backend of every MultiScaleDeformableAttention: "auto", "pytorch" or "triton"."""
+    if name not in MS_DEFORM_ATTN_BACKENDS:
+        raise ValueError(f"ms_deform_attn backend must be one of {MS_DEFORM_ATTN_BACKENDS}, got {name!r}")
+    _backend["name"] = name
+
+
+def ms_deform_attn_backend(device: torch.device) -> str:
+    """The backend ("pytorch" or "triton") that runs on tensors of ``device`` under the current setting; the
+    choice is logged once per (setting, device type)."""
+    from .ms_deform_attn_triton import triton_available, triton_usable_on
+
+    name = _backend["name"]
+    if name not in MS_DEFORM_ATTN_BACKENDS:
+        raise ValueError(f"DISCO_MS_DEFORM_ATTN_BACKEND must be one of {MS_DEFORM_ATTN_BACKENDS}, got {name!r}")
+    if name == "auto":
+        chosen = "triton" if device.type == "cuda" and triton_usable_on(device) else "pytorch"
+        why = ("CUDA with triton" if chosen == "triton" else
+               f"{device.type}" if device.type != "cuda" else "triton is not importable")
+    elif name == "triton" and not triton_usable_on(device):
+        raise RuntimeError(f"ms_deform_attn backend 'triton' cannot run on {device} "
+                           f"({'no triton' if not triton_available() else 'needs CUDA, or TRITON_INTERPRET=1 on CPU'}); "
+                           "use backend 'auto' or 'pytorch'")
+    else:
+        chosen, why = name, "set explicitly"
+    key = (name, device.type)
+    if key not in _backend["logged"]:
+        _backend["logged"].add(key)
+        logging.getLogger("detectron2").info("Multi-scale deformable attention on %s: %s path (%s)", device.type,
+                                             "Triton kernel" if chosen == "triton" else "PyTorch grid_sample", why)
+    return chosen
+
+
+def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor | None,
+                   sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+    """:func:`ms_deform_attn_sample`'s contract (same shapes and conventions) on the chosen backend.
+
+    Precision policy (the same under AMP on either backend): autocast is off inside; sampling locations and
+    attention weights are at least float32 (half-precision ones are cast up: a bfloat16 location is off by up to
+    1/256 of the map); ``value`` is read in its own dtype (the autocast dtype under AMP); sums accumulate in
+    float32 (float64 for float64 inputs); the result has ``value``'s dtype.
+    """
+    half = (torch.float16, torch.bfloat16)
+    if sampling_locations.dtype in half:
+        sampling_locations = sampling_locations.float()
+    if attention_weights.dtype in half:
+        attention_weights = attention_weights.float()
+    with torch.autocast(value.device.type, enabled=False):
+        if ms_deform_attn_backend(value.device) == "triton":
+            from .ms_deform_attn_triton import ms_deform_attn_triton
+
+            return ms_deform_attn_triton(value, spatial_shapes, level_start_index, sampling_locations,
+                                         attention_weights)
+        return ms_deform_attn_sample(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)

@@ -6,6 +6,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ..layers.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from ..precision import float32_policy
 
 __all__ = ["HungarianMatcher", "focal_class_cost", "solve_assignment"]
 
@@ -79,7 +80,9 @@ class HungarianMatcher(nn.Module):
         return self.cost_class * c_cls + self.cost_bbox * c_l1 + self.cost_giou * c_giou
 
     @torch.no_grad()
+    @float32_policy  # costs in float32 under AMP (modeling/precision.py)
     def forward(self, pred_logits: Tensor, pred_boxes: Tensor, targets: list[dict]) -> list[tuple[Tensor, Tensor]]:
+        pred_logits, pred_boxes = pred_logits.float(), pred_boxes.float()
         num_queries = pred_logits.shape[1]
         indices = []
         for b, tgt in enumerate(targets):

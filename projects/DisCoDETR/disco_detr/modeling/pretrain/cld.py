@@ -10,15 +10,17 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..precision import at_least_float32, float32_policy
 from .sync_bn import SyncBatchNorm1d
 
 __all__ = ["CLDHeads", "negative_cosine", "simsiam_loss"]
 
 
+@float32_policy
 def negative_cosine(prediction: Tensor, target: Tensor) -> Tensor:
-    """D(p, z) = -cos(p, sg(z)), averaged over rows: (P, d), (P, d) -> scalar. The target gets
+    """D(p, z) = -cos(p, sg(z)), averaged over rows: (P, d), (P, d) -> scalar, at least in float32. The target gets
     no gradient."""
-    return -F.cosine_similarity(prediction, target.detach(), dim=-1).mean()
+    return -F.cosine_similarity(at_least_float32(prediction), at_least_float32(target.detach()), dim=-1).mean()
 
 
 def simsiam_loss(t1: Tensor, t1_hat: Tensor, t2: Tensor, t2_hat: Tensor) -> Tensor:

@@ -30,6 +30,7 @@ from ..criterion import box_losses, flatten_indices
 from ..detectors.base import DETRDetector, QueryInit
 from ..layers import MLP, box_xyxy_to_cxcywh
 from ..matching import HungarianMatcher, assign_queries_to_proposals, fixed_group_assignment
+from ..precision import at_least_float32, float32_policy
 from .cld import CLDHeads
 from .health import due_storage, put_health, reference_health
 from .sync_bn import SyncBatchNorm1d
@@ -66,8 +67,9 @@ class EncoderConsistencyHead(nn.Module):
                                        nn.Linear(hidden, d))
 
     @staticmethod
+    @float32_policy
     def _two_minus_two_cos(p: Tensor, z: Tensor) -> Tensor:
-        return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
+        return (2 - 2 * F.cosine_similarity(at_least_float32(p), at_least_float32(z.detach()), dim=-1)).mean()
 
     def forward(self, m1: Tensor, m2: Tensor) -> Tensor:
         z1, z2 = self.projector(m1), self.projector(m2)
@@ -194,6 +196,7 @@ class DisCoDETR(nn.Module):
 
     # ---- DMOQF ------------------------------------------------------------------------------
     @torch.no_grad()
+    @float32_policy  # DMOQF's distances in float32 under AMP (modeling/precision.py)
     def assign(self, centres: Tensor, queries: QueryInit) -> Tensor:
         """centres (M, n, 2) normalised proposal centres, the initial queries of the M images ->
         owner (M, N): the proposal each query belongs to."""
@@ -271,6 +274,7 @@ class DisCoDETR(nn.Module):
                 "own layers (README: pre-training health).", it, agreement, chance)
 
     # ---- losses -----------------------------------------------------------------------------
+    @float32_policy
     def loc_losses(self, logits: Tensor, boxes: Tensor, targets: Tensor, indices) -> dict[str, Tensor]:
         """Object/no-object CE over all queries + L1 and GIoU on matched ones, for one layer.
 
@@ -287,6 +291,7 @@ class DisCoDETR(nn.Module):
         return {"class": loss_class, "bbox": loss_bbox, "giou": loss_giou}
 
     @staticmethod
+    @float32_policy
     def reconstruction_loss(prediction: Tensor, target: Tensor) -> Tensor:
         """L_rec for (..., C) predictions and targets: per box the squared distance between the
         L2-normalised vectors, **summed over the C channels** (= 2 - 2 cos), averaged over

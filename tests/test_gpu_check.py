@@ -1,0 +1,84 @@
+"""tools/gpu_check.py on a machine without CUDA: it refuses in one line; its goals and tables from a result."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(REPO, "tools", "gpu_check.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_refuses_without_cuda_in_one_line():
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "projects", "DisCoDETR"))
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "gpu_check.py")], capture_output=True,
+                          text=True, env=env, cwd=REPO)
+    assert proc.returncode == 2
+    assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1
+    assert "needs a CUDA device" in proc.stderr
+
+
+def test_goals_and_tables_from_a_result():
+    tool = _tool()
+    kernel = [{"batch": b, "dtype": "bfloat16", "setting": "encoder", "nq": 22223, "pytorch_forward_ms": 10.0,
+               "triton_forward_ms": 4.0, "pytorch_train_ms": 30.0, "triton_train_ms": t, "speedup_train": 30.0 / t,
+               "pytorch_train_mib": 900.0, "triton_train_mib": m, "memory_ratio_train": m / 900.0,
+               "max_abs_diff": 1e-3} for b, t, m in ((2, 10.0, 300.0), (8, 20.0, 950.0))]
+    result = {"device": "H200", "torch": "2.x", "triton": "3.x", "peak_tflops": 989.0, "seconds": 1.0,
+              "kernel": kernel,
+              "variants": [{"variant": "dino", "compiled": True, "image_hw": [800, 1333], "batch": 2, "amp": "bfloat16",
+                            "step_s": 0.5, "compile_fell_back": True, "compile_error": "Unsupported: x | y"}],
+              "pretrain": {300: {"disco_over_siamese": 1.01, "dmoqf_share_of_disco_step": 0.002},
+                           "900": {"disco_over_siamese": 1.05, "dmoqf_share_of_disco_step": 0.02}}}
+    result["goals"] = tool.goals(result)
+    g = result["goals"]
+    assert g["kernel_speedup_train_bf16_min"] == {"value": 1.5, "target": ">= 2", "met": False}   # the worst batch
+    assert g["kernel_memory_ratio_train_bf16_max"]["value"] == pytest.approx(950 / 900)
+    assert g["disco_over_siamese_max"]["value"] == 1.05 and g["disco_over_siamese_max"]["met"] is False
+    assert g["dmoqf_share_at_900"] == {"value": 0.02, "target": "<= 0.01", "met": False}
+    text = tool.tables(result)
+    assert "| 8 | bfloat16 | encoder | 22223 | 10.0 | 4.0 | 30.0 | 20.0 | 1.5 |" in text
+    assert "fell back: Unsupported: x / y" in text                 # a pipe in a message does not break the table
+    assert "| dmoqf_share_at_900 | 0.02 | <= 0.01 | False |" in text
+    empty = {"device": "H200", "torch": "2.x", "triton": "3.x", "seconds": 0.0}
+    empty["goals"] = tool.goals(empty)
+    assert all(v["met"] is None for v in empty["goals"].values())
+    assert "| kernel_speedup_train_bf16_min | - | >= 2 | - |" in tool.tables(empty)
+
+
+def test_main_orders_the_sections_and_writes_json_and_tables(monkeypatch, tmp_path):
+    """main() with every measurement replaced by a stub: eager steps, then pre-training, then compiled steps under
+    the time budget; the speed-up of compiled over eager; gpu_check.json and gpu_check.md written."""
+    import json
+
+    tool = _tool()
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "stub GPU")
+    monkeypatch.setattr(tool, "run_tests", lambda: calls.append("tests") or {
+        "files": ["t.py"], "returncode": 0, "summary": "3 passed", "seconds": 1.0})
+    monkeypatch.setattr(tool, "kernel_figures", lambda device, args: calls.append("kernel") or [])
+
+    def variants(device, args, peak, compiled, deadline=None):
+        calls.append(("variants", compiled, deadline is not None))
+        return [{"variant": "dino", "compiled": compiled, "image_hw": [800, 1333], "step_s": 0.5 if compiled else 1.0}]
+
+    monkeypatch.setattr(tool, "variant_figures", variants)
+    monkeypatch.setattr(tool, "pretrain_figures", lambda device, args: calls.append("pretrain") or {
+        900: {"disco_over_siamese": 1.02, "dmoqf_share_of_disco_step": 0.004}})
+    result = tool.main(["--out", str(tmp_path), "--peak-tflops", "100"])
+    assert calls == ["tests", "kernel", ("variants", False, False), "pretrain", ("variants", True, True)]
+    assert [r.get("speedup_over_eager") for r in result["variants"]] == [None, 2.0]
+    assert result["goals"]["dmoqf_share_at_900"]["met"] is True and result["peak_tflops"] == 100
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert saved["goals"]["disco_over_siamese_max"]["value"] == 1.02
+    assert "| dino | yes | 800x1333 |" in (tmp_path / "gpu_check.md").read_text()
