@@ -52,7 +52,8 @@ def fold_frozen_batchnorm(module: nn.Module) -> nn.Module:
 class CPUFriendlyResNet(ResNet):
     """detectron2's ``ResNet`` (same modules, keys and outputs), faster on CPU.
 
-    Convolutions followed by a frozen BN run as one convolution (:class:`FrozenBNConv2d`), and on CPU the
+    Convolutions followed by a frozen BN run as one convolution (:class:`FrozenBNConv2d`, applied again by
+    :meth:`freeze`, which may create frozen BNs), and on CPU the
     stages run in channels-last memory layout, which oneDNN convolutions (forward and backward) take
     without reordering. forward: (B, 3, H, W) -> {name: (B, C, H / stride, W / stride)}, outputs in the
     input's own (contiguous) layout on every device.
@@ -61,7 +62,11 @@ class CPUFriendlyResNet(ResNet):
     def __init__(self, *args, channels_last_on_cpu: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.channels_last_on_cpu = channels_last_on_cpu
-        fold_frozen_batchnorm(self)
+
+    def freeze(self, freeze_at: int = 0) -> CPUFriendlyResNet:
+        """detectron2's freeze (which turns the frozen stages' BN into frozen BN), then the folding."""
+        super().freeze(freeze_at)
+        return fold_frozen_batchnorm(self)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         if not (self.channels_last_on_cpu and x.device.type == "cpu" and x.dim() == 4):
