@@ -24,4 +24,7 @@ def test_torchvision_resnet50_converts_exactly():
     with torch.no_grad():
         expected = torch.nn.Sequential(*list(tv.children())[:-2])(x)
         got = d2(x)["res5"]
-    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+    # build_resnet folds each frozen BN into its convolution (FrozenBNConv2d): float rounding differs from
+    # torchvision's conv-then-BN by ~1e-6 per layer, so the tolerance follows the output's scale (a wrong
+    # key mapping is off by O(1) of it)
+    assert torch.allclose(got, expected, atol=1e-5 * expected.abs().max().item(), rtol=1e-4)

@@ -32,6 +32,8 @@ from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
 from detectron2.modeling.backbone import Backbone
 from torch import nn
 
+from .backbone import fold_frozen_batchnorm
+
 __all__ = ["RESNET_VD_DEPTHS", "RESNET50_VD_NUM_PARAMS", "BottleneckVdBlock", "ResNetVd", "ResNetVdStem",
            "build_resnet_vd"]
 
@@ -120,7 +122,9 @@ class ResNetVd(Backbone):
     ``freeze_at=0`` (stem only) is ``freeze_at=1`` here; its ``freeze_at=-1`` is ``freeze_at=0``.
 
     forward: images (B, in_channels, H, W), already normalised by the caller -> dict name -> (B, C, H', W')
-    with H' = ceil(H / stride) (for every H, W: convolutions pad, pools use ceil_mode or padding).
+    with H' = ceil(H / stride) (for every H, W: convolutions pad, pools use ceil_mode or padding). Convolutions
+    followed by a frozen BN run as one convolution (``FrozenBNConv2d``); on CPU the stages run channels-last
+    and the outputs come back contiguous.
     """
 
     def __init__(self, stem_widths: tuple[int, ...] = (32, 32, 64), depths: tuple[int, ...] = (3, 4, 6, 3),
@@ -177,12 +181,15 @@ class ResNetVd(Backbone):
             if freeze_at >= idx:
                 for block in stage.children():
                     block.freeze()
-        return self
+        return fold_frozen_batchnorm(self)  # conv -> frozen BN as one convolution (see FrozenBNConv2d)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.dim() != 4:
             raise ValueError(f"ResNetVd takes (B, C, H, W) images, got shape {tuple(x.shape)}")
         outputs = {}
+        channels_last = x.device.type == "cpu"  # oneDNN convolutions take NHWC without reordering
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         if "stem" in self._out_features:
             outputs["stem"] = x
@@ -190,7 +197,7 @@ class ResNetVd(Backbone):
             x = stage(x)
             if name in self._out_features:
                 outputs[name] = x
-        return outputs
+        return {name: out.contiguous() for name, out in outputs.items()} if channels_last else outputs
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])

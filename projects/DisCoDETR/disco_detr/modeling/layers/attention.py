@@ -36,13 +36,33 @@ def multi_head_attention(q: Tensor, k: Tensor, v: Tensor, num_heads: int,
         allowed = ~key_padding_mask[:, None, None, :]
     if attn_mask is not None:
         allowed = ~attn_mask if allowed is None else allowed & ~attn_mask
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
+    if dropout > 0 and q.device.type == "cpu":
+        out = _attention_with_dropout(q, k, v, allowed, dropout)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
     if record is not None and is_recording():
         logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
         if allowed is not None:
             logits = logits.masked_fill(~allowed, float("-inf"))
         emit(record[0], record[1], weights=logits.softmax(-1))
     return out.transpose(1, 2).reshape(b, nq, -1)
+
+
+def _attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, dropout: float) -> Tensor:
+    """softmax(q k^T / sqrt(Dh)) with dropout on the weights, times v: (B, h, Nq, Dh), (B, h, Nk, Dh),
+    (B, h, Nk, Dv), ``allowed`` broadcastable to (B, h, Nq, Nk) (True = may attend) -> (B, h, Nq, Dv).
+
+    What ``F.scaled_dot_product_attention`` computes with ``dropout_p > 0`` on CPU, where it has no fused
+    kernel: its generic path scales q and k separately, turns the boolean mask into an additive one and
+    runs a "safe" softmax (three more passes over the (Nq, Nk) weights, to zero rows that see no key).
+    Here the mask is one in-place fill and the softmax the plain one; every query must see at least one
+    key (true of padding masks and of denoising-group masks).
+    """
+    logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
+    if allowed is not None:
+        logits = logits.masked_fill_(~allowed, float("-inf"))
+    weights = F.dropout(logits.softmax(-1), dropout, training=True)
+    return weights @ v
 
 
 class MultiheadAttention(nn.Module):
