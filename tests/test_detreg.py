@@ -338,3 +338,15 @@ def test_each_detreg_config_trains_on_the_demo_data_with_a_tiny_detector(variant
         _png(str(tmp_path / "arrows.png"))
         summary = _tool("analyze").summarize(str(tmp_path))
         assert summary["health"]["matched_iou"] == last["pretrain_health/matched_iou"]
+
+
+def test_a_dataset_refuses_a_store_of_the_other_proposal_method(demo_proposals):
+    from detectron2.data import DatasetCatalog
+
+    from disco_detr.data.pretrain_datasets import register_unlabelled_images
+
+    root = demo_proposals
+    register_unlabelled_images("detreg_test_wrong_store", os.path.join(root, "images", "unlabelled"),
+                               os.path.join(root, "proposals", "unlabelled.sqlite"), "selective_search")
+    with pytest.raises(ValueError, match="holds edgeboxes proposals.*--method selective_search"):
+        DatasetCatalog.get("detreg_test_wrong_store")

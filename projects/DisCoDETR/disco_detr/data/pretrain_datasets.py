@@ -14,7 +14,7 @@ import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .proposals import ProposalStore
+from .proposals import METHODS, ProposalStore
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -47,8 +47,8 @@ def _make_command(image_root: str, proposals_file: str, method: str = "edgeboxes
 
 def load_unlabelled_images(name: str, image_root: str, proposals_file: str, method: str = "edgeboxes") -> list[dict]:
     """Dataset dicts of the images that have proposals; images without an entry are
-    counted, logged and left out. A store made by another proposal method than ``method`` is
-    refused. Errors name the folder, the store and the command."""
+    counted, logged and left out. A store made by the other proposal method of
+    tools/generate_proposals.py than ``method`` is refused. Errors name the folder, the store and the command."""
     if not os.path.isdir(image_root):
         raise FileNotFoundError(f"Dataset {name!r}: image folder {image_root!r} does not exist "
                                 "(see datasets/README.md)")
@@ -62,7 +62,7 @@ def load_unlabelled_images(name: str, image_root: str, proposals_file: str, meth
     have = set(store.keys())
     made_with = store.meta.get("method", method)
     store.close()
-    if made_with != method:
+    if made_with in METHODS and made_with != method:  # (stores written by other tools name their own)
         raise ValueError(f"Dataset {name!r}: {proposals_file!r} holds {made_with} proposals, but this dataset is "
                          f"registered for {method} ones; make its own store with "
                          f"`{_make_command(image_root, proposals_file, method)}`")
