@@ -54,6 +54,29 @@ def _level_shapes(spatial_shapes: Tensor | Sequence[Sequence[int]], level_start_
     return [(s, h, w) for s, (h, w) in zip(starts, hw)]
 
 
+
+def check_inputs(value: Tensor, sampling_locations: Tensor, attention_weights: Tensor, spatial_shapes,
+                 level_start_index) -> list[tuple[int, int, int]]:
+    """The shape rules of multi-scale deformable attention (every backend): value (B, S, H, Dh),
+    sampling_locations (B, Nq, H, L, P, 2), attention_weights (B, Nq, H, L, P), L levels whose sizes sum
+    to S. Returns the levels as ``[(start, h, w), ...]``; a broken rule is a ValueError naming it."""
+    if value.dim() != 4:
+        raise ValueError(f"value must be (B, S, H, Dh), got shape {tuple(value.shape)}")
+    b, s, num_heads, _ = value.shape
+    if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
+        raise ValueError(f"sampling_locations must be (B, Nq, H, L, P, 2), got shape {tuple(sampling_locations.shape)}")
+    _, nq, _, num_levels, num_points, _ = sampling_locations.shape
+    if sampling_locations.shape[0] != b or sampling_locations.shape[2] != num_heads:
+        raise ValueError(f"sampling_locations {tuple(sampling_locations.shape)} does not match value "
+                         f"{tuple(value.shape)} (batch B={b}, heads H={num_heads})")
+    if tuple(attention_weights.shape) != (b, nq, num_heads, num_levels, num_points):
+        raise ValueError(f"attention_weights must be (B, Nq, H, L, P) = {(b, nq, num_heads, num_levels, num_points)}, "
+                         f"got {tuple(attention_weights.shape)}")
+    levels = _level_shapes(spatial_shapes, level_start_index, s)
+    if len(levels) != num_levels:
+        raise ValueError(f"sampling_locations have L={num_levels} levels but spatial_shapes has {len(levels)}")
+    return levels
+
 def ms_deform_attn_sample(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor | None,
                           sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
     """The core of multi-scale deformable attention: bilinear sampling and the weighted sum.
@@ -72,21 +95,9 @@ def ms_deform_attn_sample(value: Tensor, spatial_shapes: Tensor, level_start_ind
         ``sampling_locations`` (e.g. float32 locations with a float16 value sample in float32, which keeps
         locations exact to a fraction of a pixel); the result has ``value``'s dtype.
     """
-    if value.dim() != 4:
-        raise ValueError(f"value must be (B, S, H, Dh), got shape {tuple(value.shape)}")
+    levels = check_inputs(value, sampling_locations, attention_weights, spatial_shapes, level_start_index)
     b, s, num_heads, head_dim = value.shape
-    if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
-        raise ValueError(f"sampling_locations must be (B, Nq, H, L, P, 2), got shape {tuple(sampling_locations.shape)}")
     _, nq, _, num_levels, num_points, _ = sampling_locations.shape
-    if sampling_locations.shape[0] != b or sampling_locations.shape[2] != num_heads:
-        raise ValueError(f"sampling_locations {tuple(sampling_locations.shape)} does not match value "
-                         f"{tuple(value.shape)} (batch B={b}, heads H={num_heads})")
-    if tuple(attention_weights.shape) != (b, nq, num_heads, num_levels, num_points):
-        raise ValueError(f"attention_weights must be (B, Nq, H, L, P) = {(b, nq, num_heads, num_levels, num_points)}, "
-                         f"got {tuple(attention_weights.shape)}")
-    levels = _level_shapes(spatial_shapes, level_start_index, s)
-    if len(levels) != num_levels:
-        raise ValueError(f"sampling_locations have L={num_levels} levels but spatial_shapes has {len(levels)}")
 
     dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
     # grid_sample wants an (N, C, h, w) input and an (N, Hout, Wout, 2) grid in [-1, 1]; N = B * H folds the

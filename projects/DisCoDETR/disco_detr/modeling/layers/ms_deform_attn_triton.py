@@ -247,7 +247,7 @@ def ms_deform_attn_triton(value: Tensor, spatial_shapes: Tensor, level_start_ind
         RuntimeError: Triton is missing or the tensors are on a device it cannot run on.
         ValueError: inconsistent shapes (the same checks and messages as the PyTorch path).
     """
-    from .ms_deform_attn import _level_shapes  # the PyTorch path's checks: one set of rules for both
+    from .ms_deform_attn import check_inputs  # the PyTorch path's checks: one set of rules for both
 
     if triton is None:
         raise RuntimeError("ms_deform_attn_triton: triton is not installed (pip install triton, or use the "
@@ -255,21 +255,9 @@ def ms_deform_attn_triton(value: Tensor, spatial_shapes: Tensor, level_start_ind
     if not triton_usable_on(value.device):
         raise RuntimeError(f"ms_deform_attn_triton: tensors are on {value.device}; the kernel runs on CUDA (or on "
                            "CPU under Triton's interpreter, TRITON_INTERPRET=1 set before triton is imported)")
-    if value.dim() != 4:
-        raise ValueError(f"value must be (B, S, H, Dh), got shape {tuple(value.shape)}")
+    levels = check_inputs(value, sampling_locations, attention_weights, spatial_shapes, level_start_index)
     b, s, heads, _ = value.shape
-    if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
-        raise ValueError(f"sampling_locations must be (B, Nq, H, L, P, 2), got shape {tuple(sampling_locations.shape)}")
     _, nq, _, num_levels, num_points, _ = sampling_locations.shape
-    if sampling_locations.shape[0] != b or sampling_locations.shape[2] != heads:
-        raise ValueError(f"sampling_locations {tuple(sampling_locations.shape)} does not match value "
-                         f"{tuple(value.shape)} (batch B={b}, heads H={heads})")
-    if tuple(attention_weights.shape) != (b, nq, heads, num_levels, num_points):
-        raise ValueError(f"attention_weights must be (B, Nq, H, L, P) = {(b, nq, heads, num_levels, num_points)}, "
-                         f"got {tuple(attention_weights.shape)}")
-    levels = _level_shapes(spatial_shapes, level_start_index, s)
-    if len(levels) != num_levels:
-        raise ValueError(f"sampling_locations have L={num_levels} levels but spatial_shapes has {len(levels)}")
     for t, name in ((sampling_locations, "sampling_locations"), (attention_weights, "attention_weights")):
         if t.device != value.device:
             raise ValueError(f"{name} is on {t.device} but value is on {value.device}")
