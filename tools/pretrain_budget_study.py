@@ -165,9 +165,7 @@ def run_study(args) -> dict:
         os.environ["DISCO_DEMO_ROOT"] = os.path.join(REPO, args.data)
         demo.run(["tools/make_demo_data.py", "--out", args.data])
         demo.run(["tools/prepare_demo_backbone.py", "--out", demo.WEIGHTS])
-        for method in sorted({PROPOSAL_METHOD.get(s, "edgeboxes") for s in pretrain_starts(args.starts)}):
-            demo.run(["tools/generate_proposals.py", "--images", f"{args.data}/images/unlabelled", "--method", method,
-                      "--out", f"{args.data}/proposals/{demo.PROPOSALS[method]}", "--workers", "2"])
+        demo.make_proposals(args.data, {PROPOSAL_METHOD.get(s, "edgeboxes") for s in pretrain_starts(args.starts)})
     timings = run_steps(args, study_steps(args, plan))
     analyze = _load_tool("analyze")
 

@@ -59,6 +59,15 @@ def run(cmd, log=None):
     return time.time() - start
 
 
+def make_proposals(data: str, methods) -> dict:
+    """The demo's unlabelled proposals of each method in ``methods`` (resumable: a complete store is
+    left as it is), each into its store of :data:`PROPOSALS`. Returns {"proposals_<method>": seconds}."""
+    return {f"proposals_{method}": run(["tools/generate_proposals.py", "--images", f"{data}/images/unlabelled",
+                                        "--method", method, "--out", f"{data}/proposals/{PROPOSALS[method]}",
+                                        "--workers", "2"])
+            for method in sorted(methods)}
+
+
 def run_graph(steps: dict, jobs: int, threads: int) -> dict:
     """Run ``{name: (cmd, log_path, [dependencies])}`` at most ``jobs`` at a time, each as soon as
     its dependencies are done, in the dict's order of preference. Returns {name: seconds}."""
@@ -137,10 +146,7 @@ def main(argv=None):
     timings["weights"] = run(["tools/prepare_demo_backbone.py", "--out", WEIGHTS])
     starts = [s for s in STARTS if s in args.starts]  # table order
     methods = [s for s in starts if s != "none"]
-    for proposal_method in sorted({METHOD_OF[m] for m in methods}):
-        timings[f"proposals_{proposal_method}"] = run(
-            ["tools/generate_proposals.py", "--images", f"{args.data}/images/unlabelled", "--method", proposal_method,
-             "--out", f"{args.data}/proposals/{PROPOSALS[proposal_method]}", "--workers", "2"])
+    timings.update(make_proposals(args.data, {METHOD_OF[m] for m in methods}))
     common = [f"train.seed={args.seed}"]
     v = args.variant
     analysis = [f"train.analysis.reference_period={args.reference_period}", "train.analysis.query_distance=True"]

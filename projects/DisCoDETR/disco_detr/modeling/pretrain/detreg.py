@@ -34,6 +34,7 @@ from ..criterion import SetCriterion, flatten_indices, num_boxes_across_workers
 from ..detectors.base import DETRDetector
 from ..layers import MLP, box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from ..matching import HungarianMatcher
+from .common import check_pretraining_detector, pooled_backbone_features
 from .health import due_storage, put_health, reference_health
 
 __all__ = ["DETRegPretrain"]
@@ -65,18 +66,7 @@ class DETRegPretrain(nn.Module):
                  cost_giou: float = 2.0, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
                  health_period: int = 10, require_backbone_weights: bool = True):
         super().__init__()
-        if not isinstance(detector, DETRDetector):
-            raise TypeError(f"DETRegPretrain needs a DETRDetector, got {type(detector).__name__}")
-        if detector.num_classes != 1:
-            raise ValueError(f"DETReg's detector must have num_classes=1 (every proposal is an object), "
-                             f"got {detector.num_classes}")
-        trainable = [n for n, p in detector.backbone.named_parameters() if p.requires_grad]
-        if trainable:
-            raise ValueError(f"The backbone must be frozen in DETReg pre-training; trainable: {trainable[:3]} ...")
-        shapes = detector.backbone.output_shape()
-        missing = [f for f in embedding_levels if f not in shapes]
-        if missing:
-            raise ValueError(f"embedding_levels {missing} are not backbone outputs ({sorted(shapes)})")
+        shapes = check_pretraining_detector(detector, 1, embedding_levels, "embedding_levels", "DETRegPretrain")
         if health_period < 0:
             raise ValueError(f"health_period must be >= 0, got {health_period}")
         self.detector = detector
@@ -101,13 +91,9 @@ class DETRegPretrain(nn.Module):
         """The pre-training matcher (for the analysis tools, as DisCoDETR's)."""
         return self.criterion.matcher
 
-    @torch.no_grad()
     def crop_features(self, crops: Tensor) -> Tensor:
-        """(P, 3, s, s) uint8 crops -> (P, C) frozen backbone features, global-average pooled at
-        ``embedding_levels`` and concatenated (the detector's pixel normalisation first)."""
-        x = (crops.to(self.device).float() - self.detector.pixel_mean) / self.detector.pixel_std
-        features = self.detector.backbone(x)
-        return torch.cat([features[f].float().mean((2, 3)) for f in self.embedding_levels], 1)
+        """(P, 3, s, s) uint8 crops -> (P, C) frozen backbone features pooled at ``embedding_levels``."""
+        return pooled_backbone_features(self.detector, crops, self.embedding_levels)
 
     @staticmethod
     def targets(boxes: Tensor, num_boxes: Tensor, image_sizes: list[tuple[int, int]]) -> list[dict]:

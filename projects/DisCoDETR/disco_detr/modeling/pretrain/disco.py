@@ -32,6 +32,7 @@ from ..layers import MLP, box_xyxy_to_cxcywh
 from ..matching import HungarianMatcher, assign_queries_to_proposals, fixed_group_assignment
 from ..precision import at_least_float32, float32_policy
 from .cld import CLDHeads
+from .common import check_pretraining_detector, pooled_backbone_features
 from .health import due_storage, put_health, reference_health
 from .sync_bn import SyncBatchNorm1d
 
@@ -120,17 +121,9 @@ class DisCoDETR(nn.Module):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        if not isinstance(detector, DETRDetector):
-            raise TypeError(f"DisCoDETR needs a DETRDetector, got {type(detector).__name__}")
-        if detector.num_classes != 2:
-            raise ValueError("The pre-training detector must have num_classes=2 (object, no-object), "
-                             f"got {detector.num_classes}")
+        shapes = check_pretraining_detector(detector, 2, feature_levels, "feature_levels", "DisCoDETR")
         self.detector = detector
         d = detector.d_model
-        shapes = detector.backbone.output_shape()
-        missing = [f for f in feature_levels if f not in shapes]
-        if missing:
-            raise ValueError(f"feature_levels {missing} are not backbone outputs ({sorted(shapes)})")
         self.feature_levels = tuple(feature_levels)
         self.feature_dim = sum(shapes[f].channels for f in feature_levels)
         self.strides = {f: shapes[f].stride for f in feature_levels}
@@ -158,9 +151,6 @@ class DisCoDETR(nn.Module):
         self.register_buffer("health_start_reference", torch.full((detector.num_queries, 2), float("nan")))
         self._agreement_history: deque[tuple[float, float]] = deque(maxlen=3)  # the warning's window
         self._warned_agreement = False
-        trainable_backbone = [n for n, p in detector.backbone.named_parameters() if p.requires_grad]
-        if trainable_backbone:
-            raise ValueError(f"The backbone must be frozen in pre-training; trainable: {trainable_backbone[:3]} ...")
 
     @property
     def device(self) -> torch.device:
@@ -177,13 +167,9 @@ class DisCoDETR(nn.Module):
                   for f in self.feature_levels]
         return torch.cat(pooled, 1).view(m, n, -1)
 
-    @torch.no_grad()
     def crop_features(self, crops: Tensor) -> Tensor:
         """(B, 2, n, 3, s, s) crops in [0, 255] -> (B, 2, n, C) pooled backbone features (no grad)."""
-        flat = crops.flatten(0, 2).to(self.device).float()
-        flat = (flat - self.detector.pixel_mean) / self.detector.pixel_std
-        features = self.detector.backbone(flat)
-        pooled = torch.cat([features[f].mean((2, 3)) for f in self.feature_levels], 1)
+        pooled = pooled_backbone_features(self.detector, crops.flatten(0, 2), self.feature_levels)
         return pooled.view(*crops.shape[:3], -1)
 
     def jitter_boxes(self, boxes: Tensor, image_sizes: Tensor) -> Tensor:
