@@ -40,6 +40,19 @@ def demo_proposals(demo_root):
     return demo_root
 
 
+@pytest.fixture(scope="session")
+def demo_ss_proposals(demo_root):
+    """The tiny demo dataset with selective-search proposals for its unlabelled split."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_proposals", os.path.join(REPO, "tools", "generate_proposals.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(["--images", os.path.join(demo_root, "images", "unlabelled"), "--method", "selective_search",
+               "--out", os.path.join(demo_root, "proposals", "unlabelled_ss.sqlite"), "--workers", "1"])
+    return demo_root
+
+
 def train_on_one_batch(model, batch, steps, optimizer=None, lr=1e-3):
     """``steps`` optimiser steps of ``model`` (train mode) on one batch, the summed loss before each
     step as a list (AdamW at ``lr`` over the trainable parameters unless ``optimizer`` is given)."""

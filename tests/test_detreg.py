@@ -290,19 +290,6 @@ def test_detreg_configs_hold_the_release_settings(name):
     assert model.require_backbone_weights is True
 
 
-@pytest.fixture(scope="module")
-def demo_ss_proposals(demo_root):
-    """The tiny demo dataset with selective-search proposals for its unlabelled split."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("generate_proposals", os.path.join(REPO, "tools", "generate_proposals.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    tool.main(["--images", os.path.join(demo_root, "images", "unlabelled"), "--method", "selective_search",
-               "--out", os.path.join(demo_root, "proposals", "unlabelled_ss.sqlite"), "--workers", "1"])
-    return demo_root
-
-
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_each_detreg_config_trains_on_the_demo_data_with_a_tiny_detector(variant, demo_ss_proposals, tmp_path):
     """configs/detreg_<variant>.py (its DETReg settings, mapper, optimiser, schedule) through the trainer for

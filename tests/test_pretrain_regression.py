@@ -1,0 +1,109 @@
+"""Pre-training runs that must not drift: every pre-training path (DisCo, Siamese DETR, DETReg; the
+device-side and CPU photometric paths, crops cut on the device or in the workers; four detector variants) trained for three
+iterations through the Trainer on the tiny demo data, their logged losses and health metrics compared with
+``tests/data/pretrain_regression.json``.
+
+The fixture was written by this file (``DISCO_WRITE_REGRESSION=1 pytest tests/test_pretrain_regression.py``)
+before the pre-training batch was restructured; a refactor that changes no behaviour reproduces it. A change
+that is meant to alter the numbers rewrites the fixture and says so in its commit.
+"""
+import json
+import os
+
+import pytest
+
+from conftest import REPO
+
+FIXTURE = os.path.join(REPO, "tests", "data", "pretrain_regression.json")
+CONFIGS = os.path.join(REPO, "tests", "configs")
+COMMON = ["train.max_iter=3", "train.log_period=1", "train.device=cpu", "model.health_period=1"]
+#: case -> (tiny config, overrides, proposals fixture)
+CASES = {
+    "disco_cond": ("tiny_disco.py", [], "demo_proposals"),
+    "disco_cond_cpu_photometric": ("tiny_disco.py", ["dataloader.train.mapper.photometric=cpu",
+                                                   "dataloader.train.mapper.crops_on_device=False"], "demo_proposals"),
+    "disco_cond_crops_on_cpu": ("tiny_disco.py", ["dataloader.train.mapper.crops_on_device=False"],
+                                   "demo_proposals"),
+    "siamese_cond": ("tiny_disco.py", ["model.use_dmoqf=False", "model.weight_contrast=0"], "demo_proposals"),
+    "disco_dab": ("tiny_disco_dab.py", [], "demo_proposals"),
+    "disco_dino": ("tiny_disco_dino.py", [], "demo_proposals"),
+    "disco_rtdetr": ("tiny_disco_rtdetr.py", [], "demo_proposals"),
+    "detreg_cond": ("tiny_detreg.py", [], "demo_ss_proposals"),
+}
+WRITE = os.environ.get("DISCO_WRITE_REGRESSION") == "1"
+
+
+def _run(case: str, output_dir) -> dict[str, list[float]]:
+    """Three trainer iterations of ``case``: every logged loss and health metric, per iteration."""
+    from disco_detr.config import load_config
+    from disco_detr.engine import Trainer
+
+    config, overrides, _ = CASES[case]
+    cfg = load_config(os.path.join(CONFIGS, config), [f"train.output_dir={output_dir}", *COMMON, *overrides])
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    values: dict[str, list[float]] = {}
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        for line in f:
+            record = json.loads(line)
+            for key, value in record.items():
+                if key.startswith(("loss_", "total_loss", "pretrain_health/")):
+                    values.setdefault(key, []).append(value)
+    return values
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_pretraining_reproduces_its_recorded_losses(case, request, tmp_path):
+    request.getfixturevalue(CASES[case][2])
+    got = _run(case, tmp_path)
+    assert got and all(len(v) == 3 for v in got.values()), got
+    if WRITE:
+        recorded = json.load(open(FIXTURE)) if os.path.exists(FIXTURE) else {}
+        recorded[case] = got
+        with open(FIXTURE, "w") as f:
+            json.dump(recorded, f, indent=1, sort_keys=True)
+        return
+    with open(FIXTURE) as f:
+        expected = json.load(f)[case]
+    assert sorted(got) == sorted(expected)
+    for key, values in expected.items():
+        assert got[key] == pytest.approx(values, rel=1e-4, abs=1e-6), key
+
+
+FINETUNE_VARIANTS = ("conditional", "deformable_ss", "deformable_ms", "dab", "dino", "rt_detr")
+
+
+@pytest.mark.parametrize("variant", FINETUNE_VARIANTS)
+def test_finetuning_losses_reproduce_their_recorded_values(variant):
+    """The fine-tuning losses of every variant's tiny detector (denoising on where the variant has it) on a
+    mixed-size batch, before and after three SGD steps, against the same fixture."""
+    import torch
+    from tiny_detectors import tiny_detector
+
+    from conftest import mixed_size_batch
+
+    model = tiny_detector(variant).train()
+    batch = mixed_size_batch(torch.Generator().manual_seed(0))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    torch.manual_seed(0)
+    got: dict[str, list[float]] = {}
+    for _ in range(3):
+        losses = model(batch)
+        for key, value in losses.items():
+            got.setdefault(key, []).append(value.item())
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    case = f"finetune_{variant}"
+    if WRITE:
+        recorded = json.load(open(FIXTURE)) if os.path.exists(FIXTURE) else {}
+        recorded[case] = got
+        with open(FIXTURE, "w") as f:
+            json.dump(recorded, f, indent=1, sort_keys=True)
+        return
+    with open(FIXTURE) as f:
+        expected = json.load(f)[case]
+    assert sorted(got) == sorted(expected)
+    for key, values in expected.items():
+        assert got[key] == pytest.approx(values, rel=1e-4, abs=1e-6), key
