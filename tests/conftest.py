@@ -12,6 +12,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(REPO, "configs", "demo", "cond.py")
 
 TINY_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_cond.py")
+#: The numerical fixtures of published implementations (detrex, transformers) our detectors reproduce.
+REFERENCE = os.path.join(REPO, "tests", "data", "reference")
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +99,7 @@ def mixed_size_batch(gen, empty_width=112):
 
 
 def detrex_fixture_errors(model, fixture, decoded=None) -> dict:
-    """Max abs errors (logits, boxes) of ``model`` against a detrex fixture of shared/reference/:
+    """Max abs errors (logits, boxes) of ``model`` against a detrex fixture of tests/data/reference/:
     image A in the batch, last layer ("A last") and the other layers ("A aux"), of ``decoded``
     (a DecoderOutput, default ``model.run`` of the batch), and each image alone against
     ``expected_single`` ("A alone", "B alone": detrex does not mask B's padding in eval, we do,

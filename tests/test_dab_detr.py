@@ -1,4 +1,4 @@
-"""DAB-DETR: detrex's outputs reproduced (../shared/reference/dab_detr.pt through the detrex converter), anchors
+"""DAB-DETR: detrex's outputs reproduced (tests/data/reference/dab_detr.pt through the detrex converter), anchors
 refined layer by layer, the box sine embedding by hand, training forward/backward, padding invariance, the
 pre-training contract, and the paper configs (fine-tuning and DisCo / Siamese pre-training) on the CPU."""
 import importlib.util
@@ -20,6 +20,7 @@ from disco_detr.modeling import DABDETR, build_tiny_resnet
 from disco_detr.modeling.detectors.dab_detr import DABDecoder, DABEncoder, sine_embed_boxes
 
 from conftest import (
+    REFERENCE,
     REPO,
     assert_pretraining_losses_logged,
     detrex_fixture_errors,
@@ -27,12 +28,10 @@ from conftest import (
     perturb_parameters_,
 )
 
-REFERENCE = os.environ.get("DISCO_REFERENCE_DIR", os.path.join(REPO, "..", "shared", "reference"))
 FIXTURE = os.path.join(REFERENCE, "dab_detr.pt")
 ATOL_LOGITS, ATOL_BOXES = 5e-5, 5e-6  # the fixture README's suggestion
 CONFIGS = {name: os.path.join(REPO, "configs", f"{name}.py")
            for name in ("finetune_dab_voc", "finetune_dab_coco", "finetune_dab_coco_24ep")}
-needs_fixture = pytest.mark.skipif(not os.path.isfile(FIXTURE), reason=f"reference fixture not found at {FIXTURE}")
 
 
 class _ToyBackbone(Backbone):
@@ -81,7 +80,6 @@ def reference_model(fixture):
     return model
 
 
-@needs_fixture
 def test_detrex_outputs_reproduced(fixture):
     model = _fixture_model(fixture)
     state, report = convert_detrex(fixture["state_dict"], "dab", reference=model)
@@ -97,7 +95,6 @@ def test_detrex_outputs_reproduced(fixture):
         assert logits <= ATOL_LOGITS and boxes <= ATOL_BOXES, (key, logits, boxes)
 
 
-@needs_fixture
 def test_converter_refuses_unequal_aliases_and_unknown_keys(fixture):
     state = dict(fixture["state_dict"])
     prelu = "transformer.decoder.layers.1.ffns.0.layers.0.1.weight"
@@ -111,7 +108,6 @@ def test_converter_refuses_unequal_aliases_and_unknown_keys(fixture):
         convert_detrex(state, "conditional")  # anchor_box_embed, ref_anchor_head, ... are not Conditional DETR's
 
 
-@needs_fixture
 def test_converted_file_loads_into_the_finetuning_config(fixture, tmp_path, capsys):
     """tools/convert_detrex.py --variant dab writes the checkpoint; the paper's VOC config, shrunk to the
     fixture's sizes, loads it through DisCoCheckpointer and reproduces detrex."""
@@ -136,7 +132,6 @@ def test_converted_file_loads_into_the_finetuning_config(fixture, tmp_path, caps
         assert logits <= ATOL_LOGITS and boxes <= ATOL_BOXES, (key, logits, boxes)
 
 
-@needs_fixture
 def test_anchors_are_refined_layer_by_layer(reference_model):
     """Layer 0 starts from sigmoid(anchor_embed); layer i + 1 from sigmoid(bbox_embed(h_i) + logit(anchor_i))
     with h_i the layer's raw output; layer i predicts sigmoid(bbox_embed(norm(h_i)) + logit(anchor_i))."""

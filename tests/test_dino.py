@@ -1,4 +1,4 @@
-"""DINO: detrex's outputs reproduced (../shared/reference/dino.pt through the converter), mixed query selection
+"""DINO: detrex's outputs reproduced (tests/data/reference/dino.pt through the converter), mixed query selection
 against a hand re-derivation, look-forward-twice, denoising kept apart from the matching queries, the training
 losses, and a few CPU iterations of every DINO paper config (fine-tuning and pre-training)."""
 import importlib.util
@@ -22,7 +22,6 @@ from disco_detr.modeling.layers.denoising import build_denoising_groups
 from conftest import REPO, assert_pretraining_losses_logged, detrex_fixture_errors, labelled_sample, perturb_parameters_
 
 FIXTURE = os.path.join(REFERENCE, "dino.pt")
-needs_fixture = pytest.mark.skipif(not os.path.isfile(FIXTURE), reason=f"reference fixture not found at {FIXTURE}")
 FINETUNE = {name: os.path.join(REPO, "configs", f"finetune_dino_{name}.py") for name in ("voc", "coco", "coco_12ep")}
 
 
@@ -80,7 +79,6 @@ def _errors(model, fixture):
     return errors
 
 
-@needs_fixture
 def test_detrex_dino_outputs_reproduced():
     fixture = torch.load(FIXTURE, weights_only=True)
     torch.manual_seed(0)
@@ -104,7 +102,6 @@ def test_detrex_dino_outputs_reproduced():
                           atol=ATOL_BOXES)
 
 
-@needs_fixture
 def test_convert_tool_and_finetuning_config_load(tmp_path, capsys):
     """tools/convert_detrex.py --variant dino writes a checkpoint that DisCoCheckpointer loads into the paper's
     VOC config shrunk to the fixture's sizes, which then reproduces detrex; mismatching aliases are refused."""

@@ -24,10 +24,6 @@ from disco_detr.model_zoo.download import DownloadError, download, read_meta
 
 from conftest import REPO, tiny_config
 
-REFERENCE = os.environ.get("DISCO_REFERENCE_DIR", os.path.join(REPO, "..", "shared", "reference"))
-needs_reference = pytest.mark.skipif(not os.path.isdir(REFERENCE), reason=f"reference fixtures not found at {REFERENCE}")
-
-
 # --------------------------------------------------------------------------- local HTTP server
 
 class _Store:
@@ -390,10 +386,9 @@ def _detrex_case(fixture_name):
     return fixture, "dino", dino._fixture_model(fixture["config"]), dino._errors
 
 
-@needs_reference
 @pytest.mark.parametrize("fixture_name", ["conditional_detr", "deformable_detr", "dab_detr", "dino"])
 def test_detrex_layouts_reproduce_detrex(fixture_name, zoo_cache, tmp_path):
-    """Real detrex key layouts (../shared/reference): zoo://, conversion on load, DisCoCheckpointer with the
+    """Real detrex key layouts (tests/data/reference): zoo://, conversion on load, DisCoCheckpointer with the
     load report, and the loaded model reproduces detrex's outputs."""
     from test_reference_fixtures import ATOL_BOXES, ATOL_LOGITS
 
@@ -537,7 +532,6 @@ def _our_model(kind):
                           decoder=DeformableDecoder(2, _D, 8, _FFN, 0.0, 4, 4), **common)
 
 
-@needs_reference
 @pytest.mark.parametrize("variant", ["conditional", "deformable"])
 def test_siamese_detr_layout_follows_the_release_code(variant):
     oss = _oss_conditional() if variant == "conditional" else _oss_deformable()
@@ -591,7 +585,6 @@ def test_siamese_detr_refusals():
         convert_siamese_detr(bad, "deformable")
 
 
-@needs_reference
 def test_siamese_detr_entry_transfers_into_a_finetuning_detector(zoo_cache, tmp_path):
     """The pre-trained checkpoint becomes detector.* keys, so fine-tuning transfer drops its class head and
     the transfer report carries the conversion (pre-training heads dropped)."""

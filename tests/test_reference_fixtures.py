@@ -1,4 +1,4 @@
-"""Our detectors against detrex's own outputs (../shared/reference/conditional_detr.pt and
+"""Our detectors against detrex's own outputs (tests/data/reference/conditional_detr.pt and
 deformable_detr.pt, see its README): detrex weights converted by disco_detr.checkpoint.detrex, the
 documented toy backbone, eval on the fixture images.
 
@@ -25,12 +25,10 @@ from disco_detr.modeling.detectors.conditional_detr import ConditionalDecoder
 from disco_detr.modeling.detectors.deformable_detr import DeformableDecoder, DeformableEncoder
 from disco_detr.modeling.layers import DETREncoder
 
-from conftest import REPO, detrex_fixture_errors
+from conftest import REFERENCE, REPO, detrex_fixture_errors
 
-REFERENCE = os.environ.get("DISCO_REFERENCE_DIR", os.path.join(REPO, "..", "shared", "reference"))
 ATOL_LOGITS, ATOL_BOXES = 5e-5, 5e-6  # the README's suggestion; its measured float noise is ~6e-6 / 3e-7
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(REFERENCE), reason=f"reference fixtures not found at {REFERENCE}")
 
 
 class TinyConvBackbone(Backbone):

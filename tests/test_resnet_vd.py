@@ -14,8 +14,9 @@ from detectron2.layers import FrozenBatchNorm2d
 from disco_detr.checkpoint.resnet_vd import convert_resnet_vd, infer_resnet_vd_config, unwrap_state_dict
 from disco_detr.modeling.resnet_vd import RESNET50_VD_NUM_PARAMS, ResNetVd, build_resnet_vd
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURE = os.path.join(REPO, "..", "shared", "reference", "rt_detr.pt")  # ../shared beside the checkout
+from conftest import REFERENCE, REPO
+
+FIXTURE = os.path.join(REFERENCE, "rt_detr.pt")
 ALL = ("res2", "res3", "res4", "res5")
 TINY = dict(stem_widths=(4, 4, 8), depths=(1, 1, 1, 1), widths=(16, 32, 64, 128))
 BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var")
@@ -158,8 +159,6 @@ def test_freeze_at(freeze_at, frozen):
 
 @pytest.fixture(scope="module")
 def fixture():
-    if not os.path.exists(FIXTURE):
-        pytest.skip(f"{FIXTURE} not found")
     return torch.load(FIXTURE, weights_only=True)
 
 

@@ -23,10 +23,9 @@ from disco_detr.modeling.detectors.rt_detr import (
 )
 from disco_detr.modeling.layers.query_selection import encoder_proposals, select_topk
 
-from conftest import REPO
+from conftest import REFERENCE, REPO
 
-FIXTURE = os.path.join(REPO, "..", "shared", "reference", "rt_detr.pt")  # ../shared beside the checkout
-needs_fixture = pytest.mark.skipif(not os.path.exists(FIXTURE), reason="reference fixture rt_detr.pt not present")
+FIXTURE = os.path.join(REFERENCE, "rt_detr.pt")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +50,6 @@ def _run(model, pixel_values):
         return encoded, queries, model.decode(encoded, queries)
 
 
-@needs_fixture
 @pytest.mark.parametrize("position,expected_key", [("hf", "expected"), ("release", "expected_release_pos_embed")])
 def test_matches_the_transformers_fixture(fixture, position, expected_key):
     model = _fixture_model(position).eval()
@@ -75,7 +73,6 @@ def test_matches_the_transformers_fixture(fixture, position, expected_key):
     assert (decoded.logits[-1] - fixture[other][0]["logits"]).abs().max() > 1e-2
 
 
-@needs_fixture
 def test_encoder_pieces_match_the_fixture(fixture):
     exp = fixture["expected"][0]
     h, w = exp["aifi_output"].shape[-2:]
@@ -124,7 +121,6 @@ def _release_layout(fixture):
     return out
 
 
-@needs_fixture
 def test_hub_4x_and_release_layouts_convert_to_the_same_weights(fixture):
     model = _fixture_model()
     reference, _ = convert_rtdetr(fixture["state_dict"], "hf", model)
