@@ -1,5 +1,5 @@
 """From a fine-tuned checkpoint to a deployed detector: what ``tools/predict.py``, ``tools/export_model.py``
-and ``tools/benchmark_onnx.py`` share.
+and ``tools/benchmarks/benchmark_onnx.py`` share.
 
 * :func:`build_finetuned_detector`: a config's detector with a fine-tuned checkpoint (a local path or a
   ``zoo://`` name, loaded by :class:`~disco_detr.checkpoint.DisCoCheckpointer`); a pre-training checkpoint,
@@ -31,12 +31,10 @@ unlike detectron2's ``detector_postprocess`` nothing is dropped, so zero-area bo
 The graph is the inference path only: no denoising queries, no criterion, no encoder-stage outputs.
 The deformable attention is exported as ONNX ``GridSample`` (opset >= 16), which onnxruntime runs.
 
-Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. The default dynamo exporter needs
-``onnxscript`` and ``torch.export``, and our multi-scale variants read the level shapes as Python integers
-(their per-level loops), which ``torch.export`` cannot turn into symbolic sizes; tracing records those
-loops for the export size, which is what a fixed-size graph needs, and it exports all six variants.
-``dynamic=True`` (variable H and W) is therefore offered only for the single-level variants (Conditional
-DETR, DAB-DETR), whose graphs read the size from the input; the others are exported per size.
+Exporter: the TorchScript tracer, ``torch.onnx.export(..., dynamo=False)``: the multi-scale variants read
+their level shapes as Python integers, which tracing records for the export size. ``dynamic=True`` (variable
+H and W) is therefore offered only for the single-level variants (Conditional DETR, DAB-DETR); why the dynamo
+exporter is not used: ``docs/deployment.md``.
 """
 from __future__ import annotations
 

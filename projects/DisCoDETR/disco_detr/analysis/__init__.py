@@ -1,5 +1,5 @@
-"""The paper's analysis (SPEC section 9): convergence stability (eq. 13), query -> object
-distance, their trainer hooks (:mod:`.hooks`) and records (:mod:`.records`, which documents the
+"""The DisCo DETR paper's analysis: convergence stability (its eq. 13, Figure 4), query -> object
+distance (Figure 6), their trainer hooks (:mod:`.hooks`) and records (:mod:`.records`, which documents the
 on-disk format). Figures: :mod:`.plots` (matplotlib) and :mod:`.runs` (model, images and
 attention of a run folder), both imported on demand, driven by ``tools/analyze.py``."""
 from .hooks import QueryDistanceHook, ReferenceRecorder, build_analysis_hooks

@@ -1,6 +1,6 @@
-"""The paper's analysis metrics (SPEC section 9), in float64 numpy.
+"""The DisCo DETR paper's analysis metrics (Figures 4, 6 and 8), in float64 numpy.
 
-* :func:`convergence_stability`: eq. 13. For query n with normalised reference point
+* :func:`convergence_stability`: the paper's eq. 13. For query n with normalised reference point
   phi_n(t) recorded at times t = 0..I, d_n^i = ||phi_n(i+1) - phi_n(i)||_2 and
   S_n = ||phi_n(I) - phi_n(0)||_2; CS_n = S_n / sum_i d_n^i and CS = mean_n CS_n.
   A query whose total path is exactly 0 (it never moved) is perfectly stable: CS_n = 1.

@@ -1,4 +1,5 @@
-"""DMOQF query-to-proposal assignment (SPEC section 4, steps 2-3) and the Siamese DETR grouping.
+"""DMOQF query-to-proposal assignment (DisCo DETR, AAAI 2026: the initial and full matching of its
+distance-aware multi-view object query fusion) and the Siamese DETR grouping (Chen et al., CVPR 2023).
 
 Conventions
 -----------
