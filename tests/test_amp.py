@@ -113,6 +113,7 @@ def test_pretraining_policy_under_autocast(monkeypatch, device, tmp_path):
     mapper = cfg.dataloader.train.mapper
     batch = _benchmark_gpu().paired_view_batch(2, int(mapper.num_boxes), 64, 80, 32,
                                                bool(mapper.get("crops_on_device", False)))
+    batch = instantiate(cfg.dataloader.batch_transform)(batch.to(device))  # as the training loop does
     with torch.autocast(device, dtype=_dtype(device)):
         losses = model(batch)
     assert _dtype(device) in spies.linear_dtypes

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from disco_detr.modeling.pretrain.cld import CLDHeads, simsiam_loss
+from disco_detr.modeling.pretrain.heads import CLDHeads
+from disco_detr.modeling.pretrain.losses import simsiam_loss
 
 
 def test_parameter_count_matches_the_paper():
