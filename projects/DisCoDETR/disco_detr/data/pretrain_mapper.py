@@ -1,4 +1,4 @@
-"""The paired-view DatasetMapper of DisCo / Siamese DETR pre-training (SPEC section 2).
+"""The paired-view DatasetMapper of DisCo / Siamese DETR pre-training (their two-view data pipeline).
 
 One unlabelled image and its offline proposals become two overlapping views of the same
 size, ``n`` boxes that are the same physical regions in both views, and 128 x 128 crops of
@@ -205,7 +205,7 @@ class PairedViewMapper:
       num_proposals: how many rows came from proposals (the rest are jittered copies);
       image_id, file_name.
 
-    View geometry (SPEC section 2 step 3): two boxes with IoU ``view_iou`` inside a
+    View geometry: two boxes with IoU ``view_iou`` inside a
     RandomResizedCrop box, then each of A's top-left and B's bottom-right corners moves
     inward, with probability ``corner_shift_prob``, by a uniform fraction in
     [0, ``max_corner_shift``) of its distance to the intersection's corner. The defaults (1, 1)
