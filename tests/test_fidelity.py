@@ -97,6 +97,7 @@ def test_every_pretraining_config_is_in_the_table():
 def test_pretraining_without_backbone_weights_is_an_error(demo_proposals, tmp_path):
     cfg = load_config(TINY_DISCO, [f"train.output_dir={tmp_path}", "train.require_backbone_weights=True"])
     trainer = Trainer(cfg)
+    assert trainer.checkpointer.require_backbone_weights is True  # the train key reaches the checkpointer
     with pytest.raises(ValueError, match="train.init_checkpoint is empty.*convert_torchvision_resnet"):
         trainer.resume_or_load(resume=False)
     # a checkpoint without the backbone's weights is refused too, naming the file
