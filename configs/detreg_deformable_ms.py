@@ -36,7 +36,6 @@ model = L(DETRegPretrain)(
     focal_alpha=0.25,
     focal_gamma=2.0,
     health_period=10,  # log pre-training health (references, matched IoU, embedding cosine)
-    require_backbone_weights=True,  # refuse to start unless train.init_checkpoint holds the frozen backbone
 )
 
 dataloader.train.dataset.names = "mini_imagenet_train_ss"
@@ -45,6 +44,7 @@ optimizer.lr = 2e-4
 optimizer.weight_decay = 1e-4
 optimizer.params.lr_factor_keys = {"sampling_offsets": 0.1, "reference_points": 0.1}
 train.clip_grad_norm = 0.1
+train.require_backbone_weights = True  # refuse to start unless train.init_checkpoint holds the frozen backbone
 train.max_iter = None  # from train.epochs and the size of the dataset the run loads
 train.epochs = EPOCHS
 train.checkpointer.period = 1500  # iterations: about 5 epochs of mini-ImageNet (60,000 images) at batch 192

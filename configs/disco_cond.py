@@ -32,7 +32,6 @@ model = L(DisCoDETR)(
     cld_projector=True,
     cld_predictor=True,
     health_period=10,  # log pre-training health (group agreement, reference offset/spread/displacement)
-    require_backbone_weights=True,  # refuse to start unless train.init_checkpoint holds the frozen backbone
 )
 
 dataloader.train.dataset.names = "mini_imagenet_train"
@@ -40,6 +39,7 @@ dataloader.train.total_batch_size = 256
 optimizer.lr = 1e-4
 optimizer.weight_decay = 1e-4
 train.clip_grad_norm = 0.1
+train.require_backbone_weights = True  # refuse to start unless train.init_checkpoint holds the frozen backbone
 train.max_iter = None  # from train.epochs and the size of the dataset the run loads
 train.epochs = EPOCHS
 train.checkpointer.period = 1200  # iterations: about 5 epochs of mini-ImageNet (60,000 images) at batch 256

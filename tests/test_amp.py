@@ -21,6 +21,7 @@ from disco_detr.modeling import criterion as criterion_module
 from disco_detr.modeling.layers import ms_deform_attn as msda
 from disco_detr.modeling.matching import HungarianMatcher
 from disco_detr.modeling.pretrain import disco as disco_module
+from disco_detr.modeling.pretrain import losses as pretrain_losses
 
 from conftest import REPO, mixed_size_batch
 
@@ -52,7 +53,7 @@ class Spies:
         monkeypatch.setattr(criterion_module, "box_losses", spy("criterion box losses", criterion_module.box_losses))
         monkeypatch.setattr(criterion_module, "sigmoid_focal_loss",
                             spy("criterion focal loss", criterion_module.sigmoid_focal_loss))
-        monkeypatch.setattr(disco_module, "box_losses", spy("pre-training box losses", disco_module.box_losses))
+        monkeypatch.setattr(pretrain_losses, "box_losses", spy("pre-training box losses", pretrain_losses.box_losses))
         monkeypatch.setattr(disco_module, "assign_queries_to_proposals",
                             spy("DMOQF", disco_module.assign_queries_to_proposals))
         monkeypatch.setattr(F, "cosine_similarity", spy("cosine losses", F.cosine_similarity))
@@ -113,6 +114,7 @@ def test_pretraining_policy_under_autocast(monkeypatch, device, tmp_path):
     mapper = cfg.dataloader.train.mapper
     batch = _benchmark_gpu().paired_view_batch(2, int(mapper.num_boxes), 64, 80, 32,
                                                bool(mapper.get("crops_on_device", False)))
+    batch = instantiate(cfg.dataloader.batch_transform)(batch.to(device))  # as the training loop does
     with torch.autocast(device, dtype=_dtype(device)):
         losses = model(batch)
     assert _dtype(device) in spies.linear_dtypes

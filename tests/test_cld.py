@@ -2,11 +2,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from disco_detr.modeling.pretrain.cld import CLDHeads, simsiam_loss
+from disco_detr.modeling.pretrain.heads import CLDHeads
+from disco_detr.modeling.pretrain.losses import simsiam_loss
 
 
 def test_parameter_count_matches_the_paper():
-    assert sum(p.numel() for p in CLDHeads(256).parameters()) == 724_480  # SPEC: "725K"
+    assert sum(p.numel() for p in CLDHeads(256).parameters()) == 724_480  # the paper: "725K"
     assert sum(p.numel() for p in CLDHeads(256, use_projector=False).parameters()) == 8 * 256**2 + 9 * 256
     assert sum(p.numel() for p in CLDHeads(256, use_predictor=False).parameters()) == 3 * 256**2 + 5 * 256
     assert sum(p.numel() for p in CLDHeads(256, False, False).parameters()) == 0

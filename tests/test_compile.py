@@ -75,6 +75,7 @@ def test_compiled_pretraining_forward_matches_eager(tmp_path):
     mapper = cfg.dataloader.train.mapper
     batch = _benchmark_gpu().paired_view_batch(2, int(mapper.num_boxes), 64, 80, 32,
                                                bool(mapper.get("crops_on_device", False)))
+    batch = instantiate(cfg.dataloader.batch_transform)(batch)  # as the training loop does, before the forward
     eager = _losses(_loop(model, None), batch)
     loop = _loop(model, {"backend": "aot_eager"})
     compiled = _losses(loop, batch)

@@ -13,6 +13,7 @@ from detectron2.config import LazyConfig, instantiate
 from disco_detr.checkpoint.checkpointer import pretrained_to_finetune
 from disco_detr.modeling import build_tiny_resnet
 from disco_detr.modeling.detectors.base import DecoderOutput, DETRDetector, QueryInit
+from disco_detr.structures import PairedViewBatch
 
 from conftest import REPO, perturb_parameters_, train_on_one_batch
 
@@ -41,7 +42,6 @@ def _deformable(scale):
         det.num_queries = 12
         model.feature_levels = features
         model.enc_hidden = 32
-        model.require_backbone_weights = False
         return model
     return build
 
@@ -66,8 +66,9 @@ def _build(variant, **overrides):
 
 
 def _batch(b=2, n=4, size=(80, 96), crop=32, seed=0):
-    """A synthetic collated paired-view batch: views (B,2,3,H,W) uint8, boxes (B,2,n,4) xyxy view pixels
-    (box 0 of each view is the big intersection box, the rest inside it), crops (B,2,n,3,s,s)."""
+    """A synthetic colour-augmented PairedViewBatch, view-major (image v * B + b): images (2B,3,H,W) uint8,
+    boxes (2B,n,4) xyxy view pixels (box 0 of each view is the big intersection box, the rest inside it),
+    crops (2B,n,3,s,s)."""
     gen = torch.Generator().manual_seed(seed)
     h, w = size
     views = torch.randint(0, 256, (b, 2, 3, h, w), dtype=torch.uint8, generator=gen)
@@ -76,8 +77,11 @@ def _batch(b=2, n=4, size=(80, 96), crop=32, seed=0):
     boxes = torch.cat([xy, xy + wh], -1)
     boxes[:, :, 0] = torch.tensor([4.0, 4.0, w - 4.0, h - 4.0])
     crops = torch.randint(0, 256, (b, 2, n, 3, crop, crop), dtype=torch.uint8, generator=gen)
-    return {"views": views, "boxes": boxes, "crops": crops, "image_sizes": [(h, w)] * b,
-            "padding_mask": torch.zeros(b, h, w, dtype=torch.bool)}
+    def view_major(x):  # (B, 2, ...) -> (2B, ...)
+        return x.transpose(0, 1).flatten(0, 1)
+
+    return PairedViewBatch(images=view_major(views), image_sizes=[(h, w)] * 2 * b, boxes=view_major(boxes),
+                           crops=view_major(crops), crop_size=crop, view_photometric=None, crop_photometric=None)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -85,8 +89,8 @@ def test_queries_and_references(variant):
     model = _build(variant)
     det = model.detector
     assert isinstance(det, DETRDetector) and det.fusion_target in ("position", "content")
-    views = _batch()["views"]
-    images = det.preprocess_images([views[0, 0], views[1, 1, :, :64, :72]])
+    views = _batch().images  # (4, 3, H, W): views 0 of samples 0, 1, then views 1
+    images = det.preprocess_images([views[0], views[3, :, :64, :72]])
     det.eval()
     with torch.no_grad():
         encoded = det.encode(images)
@@ -108,9 +112,9 @@ def test_queries_and_references(variant):
 def test_fusion_reaches_each_querys_own_proposal(variant):
     model = _build(variant)  # the default fusion of every DisCo config
     det = model.detector
-    views = _batch()["views"]
+    views = _batch().images  # (4, 3, H, W): views 0 of samples 0, 1, then views 1
     with torch.no_grad():
-        queries = det.initial_queries(det.encode(det.preprocess_images([views[0, 0], views[1, 0]])))
+        queries = det.initial_queries(det.encode(det.preprocess_images([views[0], views[1]])))
     n = 4
     features = torch.arange(2 * n, dtype=torch.float32).view(2, n, 1).expand(2, n, det.d_model).contiguous()
     owner = model.assign(torch.rand(2, n, 2), queries)
@@ -125,7 +129,7 @@ def test_fusion_reaches_each_querys_own_proposal(variant):
             assert getattr(fused, other) is getattr(queries, other)
     # the fused queries change what the decoder computes
     with torch.no_grad():
-        encoded = det.encode(det.preprocess_images([views[0, 0], views[1, 0]]))
+        encoded = det.encode(det.preprocess_images([views[0], views[1]]))
         a, b = det.decode(encoded, queries), det.decode(encoded, fused)
     assert not torch.allclose(a.hidden, b.hidden)
 
@@ -169,8 +173,8 @@ def test_every_parameter_between_the_fused_queries_and_the_references_transfers(
     model = perturb_parameters_(_build(variant))  # off the zero-initialised box layers (no zero gradients)
     model.train()
     det = model.detector
-    views = _batch()["views"]
-    encoded = det.encode(det.preprocess_images([views[0, 0], views[1, 0]]))
+    views = _batch().images  # (4, 3, H, W): views 0 of samples 0, 1, then views 1
+    encoded = det.encode(det.preprocess_images([views[0], views[1]]))
     queries = det.initial_queries(encoded)
     n = 4
     z = torch.randn(2, n, det.d_model)  # the other view's object features, an input here

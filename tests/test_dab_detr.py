@@ -349,7 +349,7 @@ def test_paper_pretraining_config_runs_on_cpu(demo_proposals, tmp_path, method="
         "dataloader.train.num_workers=0", "dataloader.train.mapper.min_sizes=[64]",
         "dataloader.train.mapper.max_size=96", "dataloader.train.mapper.crop_size=32",
     ])
-    cfg.model.require_backbone_weights = False  # no SwAV weights here: the tiny random backbone on purpose
+    cfg.train.require_backbone_weights = False  # no SwAV weights here: the tiny random backbone on purpose
     cfg.model.detector.backbone = L(build_tiny_resnet)(widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1), stem_width=8,
                                                        norm="FrozenBN", out_features=("res5",), freeze_at=5)
     trainer = Trainer(cfg)

@@ -105,3 +105,25 @@ def test_reference_points_follow_query_pos(model):
     assert torch.allclose(bare.references[0, 0], ref)
     assert torch.allclose(moved.references[0, 0], model.decoder.reference_points(shifted[0]))
     assert not torch.allclose(bare.hidden, moved.hidden)
+
+
+@pytest.mark.parametrize("size_divisibility", [0, 32])
+@pytest.mark.parametrize("padded_hw", [(64, 70), (61, 50)])  # larger than needed / the batch's largest image
+def test_preprocess_padded_equals_preprocess_images(model, size_divisibility, padded_hw):
+    """An already padded uint8 batch (with garbage in its padding) gives bit for bit the ImageList of the
+    un-padded images: the same normalised pixels, zero padding, the same padded shape and sizes."""
+    gen = torch.Generator().manual_seed(0)
+    sizes = [(37, 50), (61, 29), (61, 50), (12, 7)]
+    padded = torch.randint(0, 256, (len(sizes), 3, *padded_hw), dtype=torch.uint8, generator=gen)
+    model.size_divisibility = size_divisibility
+    try:
+        expected = model.preprocess_images([padded[i, :, :h, :w] for i, (h, w) in enumerate(sizes)])
+        got = model.preprocess_padded(padded, sizes)
+        assert got.image_sizes == expected.image_sizes == sizes
+        assert got.tensor.shape == expected.tensor.shape == (4, 3, 64 if size_divisibility else 61,
+                                                              64 if size_divisibility else 50)
+        assert torch.equal(got.tensor, expected.tensor)
+        with pytest.raises(ValueError, match="do not fit"):
+            model.preprocess_padded(padded[:, :, :40], sizes)
+    finally:
+        model.size_divisibility = 0

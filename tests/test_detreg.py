@@ -1,5 +1,6 @@
 """DETReg pre-training: the losses by hand, the crop-feature targets, the single-view mapper, every
 variant through the pre-training contract, and the configs (the paper's Tables 1-2 start)."""
+import dataclasses
 import os
 
 import numpy as np
@@ -15,6 +16,7 @@ from disco_detr.config import load_config
 from disco_detr.data.detreg_mapper import DETRegMapper, collate_single_views
 from disco_detr.data.proposals import Proposals, ProposalStore
 from disco_detr.modeling.pretrain.detreg import DETRegPretrain
+from disco_detr.structures import SingleViewBatch
 
 from conftest import REPO, train_on_one_batch
 
@@ -36,8 +38,7 @@ def _tiny_config(variant):
     disco = VARIANTS[variant]()
     det = disco.detector
     det.num_classes = 1
-    return L(DETRegPretrain)(detector=det, embedding_levels=tuple(disco.feature_levels[:1]),
-                             require_backbone_weights=False)
+    return L(DETRegPretrain)(detector=det, embedding_levels=tuple(disco.feature_levels[:1]))
 
 
 def _build(variant, **overrides):
@@ -49,8 +50,8 @@ def _build(variant, **overrides):
 
 
 def _batch(b=2, k=(4, 3), size=(80, 96), crop=32, seed=0):
-    """A synthetic collated DETReg batch: images (B,3,H,W) uint8, boxes (B,K,4) xyxy pixels with k_b rows
-    each, crops (B,K,3,s,s)."""
+    """A synthetic SingleViewBatch: images (B,3,H,W) uint8, boxes (B,K,4) xyxy pixels with k_b rows each,
+    crops (B,K,3,s,s)."""
     gen = torch.Generator().manual_seed(seed)
     h, w = size
     kmax = max(k)
@@ -59,9 +60,9 @@ def _batch(b=2, k=(4, 3), size=(80, 96), crop=32, seed=0):
     boxes = torch.cat([xy, xy + wh], -1)
     for i, n in enumerate(k):
         boxes[i, n:] = 0
-    return {"images": torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8, generator=gen),
-            "image_sizes": [(h, w)] * b, "boxes": boxes, "num_boxes": torch.tensor(k),
-            "crops": torch.randint(0, 256, (b, kmax, 3, crop, crop), dtype=torch.uint8, generator=gen)}
+    return SingleViewBatch(images=torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8, generator=gen),
+                           image_sizes=[(h, w)] * b, boxes=boxes, num_boxes=list(k),
+                           crops=torch.randint(0, 256, (b, kmax, 3, crop, crop), dtype=torch.uint8, generator=gen))
 
 
 # ---- the losses by hand ---------------------------------------------------------------------------
@@ -93,7 +94,7 @@ def test_embedding_loss_is_l1_against_a_direct_backbone_pass():
     hidden = torch.randn(2, det.num_queries, det.d_model, generator=gen)
     crops = torch.randint(0, 256, (2, 3, 3, 32, 32), dtype=torch.uint8, generator=gen)
     indices = [(torch.tensor([5, 1]), torch.tensor([0, 2])), (torch.tensor([7]), torch.tensor([1]))]
-    loss, cosine = model.embedding_loss(hidden, crops, [], indices)
+    loss, cosine = model.embedding_loss(hidden, crops, indices)
     # the target of each matched box: its crop normalised, through the frozen backbone, averaged over space
     level = model.embedding_levels[0]
     rows = torch.stack([crops[0, 0], crops[0, 2], crops[1, 1]]).double()
@@ -113,7 +114,7 @@ def test_matching_does_not_see_the_embedding():
     model = _build("conditional")
     model.train()
     batch = _batch()
-    other = dict(batch, crops=torch.randint(0, 256, batch["crops"].shape, dtype=torch.uint8))
+    other = dataclasses.replace(batch, crops=torch.randint(0, 256, batch.crops.shape, dtype=torch.uint8))
     torch.manual_seed(0)
     a = model(batch)
     torch.manual_seed(0)
@@ -127,10 +128,10 @@ def test_matching_does_not_see_the_embedding():
 def test_padded_boxes_are_not_targets():
     model = _build("conditional")
     batch = _batch(k=(4, 2))
-    targets = model.targets(batch["boxes"], batch["num_boxes"], batch["image_sizes"])
+    targets = model.targets(batch.boxes, batch.num_boxes, batch.image_sizes)
     assert [len(t["boxes"]) for t in targets] == [4, 2]
-    h, w = batch["image_sizes"][0]
-    x0, y0, x1, y1 = batch["boxes"][1, 1].tolist()
+    h, w = batch.image_sizes[0]
+    x0, y0, x1, y1 = batch.boxes[1, 1].tolist()
     assert torch.allclose(targets[1]["boxes"][1], torch.tensor([(x0 + x1) / 2 / w, (y0 + y1) / 2 / h,
                                                                   (x1 - x0) / w, (y1 - y0) / h]))
 
@@ -255,10 +256,11 @@ def test_collate_pads_images_boxes_and_crops():
                {"image": torch.full((3, 25, 10), 5, dtype=torch.uint8), "boxes": torch.ones(2, 4) * 2,
                 "crops": torch.full((2, 3, 8, 8), 4, dtype=torch.uint8), "file_name": "b", "image_id": 1}]
     batch = collate_single_views(samples)
-    assert batch["images"].shape == (2, 3, 25, 30) and batch["image_sizes"] == [(20, 30), (25, 10)]
-    assert batch["images"][0, :, 20:].sum() == 0 and batch["images"][1, :, :, 10:].sum() == 0
-    assert batch["num_boxes"].tolist() == [3, 2] and batch["boxes"].shape == (2, 3, 4)
-    assert batch["boxes"][1, 2].sum() == 0 and batch["crops"][1, 2].sum() == 0 and batch["crops"][1, 1].min() == 4
+    assert isinstance(batch, SingleViewBatch)
+    assert batch.images.shape == (2, 3, 25, 30) and batch.image_sizes == [(20, 30), (25, 10)]
+    assert batch.images[0, :, 20:].sum() == 0 and batch.images[1, :, :, 10:].sum() == 0
+    assert batch.num_boxes == [3, 2] and batch.boxes.shape == (2, 3, 4)
+    assert batch.boxes[1, 2].sum() == 0 and batch.crops[1, 2].sum() == 0 and batch.crops[1, 1].min() == 4
 
 
 # ---- the configs -----------------------------------------------------------------------------------
@@ -287,7 +289,7 @@ def test_detreg_configs_hold_the_release_settings(name):
     assert cfg.dataloader.train.total_batch_size == 192
     assert cfg.optimizer.lr == 2e-4 and cfg.optimizer.weight_decay == 1e-4 and cfg.train.clip_grad_norm == 0.1
     assert cfg.train.epochs == 50 and cfg.lr_multiplier.scheduler.milestones[0] == 80000  # drop at 40 of 50
-    assert model.require_backbone_weights is True
+    assert cfg.train.require_backbone_weights is True and cfg.dataloader.batch_transform is None
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -308,7 +310,7 @@ def test_each_detreg_config_trains_on_the_demo_data_with_a_tiny_detector(variant
         "model.health_period=1"])
     tiny = _tiny_config(variant)
     cfg.model.detector, cfg.model.embedding_levels = tiny.detector, tiny.embedding_levels
-    cfg.model.require_backbone_weights = False
+    cfg.train.require_backbone_weights = False
     LazyConfig.save(cfg, str(tmp_path / "config.yaml"))  # as tools/lazyconfig_train_net.py does
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)

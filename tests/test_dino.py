@@ -337,7 +337,7 @@ def test_paper_pretraining_config_runs_on_cpu(method, demo_proposals, tmp_path):
         "dataloader.train.mapper.max_size=160", "dataloader.train.mapper.crop_size=32",
         "model.detector.num_queries=100",
     ])
-    cfg.model.require_backbone_weights = False  # no SSL weights here: the tiny random backbone on purpose
+    cfg.train.require_backbone_weights = False  # no SSL weights here: the tiny random backbone on purpose
     cfg.model.detector.backbone = _small_vd(freeze_at=5)
     trainer = Trainer(cfg)
     det = trainer.model.detector

@@ -19,9 +19,11 @@ def _model(*overrides):
     return instantiate(cfg.model), cfg
 
 
-def _batch(cfg, n=2):
-    loader = instantiate(cfg.dataloader.train)
-    return next(iter(loader))
+def _batch(cfg):
+    """The first batch of the config's loader, through its batch transform (as the training loop does)."""
+    batch = next(iter(instantiate(cfg.dataloader.train)))
+    transform = instantiate(cfg.dataloader.batch_transform)
+    return batch if transform is None else transform(batch)
 
 
 def _bare_queries(model, m):
@@ -130,7 +132,7 @@ def test_paper_disco_config_runs_on_cpu(demo_proposals, tmp_path):
         "dataloader.train.dataset.names=disco_demo_unlabelled", "dataloader.train.total_batch_size=2",
         "dataloader.train.num_workers=0", "dataloader.train.mapper.min_sizes=[160]",
         "dataloader.train.mapper.max_size=200", "dataloader.train.mapper.crop_size=64",
-        "model.require_backbone_weights=False",  # no SwAV weights here: the random R50 on purpose
+        "train.require_backbone_weights=False",  # no SwAV weights here: the random R50 on purpose
     ])
     trainer = Trainer(cfg)
     assert sum(p.numel() for p in trainer.model.cld.parameters()) == 724_480

@@ -14,9 +14,9 @@ from torch import nn
 from disco_detr.checkpoint import DisCoCheckpointer
 from disco_detr.config import load_config
 from disco_detr.engine import Trainer
-from disco_detr.modeling.pretrain.cld import CLDHeads
-from disco_detr.modeling.pretrain.disco import DisCoDETR, EncoderConsistencyHead
-from disco_detr.modeling.pretrain.sync_bn import SyncBatchNorm1d
+from disco_detr.modeling.pretrain.disco import DisCoDETR
+from disco_detr.modeling.pretrain.heads import CLDHeads, EncoderConsistencyHead, SyncBatchNorm1d
+from disco_detr.modeling.pretrain.losses import reconstruction_loss
 
 from conftest import REPO, tiny_config
 
@@ -37,7 +37,7 @@ def test_reconstruction_loss_is_two_minus_two_cos_per_box(channels):
             cos = dot / math.sqrt(sum(x * x for x in p) * sum(y * y for y in t))
             expected += 2 - 2 * cos
     expected /= 10
-    loss = DisCoDETR.reconstruction_loss(pred, target)
+    loss = reconstruction_loss(pred, target)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     assert loss.item() > 0.5  # random vectors: cos ~ 0, so ~2 per box, not ~2 / C
 
@@ -46,7 +46,7 @@ def test_reconstruction_loss_by_hand():
     pred = torch.tensor([[[1.0, 0.0, 0.0]], [[0.0, 2.0, 0.0]]])
     target = torch.tensor([[[1.0, 1.0, 0.0]], [[0.0, -1.0, 0.0]]])
     # box 1: cos = 1/sqrt(2) -> 2 - sqrt(2); box 2: cos = -1 -> 4
-    assert DisCoDETR.reconstruction_loss(pred, target).item() == pytest.approx((2 - math.sqrt(2) + 4) / 2, rel=1e-6)
+    assert reconstruction_loss(pred, target).item() == pytest.approx((2 - math.sqrt(2) + 4) / 2, rel=1e-6)
 
 
 # ---- 2/3. Tables 3 and 4: every row's config builds the method it is named after ------------
@@ -95,8 +95,9 @@ def test_every_pretraining_config_is_in_the_table():
 
 # ---- 5. a frozen backbone without weights is refused; fine-tuning without weights warns -----
 def test_pretraining_without_backbone_weights_is_an_error(demo_proposals, tmp_path):
-    cfg = load_config(TINY_DISCO, [f"train.output_dir={tmp_path}", "model.require_backbone_weights=True"])
+    cfg = load_config(TINY_DISCO, [f"train.output_dir={tmp_path}", "train.require_backbone_weights=True"])
     trainer = Trainer(cfg)
+    assert trainer.checkpointer.require_backbone_weights is True  # the train key reaches the checkpointer
     with pytest.raises(ValueError, match="train.init_checkpoint is empty.*convert_torchvision_resnet"):
         trainer.resume_or_load(resume=False)
     # a checkpoint without the backbone's weights is refused too, naming the file
@@ -105,7 +106,7 @@ def test_pretraining_without_backbone_weights_is_an_error(demo_proposals, tmp_pa
     path = tmp_path / "no_backbone.pth"
     torch.save({"model": partial}, path)
     with pytest.raises(ValueError, match="no_backbone.pth.*frozen backbone"):
-        DisCoCheckpointer(model).load(str(path))
+        DisCoCheckpointer(model, require_backbone_weights=True).load(str(path))
 
 
 def test_finetuning_without_weights_warns(demo_root, tmp_path, caplog):

@@ -10,8 +10,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from disco_detr.data.photometric import (
     PARAM_KEYS,
+    PairedViewPhotometric,
     apply_photometric,
-    augment_paired_views,
     blur_kernel_size,
     draw_photometric_params,
 )
@@ -200,7 +200,7 @@ def _tiny_records(tmp_path):
 
 def test_mapper_to_model_end_to_end(tmp_path):
     """The device path: same geometry as the CPU path for the same seed (parameters are drawn
-    last), parameters reproducible from the seed, and augment_paired_views applies each
+    last), parameters reproducible from the seed, and the batch transform applies each
     sample's own parameters to its views and crops (checked against torchvision per image)."""
     records = _tiny_records(tmp_path)
     kwargs = dict(min_sizes=(64, 80), max_size=128, crop_size=16, num_boxes=4)
@@ -222,16 +222,48 @@ def test_mapper_to_model_end_to_end(tmp_path):
             assert len(s["photometric"][k]) == 2 + 2 * 4
         samples.append(s)
     batch = collate_paired_views(samples)
-    assert batch["photometric"]["factors"].shape == (3, 10, 4)
-    out = augment_paired_views(batch, "cpu")
-    assert "photometric" not in out and augment_paired_views(out) is out  # a second call is a no-op
-    for b, s in enumerate(samples):
+    b = len(samples)
+    assert batch.photometric_pending and batch.view_photometric["factors"].shape == (2 * b, 4)
+    assert batch.crop_photometric["factors"].shape == (2 * b * 4, 4)
+    out = PairedViewPhotometric()(batch)
+    assert not out.photometric_pending and out.view_photometric is None and out.crop_photometric is None
+    for i, s in enumerate(samples):  # view v of sample i is image v * B + i
         h, w = s["views"].shape[-2:]
         imgs = [*s["views"], *s["crops"].flatten(0, 1)]
-        got = [*out["views"][b, :, :, :h, :w], *out["crops"][b].flatten(0, 1)]
-        for i in range(len(imgs)):
-            _assert_close_to_reference(got[i][None], _reference(imgs[i], s["photometric"], i)[None])
-        assert (out["views"][b, :, :, h:, :] == 0).all() and (out["views"][b, :, :, :, w:] == 0).all()
+        got = [out.images[i, :, :h, :w], out.images[b + i, :, :h, :w], *out.crops[i], *out.crops[b + i]]
+        for j in range(len(imgs)):
+            _assert_close_to_reference(got[j][None], _reference(imgs[j], s["photometric"], j)[None])
+        for v in (i, b + i):
+            assert (out.images[v, :, h:, :] == 0).all() and (out.images[v, :, :, w:] == 0).all()
+
+
+def test_a_batch_transform_that_does_not_fit_the_batches_is_refused(tmp_path):
+    """PairedViewPhotometric refuses batches with nothing left to apply (or of another kind), and the training
+    loop refuses a batch that still carries photometric parameters when no transform is configured; both name
+    the config key."""
+    from disco_detr.engine.trainer import DETRTrainLoop
+    from disco_detr.structures import SingleViewBatch
+
+    records = _tiny_records(tmp_path)[:2]
+    kwargs = dict(min_sizes=(64,), max_size=96, crop_size=16, num_boxes=3)
+    np.random.seed(0)
+    pending = collate_paired_views([PairedViewMapper(crops_on_device=True, **kwargs)(r) for r in records])
+    done = collate_paired_views([PairedViewMapper(photometric="cpu", **kwargs)(r) for r in records])
+    assert pending.photometric_pending and pending.crops is None and not done.photometric_pending
+    with pytest.raises(ValueError, match="dataloader.batch_transform=None"):
+        PairedViewPhotometric()(done)
+    single = SingleViewBatch(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), [(8, 8)], torch.zeros(1, 1, 4), [1],
+                             torch.zeros(1, 1, 3, 4, 4, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="dataloader.batch_transform=None"):
+        PairedViewPhotometric()(single)
+    model = torch.nn.Linear(1, 1)
+    loop = DETRTrainLoop(model, [], torch.optim.SGD(model.parameters(), lr=0.1), device="cpu")
+    with pytest.raises(ValueError, match="dataloader.batch_transform is None"):
+        loop.prepare_batch(pending)
+    assert loop.prepare_batch(done) is not None and loop.prepare_batch(single) is not None
+    loop.batch_transform = PairedViewPhotometric()
+    out = loop.prepare_batch(pending)
+    assert not out.photometric_pending and out.crops.shape == (4, 3, 3, 16, 16)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -310,29 +342,28 @@ def test_crops_cut_on_the_device_equal_the_cpu_crops(tmp_path):
             out.append(mapper(record))
     assert "crops" not in dev_samples[0] and dev_samples[0]["crop_size"] == 16
     batch = collate_paired_views(dev_samples)
-    assert "crops" not in batch and batch["crop_size"] == 16
-    cut = cut_crops(batch["views"], batch["boxes"], torch.tensor(batch["image_sizes"]), 16)
-    cpu_crops = collate_paired_views(cpu_samples)["crops"]  # not colour-augmented yet either
+    assert batch.crops is None and batch.crop_size == 16
+    cut = cut_crops(batch.images, batch.boxes, torch.tensor(batch.image_sizes), 16)
+    cpu_crops = collate_paired_views(cpu_samples).crops  # not colour-augmented yet either
     diff = (cut.int() - cpu_crops.int()).abs()
     # the device cuts from views already rounded to integers (+-0.5), the CPU from the float views:
     # a crop pixel moves by less than 0.5 before its own rounding, so by at most one level
     assert diff.max() <= 1 and diff.float().mean() < 0.15
-    out = augment_paired_views(batch, "cpu")
-    assert "crop_size" not in out and out["crops"].shape == (3, 2, 5, 3, 16, 16)
-    crop_params = {k: v[:, 2:].flatten(0, 1) for k, v in batch["photometric"].items()}
-    assert torch.equal(out["crops"], apply_photometric(cut.flatten(0, 2), crop_params).view(cut.shape))
-    # an edge box on padded views: against the crop of the unpadded view
+    out = PairedViewPhotometric()(batch)
+    assert out.crops.shape == (6, 5, 3, 16, 16)
+    assert torch.equal(out.crops, apply_photometric(cut.flatten(0, 1), batch.crop_photometric).view(cut.shape))
+    # an edge box on padded views: against the crop of the unpadded view (view-major: image v * 2 + b)
     sizes = torch.tensor([[20, 30], [32, 40]])
-    views = torch.zeros(2, 2, 3, 32, 40, dtype=torch.uint8)
+    images = torch.zeros(4, 3, 32, 40, dtype=torch.uint8)
     singles = []
     for b, (h, w) in enumerate(sizes.tolist()):
         img = _photo_like(2, h, w, seed=b)
-        views[b, :, :, :h, :w] = img
+        images[b, :, :h, :w], images[2 + b, :, :h, :w] = img
         singles.append(img)
     edge = torch.tensor([[[[10.0, 8.0, 30.0, 20.0]], [[0.0, 0.0, 6.0, 5.0]]],
                          [[[25.0, 20.0, 40.0, 32.0]], [[3.0, 3.0, 39.5, 31.5]]]])  # (B, 2, 1, 4)
-    got = cut_crops(views, edge, sizes, 8)
+    got = cut_crops(images, edge.transpose(0, 1).flatten(0, 1), sizes.repeat(2, 1), 8)
     for b in range(2):
         for v in range(2):
             ref = crop_and_resize(singles[b][v].float(), edge[b, v], (8, 8)).round().clamp(0, 255)
-            assert torch.equal(got[b, v].float(), ref), (b, v)
+            assert torch.equal(got[v * 2 + b].float(), ref), (b, v)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
+from disco_detr.data.photometric import PARAM_KEYS
 from disco_detr.data.pretrain_mapper import (
     PairedViewMapper,
     collate_paired_views,
@@ -201,12 +202,19 @@ def test_seeded_runs_are_reproducible_and_collate_pads(image_record):
     batch = collate_paired_views([samples[0], samples[2]])
     hmax = max(s["views"].shape[-2] for s in samples)
     wmax = max(s["views"].shape[-1] for s in samples)
-    assert batch["views"].shape == (2, 2, 3, hmax, wmax)
+    assert batch.images.shape == (4, 3, hmax, wmax) and batch.num_samples == 2
+    assert batch.boxes.shape == (4, 10, 4) and batch.crops.shape == (4, 10, 3, 16, 16)
     for i, s in enumerate((samples[0], samples[2])):
         h, w = s["views"].shape[-2:]
-        assert batch["image_sizes"][i] == (h, w)
-        assert not batch["padding_mask"][i, :h, :w].any() and batch["padding_mask"][i].sum() == hmax * wmax - h * w
-        assert torch.equal(batch["views"][i, :, :, :h, :w], s["views"])
+        for v in range(2):  # view-major: view v of sample i is image v * B + i
+            image = batch.images[v * 2 + i]
+            assert batch.image_sizes[v * 2 + i] == (h, w)
+            assert torch.equal(image[:, :h, :w], s["views"][v]) and image[:, h:].sum() == 0 and image[:, :, w:].sum() == 0
+            assert torch.equal(batch.boxes[v * 2 + i], s["boxes"][v]) and torch.equal(batch.crops[v * 2 + i], s["crops"][v])
+            for k in PARAM_KEYS:
+                assert torch.equal(batch.view_photometric[k][v * 2 + i], s["photometric"][k][v])
+                assert torch.equal(batch.crop_photometric[k][(v * 2 + i) * 10: (v * 2 + i + 1) * 10],
+                                   s["photometric"][k][2 + 10 * v: 12 + 10 * v])
 
 
 def _reference_view_ious(num, shift_prob, max_shift, seed):

@@ -21,7 +21,8 @@ COMMON = ["train.max_iter=3", "train.log_period=1", "train.device=cpu", "model.h
 CASES = {
     "disco_cond": ("tiny_disco.py", [], "demo_proposals"),
     "disco_cond_cpu_photometric": ("tiny_disco.py", ["dataloader.train.mapper.photometric=cpu",
-                                                   "dataloader.train.mapper.crops_on_device=False"], "demo_proposals"),
+                                                   "dataloader.train.mapper.crops_on_device=False",
+                                                   "dataloader.batch_transform=null"], "demo_proposals"),
     "disco_cond_crops_on_cpu": ("tiny_disco.py", ["dataloader.train.mapper.crops_on_device=False"],
                                    "demo_proposals"),
     "siamese_cond": ("tiny_disco.py", ["model.use_dmoqf=False", "model.weight_contrast=0"], "demo_proposals"),

@@ -306,7 +306,6 @@ def test_paper_pretrain_configs_train_on_cpu(name):
     cfg.model.detector.in_features = TINY_BACKBONE["out_features"]
     cfg.model.detector.encoder.in_channels = TINY_BACKBONE["widths"][1:]
     cfg.model.feature_levels = TINY_BACKBONE["out_features"]
-    cfg.model.require_backbone_weights = False
     torch.manual_seed(0)
     model = instantiate(cfg.model).train()
     assert model.detector.num_queries == 300

@@ -20,21 +20,22 @@ import torch
 from detectron2.config import instantiate
 
 from disco_detr.config import load_config
+from disco_detr.structures import PairedViewBatch
 
 
 def synthetic_batch(batch_size, num_boxes, height, width, crop_size, seed=0):
+    """A colour-augmented PairedViewBatch of random views, view-major (image v * B + b): the same boxes
+    (xyxy view pixels) in both views of a sample."""
     g = torch.Generator().manual_seed(seed)
-    xy = torch.rand(batch_size, 1, num_boxes, 2, generator=g) * torch.tensor([width * 0.6, height * 0.6])
-    wh = torch.rand(batch_size, 1, num_boxes, 2, generator=g) * torch.tensor([width * 0.3, height * 0.3]) + 8
-    boxes = torch.cat([xy, xy + wh], -1).expand(batch_size, 2, num_boxes, 4).contiguous()
-    return {
-        "views": torch.randint(0, 256, (batch_size, 2, 3, height, width), dtype=torch.uint8, generator=g),
-        "padding_mask": torch.zeros(batch_size, height, width, dtype=torch.bool),
-        "image_sizes": [(height, width)] * batch_size,
-        "boxes": boxes,
-        "crops": torch.randint(0, 256, (batch_size, 2, num_boxes, 3, crop_size, crop_size), dtype=torch.uint8,
-                               generator=g),
-    }
+    xy = torch.rand(batch_size, num_boxes, 2, generator=g) * torch.tensor([width * 0.6, height * 0.6])
+    wh = torch.rand(batch_size, num_boxes, 2, generator=g) * torch.tensor([width * 0.3, height * 0.3]) + 8
+    boxes = torch.cat([xy, xy + wh], -1).repeat(2, 1, 1)
+    return PairedViewBatch(
+        images=torch.randint(0, 256, (2 * batch_size, 3, height, width), dtype=torch.uint8, generator=g),
+        image_sizes=[(height, width)] * 2 * batch_size, boxes=boxes,
+        crops=torch.randint(0, 256, (2 * batch_size, num_boxes, 3, crop_size, crop_size), dtype=torch.uint8,
+                            generator=g),
+        crop_size=crop_size, view_photometric=None, crop_photometric=None)
 
 
 def build(cfg, device, seed):

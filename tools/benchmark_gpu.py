@@ -74,40 +74,32 @@ def build(cfg, device):
 
 
 def paired_view_batch(batch_size, num_boxes, height, width, crop_size, crops_on_device=False, seed=0):
-    """A batch in collate_paired_views' format: views (B, 2, 3, H, W) uint8 of mixed sizes
-    (zero padding), boxes (B, 2, n, 4) xyxy view pixels, crops (B, 2, n, 3, s, s) (or, as the
-    mapper's ``crops_on_device`` makes it, ``crop_size`` for the device to cut them), colour
-    parameters of the 2 + 2n images per sample."""
+    """A PairedViewBatch as ``collate_paired_views`` makes it, view-major (image v * B + b): views
+    (2B, 3, H, W) uint8 of mixed sizes (zero padding), boxes (2B, n, 4) xyxy view pixels, crops
+    (2B, n, 3, s, s) (or none, as the mapper's ``crops_on_device`` leaves them to the device), colour
+    parameters of every view and crop still to apply (``PairedViewPhotometric``)."""
     from disco_detr.data.photometric import draw_photometric_params
+    from disco_detr.data.pretrain_mapper import collate_paired_views
 
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     sizes = [(height - int(rng.integers(0, height // 8 + 1)), width - int(rng.integers(0, width // 8 + 1)))
              for _ in range(batch_size)]
-    views = torch.zeros(batch_size, 2, 3, height, width, dtype=torch.uint8)
-    mask = torch.ones(batch_size, height, width, dtype=torch.bool)
-    boxes = torch.zeros(batch_size, 2, num_boxes, 4)
-    for b, (h, w) in enumerate(sizes):
-        views[b, :, :, :h, :w] = torch.randint(0, 256, (2, 3, h, w), dtype=torch.uint8, generator=g)
-        mask[b, :h, :w] = False
+    samples = []
+    for h, w in sizes:
+        boxes = torch.zeros(2, num_boxes, 4)
+        views = torch.randint(0, 256, (2, 3, h, w), dtype=torch.uint8, generator=g)
         for v in range(2):
             xy = torch.rand(num_boxes, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
             wh = torch.rand(num_boxes, 2, generator=g) * torch.tensor([w * 0.35, h * 0.35]) + 4
-            boxes[b, v] = torch.cat([xy, xy + wh], 1)
-    params = [draw_photometric_params(2 + 2 * num_boxes, rng) for _ in range(batch_size)]
-    crops = torch.randint(0, 256, (batch_size, 2, num_boxes, 3, crop_size, crop_size), dtype=torch.uint8, generator=g)
-    return {
-        **({"crop_size": crop_size} if crops_on_device else {"crops": crops}),
-        "views": views,
-        "padding_mask": mask,
-        "image_sizes": sizes,
-        "boxes": boxes,
-        "view_regions": torch.zeros(batch_size, 2, 4),
-        "file_name": [f"synthetic_{b}" for b in range(batch_size)],
-        "image_id": list(range(batch_size)),
-        "num_proposals": [num_boxes - 1] * batch_size,
-        "photometric": {k: torch.stack([p[k] for p in params]) for k in params[0]},
-    }
+            boxes[v] = torch.cat([xy, xy + wh], 1)
+        samples.append({"views": views, "boxes": boxes})
+    for s in samples:
+        s["photometric"] = draw_photometric_params(2 + 2 * num_boxes, rng)
+    for s in samples:
+        crops = torch.randint(0, 256, (2, num_boxes, 3, crop_size, crop_size), dtype=torch.uint8, generator=g)
+        s.update({"crop_size": crop_size} if crops_on_device else {"crops": crops})
+    return collate_paired_views(samples)
 
 
 def detection_batch(batch_size, height, width, num_classes, seed=0):
@@ -219,7 +211,7 @@ def main(argv=None):
     def peak_gib():
         return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None
 
-    from disco_detr.data.photometric import augment_paired_views
+    from disco_detr.data.photometric import PairedViewPhotometric
 
     disco_cfg, siamese_cfg = load(disco_file, []), load(siamese_file, [])
     mapper = disco_cfg.dataloader.train.mapper
@@ -228,12 +220,13 @@ def main(argv=None):
     models = {"disco": build(disco_cfg, device), "siamese": build(siamese_cfg, device)}
     crops_on_device = bool(mapper.get("crops_on_device", False))
     batch = paired_view_batch(batch_size, num_boxes, *view_hw, crop_size, crops_on_device)
+    batch_transform = PairedViewPhotometric()
 
     def make_step(model, optimizer, inputs, augment):
         scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
         def step():
-            data = augment_paired_views(inputs, device) if augment else inputs
+            data = batch_transform(inputs.to(device)) if augment else inputs
             with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
                 losses = model(data)
             loss = sum(v.float() for v in losses.values())

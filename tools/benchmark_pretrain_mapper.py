@@ -8,7 +8,7 @@ times, in one process with one thread (= one DataLoader worker):
   geometry and torchvision colour augmentation of 2 views + 20 crops per sample);
 * new: ``PairedViewMapper()`` (decode with simplejpeg, geometry only, colour parameters drawn),
   plus the batched colour augmentation it leaves to the training device
-  (:func:`disco_detr.data.photometric.augment_paired_views`) on a collated batch, per sample,
+  (the batch transform :class:`disco_detr.data.photometric.PairedViewPhotometric`) on a collated batch, per sample,
   on CPU and on CUDA when present;
 * new_device_crops: ``PairedViewMapper(crops_on_device=True)`` (the paper config's setting): the
   crops are cut on the device too (included in the device-side figure above);
@@ -40,7 +40,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from disco_detr.data.detr_mapper import read_rgb_image
-from disco_detr.data.photometric import augment_paired_views
+from disco_detr.data.photometric import PairedViewPhotometric
 from disco_detr.data.pretrain_mapper import PairedViewMapper, collate_paired_views
 from disco_detr.data.proposals import Proposals, ProposalStore
 
@@ -125,15 +125,16 @@ def time_decoders(files, repeats=3):
 
 
 def time_device_augment(samples, batch_size, device, repeats=2):
-    """Seconds per sample of augment_paired_views on a collated batch of the last mapper's
-    samples (crops cut on the device, then colour augmentation of views and crops)."""
+    """Seconds per sample of the batch transform PairedViewPhotometric on a collated batch of the last
+    mapper's samples moved to ``device`` (crops cut on the device, then colour augmentation of views and crops)."""
     batch = collate_paired_views([samples[k % len(samples)] for k in range(batch_size)])
+    transform = PairedViewPhotometric()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    augment_paired_views(batch, device)  # warm-up
+    transform(batch.to(device))  # warm-up
     sync()
     start = time.perf_counter()
     for _ in range(repeats):
-        augment_paired_views(batch, device)
+        transform(batch.to(device))
     sync()
     return (time.perf_counter() - start) / (repeats * batch_size)
 

@@ -19,6 +19,8 @@ train = dict(
     log_period=20,
     checkpoint_allow_pickle=False,  # True only for trusted checkpoints that hold Python objects
     transfer_mismatch="error",  # pre-trained tensor of another shape (e.g. query count): "error" or "fresh"
+    # pre-training: refuse to start unless init_checkpoint holds every weight of the frozen backbone
+    require_backbone_weights=False,
     # EMA of the weights (engine/ema.py): evaluation and the final checkpoint use it; decay * (1 - exp(-t / warmups))
     ema=dict(enabled=False, decay=0.9999, warmups=2000),
     # The paper's analysis, recorded while training (disco_detr/analysis/hooks.py; all off by default):

@@ -28,5 +28,6 @@ train.max_iter = 50  # the DisCo / Siamese demo budget (README, "Budget study");
 train.epochs = None
 train.checkpointer.period = 50
 train.eval_period = 0
+train.require_backbone_weights = True  # the demo backbone's weights come from train.init_checkpoint
 train.output_dir = "./output/demo/pretrain_detreg"
 lr_multiplier = step_schedule(drop_fraction=2 / 3, warmup_fraction=0.02)

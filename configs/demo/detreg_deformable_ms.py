@@ -13,4 +13,5 @@ train.max_iter = 150
 train.epochs = None
 train.checkpointer.period = 150
 train.eval_period = 0
+train.require_backbone_weights = True  # the demo backbone's weights come from train.init_checkpoint
 train.output_dir = "./output/demo_deformable_ms/pretrain_detreg"

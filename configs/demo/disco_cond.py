@@ -18,6 +18,7 @@ dataloader.train.mapper.update(min_sizes=(128, 144, 160), max_size=240, crop_siz
                                # on a CPU the data worker overlaps with the step: colour augmentation and
                                # crops stay in the worker (the same distribution as the device path)
                                photometric="cpu", crops_on_device=False)
+dataloader.batch_transform = None  # nothing left to the device
 dataloader.train.total_batch_size = 8
 dataloader.train.num_workers = 1
 optimizer.lr = 3e-4
@@ -27,5 +28,6 @@ train.max_iter = 50
 train.epochs = None
 train.checkpointer.period = 50
 train.eval_period = 0
+train.require_backbone_weights = True  # the demo backbone's weights come from train.init_checkpoint
 train.output_dir = "./output/demo/pretrain_disco"
 lr_multiplier = step_schedule(drop_fraction=2 / 3, warmup_fraction=0.02)

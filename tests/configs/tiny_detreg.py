@@ -18,7 +18,7 @@ model.detector.criterion = None
 model.detector.num_queries = 12
 model.detector.backbone.freeze_at = 4  # all of the tiny ResNet
 model.embedding_levels = ("res4",)
-model.require_backbone_weights = False  # tests pre-train against the tiny random backbone on purpose
+train.require_backbone_weights = False  # tests pre-train against the tiny random backbone on purpose
 
 dataloader.train.dataset.names = "disco_demo_unlabelled_ss"
 dataloader.train.mapper.update(scales=(64, 80), max_size=120, crop_resize_sizes=(80, 96), crop_size_range=(64, 96),

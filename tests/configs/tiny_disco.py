@@ -18,7 +18,7 @@ model.detector.num_queries = 12
 model.detector.backbone.freeze_at = 4  # stem + res2..res4: all of the tiny ResNet
 model.feature_levels = ("res4",)
 model.enc_hidden = 32
-model.require_backbone_weights = False  # tests pre-train against the tiny random backbone on purpose
+train.require_backbone_weights = False  # tests pre-train against the tiny random backbone on purpose
 
 dataloader.train.dataset.names = "disco_demo_unlabelled"
 dataloader.train.mapper.update(min_sizes=(64, 80, 96), max_size=128, num_boxes=4, crop_size=32)

@@ -26,3 +26,4 @@ dataloader.train = L(build_pretrain_loader)(
     num_workers=8,
     seed="${train.seed}",
 )
+dataloader.batch_transform = None  # the mapper colour-augments the crops in the workers: nothing left to the device

@@ -4,6 +4,7 @@ from detectron2.config import LazyCall as L
 from omegaconf import OmegaConf
 
 from disco_detr.data.build import build_pretrain_loader
+from disco_detr.data.photometric import PairedViewPhotometric
 from disco_detr.data.pretrain_datasets import load_unlabelled_dicts
 from disco_detr.data.pretrain_mapper import PairedViewMapper
 
@@ -23,7 +24,7 @@ dataloader.train = L(build_pretrain_loader)(
         min_area_fraction=0.05,
         jitter=0.1,
         crop_size=128,
-        photometric="device",  # colour augmentation on the training device (DisCoDETR.forward); "cpu": in the workers
+        photometric="device",  # colour augmentation on the training device (batch_transform); "cpu": in the workers
         crops_on_device=True,  # the 128 x 128 crops are cut on the device too (same RoIAlign, from the uint8 views)
         decoder="fast",  # simplejpeg for plain JPEGs (same pixels as PIL), PIL otherwise
     ),
@@ -31,3 +32,6 @@ dataloader.train = L(build_pretrain_loader)(
     num_workers=8,
     seed="${train.seed}",
 )
+# applied by the training loop to each batch on the training device, before the forward: the colour augmentation
+# (and the crops) the mapper left to the device; None when the mapper does everything (photometric="cpu")
+dataloader.batch_transform = L(PairedViewPhotometric)()

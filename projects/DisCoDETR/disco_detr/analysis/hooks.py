@@ -34,7 +34,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
 from ..modeling.detectors.base import unwrap_detector
-from ..modeling.layers import box_xyxy_to_cxcywh
+from ..modeling.layers import normalized_cxcywh
 from .metrics import matched_centre_distances
 from .records import DistanceStore, ReferenceStore
 
@@ -160,9 +160,8 @@ def evaluation_targets(dataset_dicts: list[dict]) -> dict:
         anns = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
         xyxy = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
         boxes = torch.tensor(xyxy, dtype=torch.float32).reshape(-1, 4)
-        scale = torch.tensor([d["width"], d["height"], d["width"], d["height"]], dtype=torch.float32)
         out[d["image_id"]] = (torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
-                              box_xyxy_to_cxcywh(boxes / scale))
+                              normalized_cxcywh(boxes[None], [(d["height"], d["width"])])[0])
     return out
 
 

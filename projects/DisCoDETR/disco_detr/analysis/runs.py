@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from ..checkpoint import DisCoCheckpointer
 from ..modeling.detectors.base import EncoderOutput, unwrap_detector
-from ..modeling.layers import box_xyxy_to_cxcywh
+from ..modeling.layers import normalized_cxcywh
 from ..modeling.layers.recording import record_attention
 from .hooks import evaluation_targets, inference_mode
 from .records import last_checkpoint
@@ -89,8 +89,8 @@ def sample_inputs(run: LoadedRun, indices: list[int], seed: int = 0) -> list[dic
             image = sample["views"][0] if paired else sample["image"]
             h, w = image.shape[-2:]
             boxes = torch.as_tensor(sample["boxes"][0] if paired else sample["boxes"], dtype=torch.float32)
-            scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-            targets = {"labels": torch.zeros(len(boxes), dtype=torch.int64), "boxes": box_xyxy_to_cxcywh(boxes / scale)}
+            targets = {"labels": torch.zeros(len(boxes), dtype=torch.int64),
+                       "boxes": normalized_cxcywh(boxes[None], [(h, w)])[0]}
             view = "view 1" if paired else "view"
             out.append({"image": image, "targets": targets, "title": f"{name} ({view})", "kind": f"proposals of {view}"})
         else:

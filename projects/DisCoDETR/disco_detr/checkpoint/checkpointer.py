@@ -100,17 +100,19 @@ class DisCoCheckpointer(DetectionCheckpointer):
       pre-trained tensor whose shape differs from the model's (e.g. 100 pre-trained queries
       into a 300-query detector) is an error under ``transfer_mismatch="error"`` (default);
       ``"fresh"`` leaves those tensors freshly initialised on purpose.
-    * pre-training models whose ``require_backbone_weights`` is true refuse a checkpoint
-      that does not hold every weight of their frozen backbone.
+    * with ``require_backbone_weights`` (``train.require_backbone_weights``, pre-training) a
+      checkpoint that does not hold every weight of the model's frozen backbone
+      (``detector.backbone.*``) is refused.
     """
 
     def __init__(self, model, save_dir: str = "", *, allow_pickle: bool = False, transfer_mismatch: str = "error",
-                 **checkpointables):
+                 require_backbone_weights: bool = False, **checkpointables):
         super().__init__(model, save_dir, **checkpointables)
         if transfer_mismatch not in TRANSFER_MISMATCH_POLICIES:
             raise ValueError(f"transfer_mismatch must be one of {TRANSFER_MISMATCH_POLICIES}, got {transfer_mismatch!r}")
         self.allow_pickle = allow_pickle
         self.transfer_mismatch = transfer_mismatch
+        self.require_backbone_weights = require_backbone_weights
         self._source = ""
         self._zoo_conversion = None
 
@@ -181,7 +183,7 @@ class DisCoCheckpointer(DetectionCheckpointer):
         if any(k.startswith("detector.") for k in model_state) and not any(k.startswith("detector.") for k in state):
             # detector weights (e.g. a converted backbone) into a pre-training wrapper
             checkpoint["model"] = state = {f"detector.{k}": v for k, v in state.items()}
-        if getattr(model, "require_backbone_weights", False):
+        if self.require_backbone_weights:
             missing = [k for k in model_state if k.startswith("detector.backbone.") and k not in state]
             if missing:
                 raise ValueError(

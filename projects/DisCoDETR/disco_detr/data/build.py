@@ -130,9 +130,11 @@ def build_train_loader(dataset: list, mapper, total_batch_size: int, num_workers
 
 def build_pretrain_loader(dataset: list, mapper, total_batch_size: int, num_workers: int = 0,
                           seed: int = 0) -> torchdata.DataLoader:
-    """:func:`build_train_loader` for pre-training: batches are the padded dicts of the mapper's own
-    ``collate`` (:func:`disco_detr.data.pretrain_mapper.collate_paired_views` for DisCo / Siamese DETR,
-    :func:`disco_detr.data.detreg_mapper.collate_single_views` for DETReg)."""
+    """:func:`build_train_loader` for pre-training: batches are what the mapper's own ``collate`` makes
+    (:class:`~disco_detr.structures.PairedViewBatch` from
+    :func:`disco_detr.data.pretrain_mapper.collate_paired_views` for DisCo / Siamese DETR,
+    :class:`~disco_detr.structures.SingleViewBatch` from :func:`disco_detr.data.detreg_mapper.collate_single_views`
+    for DETReg)."""
     if not callable(getattr(mapper, "collate", None)):
         raise TypeError(f"{type(mapper).__name__} has no collate(samples) to batch its samples for pre-training")
     return build_train_loader(dataset, mapper, total_batch_size, num_workers, seed, collate_fn=mapper.collate)

@@ -28,6 +28,7 @@ import copy
 import numpy as np
 import torch
 
+from ..structures import SingleViewBatch
 from .detr_mapper import read_rgb_image
 from .photometric import apply_photometric, draw_photometric_params
 from .pretrain_mapper import ProposalReader, crop_and_resize, decode_rgb_image, to_uint8
@@ -73,7 +74,7 @@ class DETRegMapper:
         self.load_proposals = ProposalReader()
 
     @staticmethod
-    def collate(samples: list[dict]) -> dict:
+    def collate(samples: list[dict]) -> SingleViewBatch:
         """The batch of these samples: :func:`collate_single_views`."""
         return collate_single_views(samples)
 
@@ -138,11 +139,10 @@ class DETRegMapper:
         }
 
 
-def collate_single_views(samples: list[dict]) -> dict:
-    """Batch DETReg samples: images (B, 3, H, W) uint8 zero-padded to the largest of the batch,
-    image_sizes [(h_b, w_b)], boxes (B, K, 4) xyxy view pixels and crops (B, K, 3, s, s) uint8,
-    zero rows after each image's own ``num_boxes`` (B,) int64 (K = the batch's largest), and the
-    lists file_name, image_id."""
+def collate_single_views(samples: list[dict]) -> SingleViewBatch:
+    """Batch DETReg samples into a :class:`~disco_detr.structures.SingleViewBatch`: images (B, 3, H, W)
+    uint8 zero-padded to the largest of the batch, boxes (B, K, 4) xyxy view pixels and crops
+    (B, K, 3, s, s) uint8 with zero rows after each image's own box count (K = the batch's largest)."""
     sizes = [tuple(s["image"].shape[-2:]) for s in samples]
     hmax, wmax = max(h for h, _ in sizes), max(w for _, w in sizes)
     counts = [len(s["boxes"]) for s in samples]
@@ -156,6 +156,4 @@ def collate_single_views(samples: list[dict]) -> dict:
         images[i, :, :h, :w] = s["image"]
         boxes[i, : counts[i]] = s["boxes"]
         crops[i, : counts[i]] = s["crops"]
-    return {"images": images, "image_sizes": sizes, "boxes": boxes, "crops": crops,
-            "num_boxes": torch.tensor(counts), "file_name": [s["file_name"] for s in samples],
-            "image_id": [s["image_id"] for s in samples]}
+    return SingleViewBatch(images=images, image_sizes=sizes, boxes=boxes, num_boxes=counts, crops=crops)

@@ -1,9 +1,10 @@
-"""Photometric augmentation of DisCo pre-training, batched on the training device (SPEC section 2, steps 6-7).
+"""Photometric augmentation of DisCo / Siamese DETR pre-training, batched on the training device.
 
 The CPU workers do the geometry only; each sample carries the parameters of its photometric
 augmentation, drawn in the worker from the sample's own RNG (so they are a function of
-``(seed, stream position)`` and a resumed run gets the same ones), and the model applies them
-to the whole batch at the start of its step with :func:`augment_paired_views`.
+``(seed, stream position)`` and a resumed run gets the same ones), and the training loop applies
+them to the whole batch before the forward with the batch transform :class:`PairedViewPhotometric`
+(``dataloader.batch_transform``).
 
 The augmentation is the one of the all-on-CPU path (torchvision v2 transforms, one image at a
 time): ``RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), p=0.8)`` with its random order of the
@@ -28,6 +29,7 @@ view 1, view 2, then the crops of view 1 and of view 2 (``crops.flatten(0, 1)`` 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -37,11 +39,13 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
+from ..structures import PairedViewBatch
+
 __all__ = [
     "PARAM_KEYS",
     "draw_photometric_params",
     "apply_photometric",
-    "augment_paired_views",
+    "PairedViewPhotometric",
     "blur_kernel_size",
     "cut_crops",
 ]
@@ -265,22 +269,22 @@ def apply_photometric(images: Tensor, params: dict[str, Tensor], image_sizes: Te
         return x.to(torch.uint8)
 
 
-def cut_crops(views: Tensor, boxes: Tensor, image_sizes: Tensor, crop_size: int) -> Tensor:
-    """The crops of the boxes from the (un-augmented) views of a padded batch, on the views' device.
+def cut_crops(images: Tensor, boxes: Tensor, image_sizes: Tensor, crop_size: int) -> Tensor:
+    """The crops of the boxes from the (un-augmented) images of a padded batch, on the images' device.
 
-    views (B, 2, 3, H, W) uint8 with each view in the top-left (h_b, w_b) of ``image_sizes``
-    (B, 2); boxes (B, 2, n, 4) xyxy view pixels -> (B, 2, n, 3, s, s) uint8: RoIAlign with aligned
-    pixel centres and adaptive sampling, as the mapper's ``crop_and_resize``. RoIAlign clamps
-    samples at the tensor's border, which for a padded view lies beyond the view: so that the
-    half-pixel band at the view's right and bottom edge interpolates with the view's own last
-    pixel (as on the unpadded view) and not with the padding, the first padding column and row
-    are set to copies of the last view column and row first.
+    images (M, 3, H, W) uint8 with each image in the top-left (h_i, w_i) of ``image_sizes`` (M, 2);
+    boxes (M, n, 4) xyxy image pixels -> (M, n, 3, s, s) uint8: RoIAlign with aligned pixel centres and
+    adaptive sampling, as the mapper's ``crop_and_resize``. RoIAlign clamps samples at the tensor's
+    border, which for a padded image lies beyond the image: so that the half-pixel band at the image's
+    right and bottom edge interpolates with the image's own last pixel (as on the unpadded image) and
+    not with the padding, the first padding column and row are set to copies of the last image column
+    and row first.
     """
-    b, _, c, h, w = views.shape
-    n = boxes.shape[2]
-    x = views.flatten(0, 1).float()  # (2B, 3, H, W)
-    sizes = torch.as_tensor(image_sizes, device=x.device).long().view(b, 1, 2).expand(b, 2, 2).reshape(-1, 2)
-    idx = torch.arange(len(x), device=x.device)
+    m, c, h, w = images.shape
+    n = boxes.shape[1]
+    x = images.float()
+    sizes = torch.as_tensor(image_sizes, device=x.device).long().view(m, 2)
+    idx = torch.arange(m, device=x.device)
     has_col, has_row = sizes[:, 1] < w, sizes[:, 0] < h
     rows = torch.arange(h, device=x.device)
     cols = torch.arange(w, device=x.device)
@@ -290,54 +294,51 @@ def cut_crops(views: Tensor, boxes: Tensor, image_sizes: Tensor, crop_size: int)
     if has_row.any():  # x[i, :, h_i, :] = x[i, :, h_i - 1, :] (after the column: the corner too)
         i, row = idx[has_row], sizes[has_row, 0]
         x[i[:, None], :, row[:, None], cols[None]] = x[i[:, None], :, row[:, None] - 1, cols[None]]
-    ids = torch.arange(2 * b, device=x.device, dtype=x.dtype).repeat_interleave(n)[:, None]
+    ids = torch.arange(m, device=x.device, dtype=x.dtype).repeat_interleave(n)[:, None]
     rois = torch.cat([ids, boxes.to(x).reshape(-1, 4)], 1)
     with torch.autocast(x.device.type, enabled=False):
         crops = roi_align(x, rois, output_size=(crop_size, crop_size), spatial_scale=1.0, sampling_ratio=0,
                           aligned=True)
-    return crops.round_().clamp_(0, 255).to(torch.uint8).view(b, 2, n, c, crop_size, crop_size)
+    return crops.round_().clamp_(0, 255).to(torch.uint8).view(m, n, c, crop_size, crop_size)
 
 
-def augment_paired_views(batch: dict, device: torch.device | str | None = None) -> dict:
-    """Photometric augmentation of a collated paired-view batch, on ``device``.
+class PairedViewPhotometric:
+    """The batch transform of DisCo / Siamese DETR pre-training with ``PairedViewMapper(photometric="device")``:
+    the training loop calls it on each :class:`~disco_detr.structures.PairedViewBatch` once the batch is on
+    the training device, before the forward (config key ``dataloader.batch_transform``).
 
-    ``batch`` is :func:`disco_detr.data.pretrain_mapper.collate_paired_views`'s output: views
-    (B, 2, 3, H, W) uint8 (zero padding, each view's size in ``image_sizes``), crops
-    (B, 2, n, 3, s, s) uint8 and ``photometric``: the parameters, each (B, 2 + 2n, ...). Returns
-    a shallow copy with augmented uint8 ``views`` and ``crops`` on ``device`` (default: the
-    views' device) and without ``photometric``. A batch with ``crop_size`` instead of ``crops``
-    (``PairedViewMapper(crops_on_device=True)``) gets its crops cut here first (:func:`cut_crops`).
-    A batch without ``photometric`` (made by the all-on-CPU mapper, already augmented) is
-    returned unchanged, so calling this twice or on an old-path batch is harmless.
+    It cuts the crops where the mapper left them to the device (``crops_on_device``: :func:`cut_crops`
+    from the un-augmented views), then applies every view's and every crop's own colour parameters
+    (:func:`apply_photometric`), and returns the batch with ``crops`` set and no parameters left. The
+    parameters were drawn in the data workers, so it draws nothing itself.
+
+    On a CPU the views are augmented one sample (two views) at a time at their own size, where the
+    padding would cost its full price; on an accelerator all views go in one padded call.
     """
-    params = batch.get("photometric")
-    if params is None:
-        return batch
-    views = batch["views"]
-    device = torch.device(device) if device is not None else views.device
-    if "crops" in batch:
-        crops = batch["crops"]
-    else:
-        crops = cut_crops(views.to(device, non_blocking=True), batch["boxes"].to(device, non_blocking=True),
-                          torch.as_tensor([tuple(s) for s in batch["image_sizes"]]), int(batch["crop_size"]))
-    b, _, n = crops.shape[:3]
-    p = {k: params[k].to(device, non_blocking=True) for k in PARAM_KEYS}
-    if p["jitter"].shape[:2] != (b, 2 + 2 * n):
-        raise ValueError(f"photometric parameters of shape {tuple(p['jitter'].shape)}, expected ({b}, {2 + 2 * n})")
-    view_params = {k: v[:, :2].flatten(0, 1) for k, v in p.items()}
-    crop_params = {k: v[:, 2:].flatten(0, 1) for k, v in p.items()}
-    image_sizes = [tuple(int(v) for v in s) for s in batch["image_sizes"]]
-    out = {k: v for k, v in batch.items() if k not in ("photometric", "crop_size")}
-    views = views.to(device, non_blocking=True)
-    if device.type == "cpu":
-        # one sample at a time at its own size: on a CPU the padding would cost its full price
-        # (about 1.9x the pixels at the paper's settings), while a GPU prefers one big batch
-        out["views"] = torch.zeros_like(views)
-        for i, (h, w) in enumerate(image_sizes):
-            sample_params = {k: v[2 * i: 2 * i + 2] for k, v in view_params.items()}
-            out["views"][i, :, :, :h, :w] = apply_photometric(views[i, :, :, :h, :w], sample_params)
-    else:
-        sizes = torch.as_tensor(image_sizes, device=device).repeat_interleave(2, 0)
-        out["views"] = apply_photometric(views.flatten(0, 1), view_params, sizes).view(views.shape)
-    out["crops"] = apply_photometric(crops.to(device, non_blocking=True).flatten(0, 2), crop_params).view(crops.shape)
-    return out
+
+    #: the config key that names this transform, for the messages
+    CONFIG_KEY = "dataloader.batch_transform"
+
+    def __call__(self, batch: PairedViewBatch) -> PairedViewBatch:
+        if not isinstance(batch, PairedViewBatch):
+            raise TypeError(f"{self.CONFIG_KEY}=PairedViewPhotometric needs PairedViewMapper batches, got "
+                            f"{type(batch).__name__}; set {self.CONFIG_KEY}=None for this loader")
+        if not batch.photometric_pending:
+            raise ValueError(f"{self.CONFIG_KEY}=PairedViewPhotometric got a batch without photometric parameters "
+                             "(its mapper augments on the CPU, photometric='cpu'); set "
+                             f"{self.CONFIG_KEY}=None (null on the command line), or the mapper's photometric='device'")
+        images, device = batch.images, batch.images.device
+        b = batch.num_samples
+        crops = batch.crops
+        if crops is None:
+            crops = cut_crops(images, batch.boxes, torch.as_tensor(batch.image_sizes), batch.crop_size)
+        p = batch.view_photometric
+        if device.type == "cpu":
+            out = torch.zeros_like(images)
+            for i, (h, w) in enumerate(batch.image_sizes[:b]):
+                pair = [i, b + i]  # the two views of sample i
+                out[pair, :, :h, :w] = apply_photometric(images[pair, :, :h, :w], {k: v[pair] for k, v in p.items()})
+        else:
+            out = apply_photometric(images, p, torch.as_tensor(batch.image_sizes, device=device))
+        crops = apply_photometric(crops.flatten(0, 1), batch.crop_photometric).view(crops.shape)
+        return dataclasses.replace(batch, images=out, crops=crops, view_photometric=None, crop_photometric=None)

@@ -1,4 +1,4 @@
-"""The paired-view DatasetMapper of DisCo / Siamese DETR pre-training (SPEC section 2).
+"""The paired-view DatasetMapper of DisCo / Siamese DETR pre-training (their two-view data pipeline).
 
 One unlabelled image and its offline proposals become two overlapping views of the same
 size, ``n`` boxes that are the same physical regions in both views, and 128 x 128 crops of
@@ -10,8 +10,9 @@ those boxes. Coordinates:
 
 Colour augmentation is applied to each view and each crop independently, after cropping.
 With ``photometric="device"`` (the default) the mapper only draws its parameters (from the
-sample's RNG, so they are a function of ``(seed, stream position)``) and the model applies
-them to the whole batch on its device (:func:`disco_detr.data.photometric.augment_paired_views`);
+sample's RNG, so they are a function of ``(seed, stream position)``) and the training loop applies
+them to the whole batch on its device (the batch transform
+:class:`disco_detr.data.photometric.PairedViewPhotometric`, ``dataloader.batch_transform``);
 ``photometric="cpu"`` is the original all-on-CPU path (torchvision transforms per image).
 Images stay uint8 RGB; ImageNet normalisation is the model's job (``pixel_mean/std``),
 as for the detector's fine-tuning inputs.
@@ -28,6 +29,7 @@ from PIL import Image
 from torchvision.ops import roi_align
 from torchvision.transforms import v2 as TV
 
+from ..structures import PairedViewBatch
 from .detr_mapper import read_rgb_image
 from .photometric import PARAM_KEYS, draw_photometric_params
 from .proposals import ProposalStore
@@ -193,7 +195,7 @@ class PairedViewMapper:
       crops (2, n, 3, crop_size, crop_size) uint8, each box cropped from its view before colour
         augmentation, then colour-augmented independently (on the device later with
         ``photometric="device"``); with ``crops_on_device=True`` there are no crops here but
-        ``crop_size``, and :func:`~disco_detr.data.photometric.augment_paired_views` cuts them from
+        ``crop_size``, and :class:`~disco_detr.data.photometric.PairedViewPhotometric` cuts them from
         the batch's views on the device (same RoIAlign; they differ from CPU crops by at most one
         level because the device cuts them from the uint8 views, the CPU from the float ones);
       photometric (only with ``photometric="device"``): the colour parameters of the 2 + 2n
@@ -203,7 +205,7 @@ class PairedViewMapper:
       num_proposals: how many rows came from proposals (the rest are jittered copies);
       image_id, file_name.
 
-    View geometry (SPEC section 2 step 3): two boxes with IoU ``view_iou`` inside a
+    View geometry: two boxes with IoU ``view_iou`` inside a
     RandomResizedCrop box, then each of A's top-left and B's bottom-right corners moves
     inward, with probability ``corner_shift_prob``, by a uniform fraction in
     [0, ``max_corner_shift``) of its distance to the intersection's corner. The defaults (1, 1)
@@ -211,7 +213,7 @@ class PairedViewMapper:
     this project's earlier rule (mean about 0.54, a quarter of the pairs at exactly 0.5).
 
     ``photometric``: "device" (default) draws the colour parameters here and leaves applying
-    them to :func:`disco_detr.data.photometric.augment_paired_views` on the training device;
+    them to :class:`disco_detr.data.photometric.PairedViewPhotometric` on the training device;
     "cpu" applies torchvision's transforms here, one image at a time (the original path).
     ``crops_on_device`` (only with ``photometric="device"``): leave cutting the crops to the
     device too (about half of the remaining CPU work and of the bytes a worker sends per sample).
@@ -263,7 +265,7 @@ class PairedViewMapper:
         self.load_proposals = ProposalReader()
 
     @staticmethod
-    def collate(samples: list[dict]) -> dict:
+    def collate(samples: list[dict]) -> PairedViewBatch:
         """The batch of these samples: :func:`collate_paired_views`."""
         return collate_paired_views(samples)
 
@@ -387,40 +389,33 @@ class PairedViewMapper:
         }
 
 
-def collate_paired_views(samples: list[dict]) -> dict:
-    """Batch paired-view samples: pad the views to the largest (H, W) of the batch.
-
-    Returns views (B, 2, 3, H, W) uint8 (zero padding), padding_mask (B, H, W) bool (True on
-    padding; both views of a sample share it), image_sizes [(h_b, w_b)], boxes (B, 2, n, 4),
-    crops (B, 2, n, 3, s, s), view_regions (B, 2, 4), and the per-sample lists file_name,
-    image_id, num_proposals; with device-side colour augmentation also ``photometric``, the
-    parameters stacked to (B, 2 + 2n, ...) each. Samples made with ``crops_on_device`` give
-    ``crop_size`` (an int) instead of ``crops``.
-    """
-    heights = [s["views"].shape[-2] for s in samples]
-    widths = [s["views"].shape[-1] for s in samples]
-    hmax, wmax = max(heights), max(widths)
-    views = torch.zeros(len(samples), 2, 3, hmax, wmax, dtype=torch.uint8)
-    mask = torch.ones(len(samples), hmax, wmax, dtype=torch.bool)
+def collate_paired_views(samples: list[dict]) -> PairedViewBatch:
+    """Batch B paired-view samples into a view-major :class:`~disco_detr.structures.PairedViewBatch`:
+    image ``v * B + b`` is view v of sample b, zero-padded to the largest (H, W) of the batch; boxes
+    (2B, n, 4) and crops (2B, n, 3, s, s) follow the same order. Samples made with ``crops_on_device``
+    give ``crops=None``; samples of ``photometric="device"`` give their colour parameters, split into
+    the views' (2B rows) and the crops' (2B * n rows, ``crops.flatten(0, 1)`` order)."""
+    b = len(samples)
+    sizes = [tuple(s["views"].shape[-2:]) for s in samples]
+    hmax, wmax = max(h for h, _ in sizes), max(w for _, w in sizes)
+    images = torch.zeros(2 * b, 3, hmax, wmax, dtype=torch.uint8)
     for i, s in enumerate(samples):
-        h, w = s["views"].shape[-2:]
-        views[i, :, :, :h, :w] = s["views"]
-        mask[i, :h, :w] = False
-    extra = {}
-    if "crops" in samples[0]:
-        extra["crops"] = torch.stack([s["crops"] for s in samples])
-    else:
-        extra["crop_size"] = samples[0]["crop_size"]
+        h, w = sizes[i]
+        images[i, :, :h, :w] = s["views"][0]
+        images[b + i, :, :h, :w] = s["views"][1]
+
+    def view_major(key: str) -> torch.Tensor:  # per sample (2, ...) -> (2B, ...)
+        return torch.stack([s[key] for s in samples], 1).flatten(0, 1)
+
+    crops = view_major("crops") if "crops" in samples[0] else None
+    view_params = crop_params = None
     if "photometric" in samples[0]:
-        extra["photometric"] = {k: torch.stack([s["photometric"][k] for s in samples]) for k in PARAM_KEYS}
-    return {
-        **extra,
-        "views": views,
-        "padding_mask": mask,
-        "image_sizes": list(zip(heights, widths)),
-        "boxes": torch.stack([s["boxes"] for s in samples]),
-        "view_regions": torch.stack([s["view_regions"] for s in samples]),
-        "file_name": [s["file_name"] for s in samples],
-        "image_id": [s["image_id"] for s in samples],
-        "num_proposals": [s["num_proposals"] for s in samples],
-    }
+        params = [s["photometric"] for s in samples]  # rows: view 1, view 2, view 1's n crops, view 2's n crops
+        n = samples[0]["boxes"].shape[1]
+        view_params = {k: torch.stack([p[k][:2] for p in params], 1).flatten(0, 1) for k in PARAM_KEYS}
+        crop_params = {k: torch.stack([p[k][2:].unflatten(0, (2, n)) for p in params], 1).flatten(0, 2)
+                       for k in PARAM_KEYS}
+    return PairedViewBatch(
+        images=images, image_sizes=sizes * 2, boxes=view_major("boxes"), crops=crops,
+        crop_size=samples[0]["crop_size"] if crops is None else crops.shape[-1],
+        view_photometric=view_params, crop_photometric=crop_params)

@@ -24,6 +24,7 @@ from ..analysis.hooks import build_analysis_hooks
 from ..checkpoint import DisCoCheckpointer
 from ..data.build import _mix, set_loader_start
 from ..modeling.layers.ms_deform_attn import set_ms_deform_attn_backend
+from ..structures import PairedViewBatch, SingleViewBatch
 from .ema import EMAHook, ModelEMA
 from .preemption import StopOnSignal
 
@@ -35,7 +36,7 @@ logger = logging.getLogger("detectron2")
 TRAIN_KEYS = {
     "output_dir", "init_checkpoint", "max_iter", "device", "seed", "amp", "ddp", "clip_grad_norm",
     "checkpointer", "eval_period", "log_period", "checkpoint_allow_pickle", "epochs", "transfer_mismatch", "analysis",
-    "ema", "compile", "ms_deform_attn_backend",
+    "ema", "compile", "ms_deform_attn_backend", "require_backbone_weights",
 }
 
 
@@ -124,11 +125,19 @@ class DETRTrainLoop(SimpleTrainer):
     checkpoints, EMA and evaluation see the usual parameter names). If compilation fails (at
     the first step or at a later recompilation), the loop logs why, names the variant, and
     runs the same step and all later ones eagerly.
+
+    Pre-training batches (:mod:`disco_detr.structures`) are moved to ``device`` and given to
+    ``batch_transform`` (``dataloader.batch_transform``, e.g. the device-side colour augmentation
+    :class:`~disco_detr.data.photometric.PairedViewPhotometric`) before the forward (:meth:`prepare_batch`);
+    fine-tuning batches (lists of dicts) go to the model as they come.
     """
 
     def __init__(self, model, data_loader, optimizer, *, amp: bool = False, clip_grad_norm: float = 0.0,
-                 seed: int = 0, compile_kwargs: dict | None = None):
+                 seed: int = 0, compile_kwargs: dict | None = None, device: torch.device | str | None = None,
+                 batch_transform=None):
         super().__init__(model, data_loader, optimizer)
+        self.device = None if device is None else torch.device(device)
+        self.batch_transform = batch_transform
         self.amp = amp
         # bf16 where the GPU supports it (no loss scaling needed), else fp16 with a loss scaler
         self.amp_dtype = amp_dtype() if amp else None
@@ -159,11 +168,26 @@ class DETRTrainLoop(SimpleTrainer):
             loss_dict = self.model(data)
         return loss_dict, sum(v.float() for v in loss_dict.values())
 
+    def prepare_batch(self, data):
+        """A pre-training batch on ``device`` (when set), through ``batch_transform``; a batch whose
+        photometric augmentation is left to the device but no transform is configured is refused."""
+        if isinstance(data, (PairedViewBatch, SingleViewBatch)) and self.device is not None:
+            data = data.to(self.device)
+        if self.batch_transform is not None:
+            return self.batch_transform(data)
+        if isinstance(data, PairedViewBatch) and data.photometric_pending:
+            raise ValueError("The batch carries photometric parameters for the device (PairedViewMapper("
+                             "photometric='device')) but dataloader.batch_transform is None; set "
+                             "dataloader.batch_transform=L(PairedViewPhotometric)() (configs/common/data/pretrain.py), "
+                             "or the mapper's photometric='cpu'")
+        return data
+
     def run_step(self):
         assert self.model.training, "[DETRTrainLoop] model was changed to eval mode!"
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
+        data = self.prepare_batch(data)
         torch.manual_seed(_mix(self.seed, self.iter, comm.get_rank()))
 
         loss_dict, losses = self.forward_losses(data)
@@ -226,12 +250,15 @@ class Trainer(DefaultTrainer):
             amp = False
         self._trainer = DETRTrainLoop(model, data_loader, optimizer, amp=amp,
                                       clip_grad_norm=cfg.train.get("clip_grad_norm", 0.0),
-                                      seed=cfg.train.seed, compile_kwargs=compile_options(cfg.train.get("compile", {})))
+                                      seed=cfg.train.seed, compile_kwargs=compile_options(cfg.train.get("compile", {})),
+                                      device=self.device, batch_transform=self.build_batch_transform(cfg))
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.require_backbone_weights = bool(cfg.train.get("require_backbone_weights", False))
         self.checkpointer = DisCoCheckpointer(
             model, cfg.train.output_dir, trainer=weakref.proxy(self),
             allow_pickle=cfg.train.get("checkpoint_allow_pickle", False),
             transfer_mismatch=cfg.train.get("transfer_mismatch", "error"),
+            require_backbone_weights=self.require_backbone_weights,
         )
         self.start_iter = 0
         self.max_iter = resolve_max_iter(cfg, data_loader)
@@ -259,6 +286,16 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         return instantiate(cfg.dataloader.train)
+
+    @classmethod
+    def build_batch_transform(cls, cfg):
+        """``cfg.dataloader.batch_transform`` (None when absent): what the loop applies to each batch on the
+        training device before the forward."""
+        transform = instantiate(cfg.dataloader.get("batch_transform"))
+        if transform is not None and not callable(transform):
+            raise TypeError(f"dataloader.batch_transform must be a callable on batches or None (null on the command "
+                            f"line), got {transform!r}")
+        return transform
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
@@ -291,18 +328,18 @@ class Trainer(DefaultTrainer):
 
     def resume_or_load(self, resume: bool = True):
         """Load ``train.init_checkpoint``, or with ``resume`` the last checkpoint of the output
-        folder (model, optimizer, schedule, iteration), and continue the data stream there."""
+        folder (model, optimizer, schedule, iteration), and continue the data stream there.
+        With ``train.require_backbone_weights`` a fresh start needs an ``init_checkpoint`` that holds
+        every weight of the frozen backbone (the checkpointer checks the weights)."""
         init = self.cfg.train.init_checkpoint
         resuming = resume and self.checkpointer.has_checkpoint()
-        model = self.checkpointer.model
-        model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         if not resuming and not init:
-            if getattr(model, "require_backbone_weights", False):
+            if self.require_backbone_weights:
                 raise ValueError(
                     "train.init_checkpoint is empty, so the frozen backbone of this pre-training run would stay randomly "
                     "initialised. Convert SwAV ResNet-50 weights with `python tools/convert_torchvision_resnet.py "
                     "swav_800ep_pretrain.pth.tar datasets/weights/swav_r50.pth` and pass "
-                    "train.init_checkpoint=datasets/weights/swav_r50.pth (model.require_backbone_weights=False "
+                    "train.init_checkpoint=datasets/weights/swav_r50.pth (train.require_backbone_weights=False "
                     "pre-trains against a random backbone on purpose).")
             logger.warning("\n%s\nNo pre-trained weights: train.init_checkpoint is empty, so this run trains the whole "
                            "detector, backbone included, from random initialisation.\n%s", "!" * 100, "!" * 100)

@@ -29,7 +29,8 @@ detector through these members only; no code outside ``detectors/`` asks which v
 * ``decode(...)`` returns every layer's logits and boxes; ``class_embed_names`` /
   ``transfer_drop``: the state-dict prefixes that pre-training -> fine-tuning transfer
   drops (the class heads, and any label embedding).
-* ``num_queries``, ``num_classes``, ``d_model``, ``backbone`` and ``preprocess_images``.
+* ``num_queries``, ``num_classes``, ``d_model``, ``backbone``, and ``preprocess_images`` /
+  ``preprocess_padded`` (the same ImageList from a list of images or from an already padded batch).
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..layers import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
+from ..layers import box_cxcywh_to_xyxy, normalized_cxcywh
 
 __all__ = ["DETRDetector", "DecoderOutput", "EncoderOutput", "QueryInit", "unwrap_detector"]
 
@@ -181,6 +182,30 @@ class DETRDetector(nn.Module):
         images = [(x.to(self.device).float() - self.pixel_mean) / self.pixel_std for x in images]
         return ImageList.from_tensors(images, self.size_divisibility)
 
+    def preprocess_padded(self, images: Tensor, image_sizes: list[tuple[int, int]]) -> ImageList:
+        """The ImageList of :meth:`preprocess_images` from an already padded batch.
+
+        images: (M, 3, H, W) RGB in [0, 255] (any dtype, any padding values), image i in the top-left
+        ``image_sizes[i]`` = (h_i, w_i) corner. Returns the normalised batch padded (with zeros, after
+        normalisation) to the largest (h, w) rounded up to ``size_divisibility``: bit-equal to
+        ``preprocess_images([images[i, :, :h_i, :w_i] for i ...])``.
+        """
+        sizes = [(int(h), int(w)) for h, w in image_sizes]
+        m, _, height, width = images.shape
+        if len(sizes) != m or any(h > height or w > width for h, w in sizes):
+            raise ValueError(f"image_sizes {sizes} do not fit a padded batch of shape {tuple(images.shape)}")
+        h_pad, w_pad = max(h for h, _ in sizes), max(w for _, w in sizes)
+        if self.size_divisibility > 1:
+            d = self.size_divisibility
+            h_pad, w_pad = (h_pad + d - 1) // d * d, (w_pad + d - 1) // d * d
+        x = images[:, :, :h_pad, :w_pad].to(self.device).float()
+        x = (x - self.pixel_mean) / self.pixel_std
+        x = F.pad(x, (0, w_pad - x.shape[-1], 0, h_pad - x.shape[-2]))
+        hw = torch.as_tensor(sizes, device=x.device)
+        padding = ((torch.arange(h_pad, device=x.device)[None, :, None] >= hw[:, 0, None, None])
+                   | (torch.arange(w_pad, device=x.device)[None, None, :] >= hw[:, 1, None, None]))
+        return ImageList(x.masked_fill(padding[:, None], 0.0).contiguous(), sizes)
+
     @staticmethod
     def level_masks(images: ImageList, maps: list[Tensor]) -> list[Tensor]:
         """Padding masks of each (B, C, h, w) feature map: (B, h, w) bool, True on padding
@@ -238,10 +263,9 @@ class DETRDetector(nn.Module):
         """gt Instances (xyxy pixels) -> dicts of labels (T,) and cxcywh boxes (T, 4) normalised
         by the un-padded image size."""
         targets = []
-        for inp, (h, w) in zip(batched_inputs, image_sizes):
+        for inp, size in zip(batched_inputs, image_sizes):
             inst = inp["instances"].to(self.device)
-            scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
-            boxes = box_xyxy_to_cxcywh(inst.gt_boxes.tensor / scale)
+            boxes = normalized_cxcywh(inst.gt_boxes.tensor[None], [size])[0]
             targets.append({"labels": inst.gt_classes.long(), "boxes": boxes})
         return targets
 

@@ -5,6 +5,7 @@ from .box_ops import (
     box_xyxy_to_cxcywh,
     generalized_box_iou,
     inverse_sigmoid,
+    normalized_cxcywh,
 )
 from .mlp import MLP
 from .position_encoding import PositionEmbeddingSine, sine_embed_points
@@ -18,6 +19,7 @@ __all__ = [
     "box_xyxy_to_cxcywh",
     "generalized_box_iou",
     "inverse_sigmoid",
+    "normalized_cxcywh",
     "sine_embed_points",
 ]
 from .attention import MultiheadAttention, multi_head_attention  # noqa: E402

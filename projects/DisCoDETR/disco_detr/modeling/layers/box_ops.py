@@ -13,6 +13,7 @@ from torch import Tensor
 __all__ = [
     "box_cxcywh_to_xyxy",
     "box_xyxy_to_cxcywh",
+    "normalized_cxcywh",
     "box_area",
     "box_iou",
     "generalized_box_iou",
@@ -30,6 +31,18 @@ def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
     """(..., 4) xyxy -> (..., 4) cxcywh, same units."""
     x0, y0, x1, y1 = boxes.unbind(-1)
     return torch.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), dim=-1)
+
+
+def normalized_cxcywh(boxes: Tensor, image_sizes) -> Tensor:
+    """Targets as DETR heads predict them: boxes of M images, xyxy in pixels, -> cxcywh normalised by
+    each image's un-padded size.
+
+    boxes (M, n, 4) xyxy pixels; image_sizes (M, 2) (h, w) per image, a tensor or a list of pairs ->
+    (M, n, 4) normalised cxcywh, in the boxes' dtype.
+    """
+    hw = torch.as_tensor(image_sizes, dtype=boxes.dtype, device=boxes.device).view(-1, 2)
+    scale = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], -1)[:, None]
+    return box_xyxy_to_cxcywh(boxes / scale)
 
 
 def box_area(boxes: Tensor) -> Tensor:

@@ -19,23 +19,24 @@ that layer is supervised like the others (the release supervises two-stage Defor
 encoder output the same way); DINO's encoder heads get no gradient (its decoder output has no
 encoder layer), as in DisCo pre-training.
 
-Input: the batch of :func:`disco_detr.data.detreg_mapper.collate_single_views` (images (B, 3, H, W)
-uint8, image_sizes, boxes (B, K, 4) xyxy view pixels, crops (B, K, 3, s, s) uint8, num_boxes (B,)).
+Input: a :class:`~disco_detr.structures.SingleViewBatch` (images (B, 3, H, W) uint8 padded, image_sizes,
+boxes (B, K, 4) xyxy view pixels, num_boxes, crops (B, K, 3, s, s) uint8, colour-augmented by the mapper).
 """
 from __future__ import annotations
 
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import Tensor, nn
-from torch.nn import functional as F
 from torchvision.ops import box_iou
 
+from ...structures import SingleViewBatch
 from ..criterion import SetCriterion, flatten_indices, num_boxes_across_workers
 from ..detectors.base import DETRDetector
-from ..layers import MLP, box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
+from ..layers import MLP, box_cxcywh_to_xyxy, normalized_cxcywh
 from ..matching import HungarianMatcher
 from .common import check_pretraining_detector, pooled_backbone_features
 from .health import due_storage, put_health, reference_health
+from .losses import embedding_loss
 
 __all__ = ["DETRegPretrain"]
 
@@ -56,15 +57,13 @@ class DETRegPretrain(nn.Module):
         health_period: every K iterations (and at the first) log ``pretrain_health/*`` (the
             references' spread and displacement, the matched boxes' IoU and the matched embeddings'
             cosine to their targets); 0 turns them off.
-        require_backbone_weights: the trainer refuses to start when ``train.init_checkpoint`` does
-            not provide the frozen backbone's weights.
     """
 
     def __init__(self, *, detector: DETRDetector, embedding_levels: tuple[str, ...] = ("res3",),
                  weight_class: float = 2.0, weight_bbox: float = 5.0, weight_giou: float = 2.0,
                  weight_embedding: float = 1.0, cost_class: float = 2.0, cost_bbox: float = 5.0,
                  cost_giou: float = 2.0, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
-                 health_period: int = 10, require_backbone_weights: bool = True):
+                 health_period: int = 10):
         super().__init__()
         shapes = check_pretraining_detector(detector, 1, embedding_levels, "embedding_levels", "DETRegPretrain")
         if health_period < 0:
@@ -79,7 +78,6 @@ class DETRegPretrain(nn.Module):
         d = detector.d_model
         self.embed_head = MLP(d, d, self.embedding_dim, 2) if weight_embedding > 0 else None
         self.health_period = health_period
-        self.require_backbone_weights = require_backbone_weights
         self.register_buffer("health_start_reference", torch.full((detector.num_queries, 2), float("nan")))
 
     @property
@@ -96,39 +94,34 @@ class DETRegPretrain(nn.Module):
         return pooled_backbone_features(self.detector, crops, self.embedding_levels)
 
     @staticmethod
-    def targets(boxes: Tensor, num_boxes: Tensor, image_sizes: list[tuple[int, int]]) -> list[dict]:
-        """boxes (B, K, 4) xyxy view pixels, num_boxes (B,), sizes [(h, w)] -> per image {"labels": (k,)
+    def targets(boxes: Tensor, num_boxes: list[int], image_sizes: list[tuple[int, int]]) -> list[dict]:
+        """boxes (B, K, 4) xyxy view pixels, num_boxes [k_b], sizes [(h, w)] -> per image {"labels": (k,)
         zeros, "boxes": (k, 4) cxcywh normalised by the view size}."""
-        out = []
-        for b, (h, w) in enumerate(image_sizes):
-            k = int(num_boxes[b])
-            scale = boxes.new_tensor([w, h, w, h])
-            out.append({"labels": torch.zeros(k, dtype=torch.long, device=boxes.device),
-                        "boxes": box_xyxy_to_cxcywh(boxes[b, :k] / scale)})
-        return out
+        normalized = normalized_cxcywh(boxes, image_sizes)
+        return [{"labels": torch.zeros(k, dtype=torch.long, device=boxes.device), "boxes": normalized[b, :k]}
+                for b, k in enumerate(num_boxes)]
 
-    def embedding_loss(self, hidden: Tensor, crops: Tensor, targets: list[dict], indices) -> tuple[Tensor, Tensor]:
-        """L1 (mean over elements) between the embedding head of each matched query (hidden (B, N, d) of
-        the last layer) and the crop feature of its box. crops (B, K, 3, s, s). Returns (loss, the
-        matched predictions' cosine similarity to their targets, for the health log)."""
+    def embedding_loss(self, hidden: Tensor, crops: Tensor, indices) -> tuple[Tensor, Tensor]:
+        """DETReg's embedding loss (:func:`.losses.embedding_loss`) of the last layer: the embedding head of
+        each matched query (hidden (B, N, d)) against the frozen feature of its box's crop (crops
+        (B, K, 3, s, s)). Returns (loss, the matched embeddings' mean cosine to their targets)."""
         batch_ids, query_ids, box_ids = flatten_indices(indices, hidden.device)
         predicted = self.embed_head(hidden[batch_ids, query_ids]).float()
         target = self.crop_features(crops.to(self.device)[batch_ids, box_ids])
-        cosine = F.cosine_similarity(predicted.detach(), target, dim=-1).mean()
-        return F.l1_loss(predicted, target), cosine
+        return embedding_loss(predicted, target)
 
-    def forward(self, batch: dict) -> dict[str, Tensor]:
+    def forward(self, batch: SingleViewBatch) -> dict[str, Tensor]:
         if not self.training:
             raise RuntimeError("DETRegPretrain is a pre-training model; evaluate the fine-tuned detector instead.")
+        batch = batch.to(self.device)
         det = self.detector
-        sizes = [tuple(int(v) for v in s) for s in batch["image_sizes"]]
-        images = batch["images"].to(self.device)
-        encoded = det.encode(det.preprocess_images([images[i, :, :h, :w] for i, (h, w) in enumerate(sizes)]))
+        encoded = det.encode(det.preprocess_padded(batch.images, batch.image_sizes))
         queries = det.initial_queries(encoded)
         decoded = det.decode(encoded, queries)
-        targets = self.targets(batch["boxes"].to(self.device).float(), batch["num_boxes"], sizes)
+        targets = self.targets(batch.boxes.float(), batch.num_boxes, batch.image_sizes)
         num_boxes = num_boxes_across_workers(targets, self.device)
 
+        # every decoder layer: Hungarian matching to the proposals, objectness focal loss, L1 and GIoU
         losses: dict[str, Tensor] = {}
         num_layers = decoded.logits.shape[0]
         weights = self.criterion.weights
@@ -138,9 +131,10 @@ class DETRegPretrain(nn.Module):
             indices = self.criterion.matcher(logits, boxes, targets)
             for name, value in self.criterion.layer_losses(logits, boxes, targets, num_boxes, indices).items():
                 losses[name + suffix] = weights[name] * value
+        # the last layer's matched queries regress their boxes' crop features
         cosine = None
         if self.embed_head is not None:
-            loss, cosine = self.embedding_loss(decoded.hidden[-1], batch["crops"], targets, indices)
+            loss, cosine = self.embedding_loss(decoded.hidden[-1], batch.crops, indices)
             losses["loss_embedding"] = self.weight_embedding * loss
         storage = due_storage(self.health_period)
         if storage is not None:

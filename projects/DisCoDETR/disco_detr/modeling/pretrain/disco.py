@@ -1,18 +1,19 @@
-"""DisCo DETR / Siamese DETR pre-training meta-architecture (SPEC sections 3-6).
+"""DisCo DETR / Siamese DETR pre-training meta-architecture.
 
-``DisCoDETR`` owns an unchanged detector (the class used for fine-tuning) and adds the
-pre-training heads. It talks to the detector only through the pre-training contract of
-:mod:`disco_detr.modeling.detectors.base`: ``preprocess_images``, ``encode``,
-``initial_queries`` (whose references DMOQF matches proposals to, per image),
-``fusion_target`` (the query field a fused object feature enters), ``decode`` (every
-layer's logits and boxes), ``num_queries``, ``num_classes``, ``d_model``, ``backbone``.
+``DisCoDETR`` owns an unchanged detector (the class used for fine-tuning) and adds the pre-training
+heads (:mod:`.heads`) and losses (:mod:`.losses`). It talks to the detector only through the
+pre-training contract of :mod:`disco_detr.modeling.detectors.base`: ``preprocess_padded``, ``encode``,
+``initial_queries`` (whose references DMOQF matches proposals to, per image), ``fusion_target`` (the
+query field a fused object feature enters), ``decode`` (every layer's logits and boxes),
+``num_queries``, ``num_classes``, ``d_model``, ``backbone``.
 
-Inputs: the batch of :func:`disco_detr.data.pretrain_mapper.collate_paired_views`
-(views (B,2,3,H,W) uint8 RGB, boxes (B,2,n,4) xyxy view pixels, crops
-(B,2,n,3,s,s) uint8 or the parameters to cut them, image_sizes). Where the mapper left
-them to the device, :func:`disco_detr.data.photometric.augment_paired_views` cuts the crops
-and applies the colour augmentation at the start of the step. Views are processed as one batch of 2B images,
-view 1 first: index ``v * B + b``.
+Input: a :class:`~disco_detr.structures.PairedViewBatch`, view-major (image ``v * B + b`` is view v of
+sample b), colour-augmented, with its crops (the training loop's batch transform
+:class:`~disco_detr.data.photometric.PairedViewPhotometric` finishes batches whose mapper left that to
+the device). Both views go through the detector as one batch of 2B images; view v decodes with the
+object features of the other view. The loss is lambda_2 L_loc + lambda_0 L_rec (every decoder layer)
++ lambda_1 L_enc + lambda_3 L_contrast (CLD, last layer); Siamese DETR is the same model with fixed
+query groups instead of DMOQF and without CLD.
 """
 from __future__ import annotations
 
@@ -22,21 +23,19 @@ from collections import deque
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import Tensor, nn
-from torch.nn import functional as F
 from torchvision.ops import roi_align
 
-from ...data.photometric import augment_paired_views
-from ..criterion import box_losses, flatten_indices
+from ...structures import PairedViewBatch
 from ..detectors.base import DETRDetector, QueryInit
-from ..layers import MLP, box_xyxy_to_cxcywh
+from ..layers import MLP, normalized_cxcywh
 from ..matching import HungarianMatcher, assign_queries_to_proposals, fixed_group_assignment
-from ..precision import at_least_float32, float32_policy
-from .cld import CLDHeads
+from ..precision import float32_policy
 from .common import check_pretraining_detector, pooled_backbone_features
+from .heads import CLDHeads, EncoderConsistencyHead
 from .health import due_storage, put_health, reference_health
-from .sync_bn import SyncBatchNorm1d
+from .losses import localisation_losses, reconstruction_loss
 
-__all__ = ["DisCoDETR", "EncoderConsistencyHead"]
+__all__ = ["DisCoDETR"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,38 +43,6 @@ FUSIONS = ("add", "add_first_proposal")
 #: The query assignment's health is checked from this iteration on (before it, DMOQF's groups and the
 #: loss matching are both still at their random start).
 HEALTH_WARMUP_ITERS = 20
-
-
-class EncoderConsistencyHead(nn.Module):
-    """L_enc: pooled encoder memory -> projector FC-BN-ReLU-FC-BN-ReLU-FC-BN -> predictor
-    FC-BN-ReLU-FC; symmetric 2 - 2 cos with stop-gradient on the target view.
-
-    As in the released code: hidden width 256, BatchNorm synchronised across processes, and
-    each view through the projector on its own (BN statistics per view).
-
-    forward(m1, m2): (B, d) pooled memories of the two views -> scalar.
-    """
-
-    def __init__(self, d_model: int = 256, hidden: int = 256):
-        super().__init__()
-        d = d_model
-        self.projector = nn.Sequential(
-            nn.Linear(d, hidden), SyncBatchNorm1d(hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, hidden), SyncBatchNorm1d(hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, d), SyncBatchNorm1d(d),
-        )
-        self.predictor = nn.Sequential(nn.Linear(d, hidden), SyncBatchNorm1d(hidden), nn.ReLU(inplace=True),
-                                       nn.Linear(hidden, d))
-
-    @staticmethod
-    @float32_policy
-    def _two_minus_two_cos(p: Tensor, z: Tensor) -> Tensor:
-        return (2 - 2 * F.cosine_similarity(at_least_float32(p), at_least_float32(z.detach()), dim=-1)).mean()
-
-    def forward(self, m1: Tensor, m2: Tensor) -> Tensor:
-        z1, z2 = self.projector(m1), self.projector(m2)
-        p1, p2 = self.predictor(z1), self.predictor(z2)
-        return 0.5 * self._two_minus_two_cos(p1, z2) + 0.5 * self._two_minus_two_cos(p2, z1)
 
 
 @META_ARCH_REGISTRY.register()
@@ -95,9 +62,7 @@ class DisCoDETR(nn.Module):
             projection as f_q; Siamese DETR and the DisCo release do the same), or
             "add_first_proposal" (the DisCo release's indexing bug: every query gets proposal
             0's feature; only for studying it). Nothing outside the detector sits between the
-            sum and the detector's layers. (An earlier default, "mlp", put a fresh 2-layer MLP
-            there: transfer dropped it, the fused references collapsed to the image centre and
-            the loss-matched query of box k fell in k's DMOQF group at chance level; removed.)
+            sum and the detector's layers (a fresh MLP there would not transfer to fine-tuning).
         loss weights: ``weight_loc`` (lambda_2), ``weight_rec`` (lambda_0), ``weight_enc``
             (lambda_1), ``weight_contrast`` (lambda_3). A weight of 0 removes the loss and
             its head.
@@ -106,9 +71,6 @@ class DisCoDETR(nn.Module):
         health_period: every K iterations (and at the first) log the pre-training health
             metrics (:meth:`health_metrics`) to the event storage (metrics.json / TensorBoard);
             0 turns them off. They reuse tensors of the step: no extra forward pass.
-        require_backbone_weights: the trainer refuses to start when ``train.init_checkpoint``
-            does not provide the frozen backbone's weights (False only to pre-train against a
-            random backbone on purpose, e.g. in tests).
     """
 
     def __init__(self, *, detector: DETRDetector, feature_levels: tuple[str, ...] = ("res5",), use_dmoqf: bool = True,
@@ -116,8 +78,7 @@ class DisCoDETR(nn.Module):
                  weight_contrast: float = 2.0, cld_projector: bool = True, cld_predictor: bool = True,
                  box_jitter: float = 0.1, no_object_weight: float = 0.1, cost_class: float = 1.0,
                  cost_bbox: float = 5.0, cost_giou: float = 2.0, loss_bbox: float = 5.0, loss_giou: float = 2.0,
-                 loss_class: float = 1.0, enc_hidden: int = 256, health_period: int = 10,
-                 require_backbone_weights: bool = True):
+                 loss_class: float = 1.0, enc_hidden: int = 256, health_period: int = 10):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
@@ -130,7 +91,6 @@ class DisCoDETR(nn.Module):
         self.use_dmoqf = use_dmoqf
         self.fusion = fusion
         self.box_jitter = box_jitter
-        self.require_backbone_weights = require_backbone_weights
         self.weights = {"loc": weight_loc, "rec": weight_rec, "enc": weight_enc, "contrast": weight_contrast}
         self.loc_weights = {"bbox": loss_bbox, "giou": loss_giou, "class": loss_class}
         self.no_object_weight = no_object_weight
@@ -168,12 +128,13 @@ class DisCoDETR(nn.Module):
         return torch.cat(pooled, 1).view(m, n, -1)
 
     def crop_features(self, crops: Tensor) -> Tensor:
-        """(B, 2, n, 3, s, s) crops in [0, 255] -> (B, 2, n, C) pooled backbone features (no grad)."""
-        pooled = pooled_backbone_features(self.detector, crops.flatten(0, 2), self.feature_levels)
-        return pooled.view(*crops.shape[:3], -1)
+        """(M, n, 3, s, s) crops in [0, 255] -> (M, n, C) pooled backbone features (no grad)."""
+        pooled = pooled_backbone_features(self.detector, crops.flatten(0, 1), self.feature_levels)
+        return pooled.view(*crops.shape[:2], -1)
 
     def jitter_boxes(self, boxes: Tensor, image_sizes: Tensor) -> Tensor:
-        """Each coordinate moved by up to +-box_jitter of the box size, clipped to the image."""
+        """boxes (M, n, 4) xyxy pixels, image_sizes (M, 2) (h, w) -> (M, n, 4): each coordinate moved by
+        up to +-box_jitter of the box size (torch's RNG), clipped to the image."""
         size = (boxes[..., 2:] - boxes[..., :2]).repeat(1, 1, 2)
         out = boxes + (torch.rand_like(boxes) * 2 - 1) * self.box_jitter * size
         hw = image_sizes.to(boxes)
@@ -259,33 +220,6 @@ class DisCoDETR(nn.Module):
                 "do not reach the decoder; check that nothing sits between the fused queries and the detector's "
                 "own layers (README: pre-training health).", it, agreement, chance)
 
-    # ---- losses -----------------------------------------------------------------------------
-    @float32_policy
-    def loc_losses(self, logits: Tensor, boxes: Tensor, targets: Tensor, indices) -> dict[str, Tensor]:
-        """Object/no-object CE over all queries + L1 and GIoU on matched ones, for one layer.
-
-        logits (M, N, 2), boxes (M, N, 4) cxcywh, targets (M, n, 4) cxcywh normalised."""
-        m, n = targets.shape[:2]
-        batch_ids, query_ids, target_ids = flatten_indices(indices, logits.device)
-        labels = torch.ones(logits.shape[:2], dtype=torch.long, device=logits.device)  # 1 = no object
-        labels[batch_ids, query_ids] = 0
-        class_weight = torch.tensor([1.0, self.no_object_weight], device=logits.device)
-        loss_class = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), weight=class_weight)
-        src = boxes[batch_ids, query_ids].float()
-        tgt = targets[batch_ids, target_ids].float()
-        loss_bbox, loss_giou = box_losses(src, tgt, float(m * n))
-        return {"class": loss_class, "bbox": loss_bbox, "giou": loss_giou}
-
-    @staticmethod
-    @float32_policy
-    def reconstruction_loss(prediction: Tensor, target: Tensor) -> Tensor:
-        """L_rec for (..., C) predictions and targets: per box the squared distance between the
-        L2-normalised vectors, **summed over the C channels** (= 2 - 2 cos), averaged over
-        boxes (UP-DETR and both released codes; a mean over channels would divide it by C)."""
-        p = F.normalize(prediction.float(), dim=-1)
-        t = F.normalize(target.float(), dim=-1)
-        return (p - t).pow(2).sum(-1).mean()
-
     @staticmethod
     def matched_outputs(hs: Tensor, indices, n: int) -> Tensor:
         """hs (M, N, d) -> (M, n, d): the output of the query matched to each box k."""
@@ -294,62 +228,67 @@ class DisCoDETR(nn.Module):
             out[i, t.to(hs.device)] = hs[i, q.to(hs.device)]
         return out
 
-    def forward(self, batch: dict) -> dict[str, Tensor]:
+    def forward(self, batch: PairedViewBatch) -> dict[str, Tensor]:
         if not self.training:
             raise RuntimeError("DisCoDETR is a pre-training model; evaluate the fine-tuned detector instead.")
-        # crops cut and colour augmentation applied here, batched on the training device, when the
-        # mapper left them to it (a no-op for batches the data workers augmented)
-        batch = augment_paired_views(batch, self.device)
-        views = batch["views"]
-        b = views.shape[0]
-        n = batch["boxes"].shape[2]
-        sizes = [tuple(s) for s in batch["image_sizes"]] * 2
+        if batch.photometric_pending or batch.crops is None:
+            raise ValueError("DisCoDETR got a batch whose colour augmentation or crops are still to be done on the "
+                             "device: the training loop applies dataloader.batch_transform (PairedViewPhotometric) "
+                             "before the forward; apply it first when calling the model directly")
+        batch = batch.to(self.device)
         det = self.detector
-        # view 1 of every image first, then view 2: index v * B + b
-        images = det.preprocess_images([views[i % b, i // b, :, :h, :w] for i, (h, w) in enumerate(sizes)])
-        encoded = det.encode(images)
-        image_hw = torch.tensor(sizes, device=self.device, dtype=torch.float32)  # (2B, 2) h, w
-        boxes = batch["boxes"].to(self.device).float().transpose(0, 1).flatten(0, 1)  # (2B, n, 4) view pixels
-        scale = torch.stack([image_hw[:, 1], image_hw[:, 0]] * 2, 1)[:, None]
-        targets = box_xyxy_to_cxcywh(boxes / scale)  # normalised cxcywh
+        b, n = batch.num_samples, batch.boxes.shape[1]
 
+        # both views through the backbone and encoder as one batch (image v * B + b)
+        encoded = det.encode(det.preprocess_padded(batch.images, batch.image_sizes))
+        image_hw = torch.tensor(batch.image_sizes, device=self.device, dtype=torch.float32)  # (2B, 2) h, w
+        boxes = batch.boxes.float()  # (2B, n, 4) xyxy view pixels
+        targets = normalized_cxcywh(boxes, image_hw)  # (2B, n, 4) cxcywh, the boxes of L_loc
+
+        # the object feature of each box (RoIAlign of jittered boxes on the frozen backbone); view v's
+        # queries are fused with the other view's (eq. 3), in the DMOQF group of their box
         with torch.no_grad():
             pooled = self.pooled_box_features(encoded.features, self.jitter_boxes(boxes, image_hw))
         z = self.object_proj(pooled)  # (2B, n, d)
-        z_other = torch.cat([z[b:], z[:b]])  # view 1 decodes with view 2's features and vice versa
+        z_other = torch.cat([z[b:], z[:b]])
         queries = det.initial_queries(encoded)
         owner = self.assign(targets[..., :2], queries)
         decoded = det.decode(encoded, self.fuse(queries, z_other, owner))
-        hs, logits, pred_boxes = decoded.hidden, decoded.logits, decoded.boxes
 
-        losses: dict[str, Tensor] = {}
-        num_layers = hs.shape[0]
+        # L_rec's target for view v: the frozen feature of the other view's crop of the same box
         crop_targets = None
         if self.rec_head is not None:
-            crops = self.crop_features(batch["crops"])  # (B, 2, n, C)
-            crop_targets = torch.cat([crops[:, 1], crops[:, 0]])  # target of view v = the other view's crop
-        last_matched = None
+            crop_features = self.crop_features(batch.crops)  # (2B, n, C)
+            crop_targets = torch.cat([crop_features[b:], crop_features[:b]])
+
+        # every decoder layer: Hungarian matching of the queries to the boxes, L_loc and L_rec
+        losses: dict[str, Tensor] = {}
+        num_layers = decoded.hidden.shape[0]
         labels = torch.zeros(n, dtype=torch.long, device=self.device)  # every box is "object"
         target_list = [{"labels": labels, "boxes": t} for t in targets]
+        matched = None
         for layer in range(num_layers):
             suffix = "" if layer == num_layers - 1 else f"_{layer}"
-            indices = self.matcher(logits[layer], pred_boxes[layer], target_list)
+            logits, pred_boxes = decoded.logits[layer], decoded.boxes[layer]
+            indices = self.matcher(logits, pred_boxes, target_list)
             if layer == num_layers - 1:
                 self.log_health(queries, decoded.references, owner, indices)
             if self.weights["loc"] > 0:
-                for name, value in self.loc_losses(logits[layer], pred_boxes[layer], targets, indices).items():
+                loc = localisation_losses(logits, pred_boxes, targets, indices, self.no_object_weight)
+                for name, value in loc.items():
                     losses[f"loss_loc_{name}{suffix}"] = self.weights["loc"] * self.loc_weights[name] * value
             if self.rec_head is not None or (self.cld is not None and layer == num_layers - 1):
-                matched = self.matched_outputs(hs[layer], indices, n)
+                matched = self.matched_outputs(decoded.hidden[layer], indices, n)  # (2B, n, d)
                 if self.rec_head is not None:
-                    rec = self.reconstruction_loss(self.rec_head(matched), crop_targets)
+                    rec = reconstruction_loss(self.rec_head(matched), crop_targets)
                     losses[f"loss_rec{suffix}"] = self.weights["rec"] * rec
-                last_matched = matched
+
+        # L_enc on the two views' pooled encoder memories, CLD on the last layer's matched outputs
         if self.enc_head is not None:
             valid = (~encoded.mask).float()[..., None]
             pooled_memory = (encoded.memory * valid).sum(1) / valid.sum(1).clamp(min=1)
             losses["loss_enc"] = self.weights["enc"] * self.enc_head(pooled_memory[:b], pooled_memory[b:])
         if self.cld is not None:
-            q1, q2 = last_matched[:b].flatten(0, 1), last_matched[b:].flatten(0, 1)
-            losses["loss_contrast"] = self.weights["contrast"] * self.cld(q1, q2)
+            losses["loss_contrast"] = self.weights["contrast"] * self.cld(matched[:b].flatten(0, 1),
+                                                                          matched[b:].flatten(0, 1))
         return losses
