@@ -14,8 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from disco_detr.checkpoint import DisCoCheckpointer
-from disco_detr.checkpoint.detrex import convert_detrex
 from disco_detr.config import load_config
+from disco_detr.convert.detrex import convert_detrex
 from disco_detr.modeling import DABDETR, build_tiny_resnet
 from disco_detr.modeling.detectors.dab_detr import DABDecoder, DABEncoder, sine_embed_boxes
 

@@ -12,8 +12,8 @@ from detectron2.structures import Boxes, Instances
 from test_reference_fixtures import ATOL_BOXES, ATOL_LOGITS, REFERENCE, TinyConvBackbone
 
 from disco_detr.checkpoint import DisCoCheckpointer
-from disco_detr.checkpoint.detrex import convert_detrex
 from disco_detr.config import load_config
+from disco_detr.convert.detrex import convert_detrex
 from disco_detr.modeling import DINO, build_resnet_vd, build_tiny_resnet
 from disco_detr.modeling.detectors.deformable_detr import DeformableEncoder
 from disco_detr.modeling.detectors.dino import DINODecoder

@@ -1,5 +1,5 @@
 """Our detectors against detrex's own outputs (tests/data/reference/conditional_detr.pt and
-deformable_detr.pt, see its README): detrex weights converted by disco_detr.checkpoint.detrex, the
+deformable_detr.pt, see its README): detrex weights converted by disco_detr.convert.detrex, the
 documented toy backbone, eval on the fixture images.
 
 Our detectors mask padding in eval while detrex does not, so batch outputs are compared for image A
@@ -18,8 +18,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from disco_detr.checkpoint import DisCoCheckpointer
-from disco_detr.checkpoint.detrex import check_against, convert_detrex
 from disco_detr.config import load_config
+from disco_detr.convert.detrex import check_against, convert_detrex
 from disco_detr.modeling import ConditionalDETR, DeformableDETR
 from disco_detr.modeling.detectors.conditional_detr import ConditionalDecoder
 from disco_detr.modeling.detectors.deformable_detr import DeformableDecoder, DeformableEncoder

@@ -11,7 +11,7 @@ import pytest
 import torch
 from detectron2.layers import FrozenBatchNorm2d
 
-from disco_detr.checkpoint.resnet_vd import convert_resnet_vd, infer_resnet_vd_config, unwrap_state_dict
+from disco_detr.convert.resnet_vd import convert_resnet_vd, infer_resnet_vd_config, unwrap_state_dict
 from disco_detr.modeling.resnet_vd import RESNET50_VD_NUM_PARAMS, ResNetVd, build_resnet_vd
 
 from conftest import REFERENCE, REPO

@@ -12,8 +12,8 @@ from detectron2.config import LazyCall as L
 from detectron2.config import instantiate
 from detectron2.structures import Boxes, ImageList, Instances
 
-from disco_detr.checkpoint.rtdetr import convert_rtdetr
 from disco_detr.config import load_config
+from disco_detr.convert.rtdetr import convert_rtdetr
 from disco_detr.modeling import RTDETR, build_resnet_vd, build_tiny_resnet
 from disco_detr.modeling.detectors.rt_detr import (
     HybridEncoder,

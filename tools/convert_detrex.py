@@ -26,7 +26,7 @@ import sys
 
 import torch
 
-from disco_detr.checkpoint.detrex import DETREX_VARIANTS, convert_detrex, load_detrex_state_dict
+from disco_detr.convert.detrex import DETREX_VARIANTS, convert_detrex, load_detrex_state_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = {

@@ -22,7 +22,7 @@ import sys
 
 import torch
 
-from disco_detr.checkpoint.resnet_vd import (
+from disco_detr.convert.resnet_vd import (
     RESNET_VD_SOURCES,
     convert_resnet_vd,
     infer_resnet_vd_config,

@@ -10,7 +10,7 @@
 Download the file yourself; nothing is fetched here. The target architecture is built from a LazyConfig
 (``--config``, default configs/finetune_rtdetr_coco.py, with optional ``key=value`` overrides, e.g.
 ``model.num_classes=20``); every tensor is checked key by key and shape by shape against it. The output holds
-``{"model": {name: tensor}}`` in our layout (disco_detr.checkpoint.rtdetr), ready for
+``{"model": {name: tensor}}`` in our layout (disco_detr.convert.rtdetr), ready for
 ``train.init_checkpoint`` (loading it strictly into the built model is part of the check).
 """
 import argparse
@@ -24,9 +24,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(argv=None):
-    from disco_detr.checkpoint.resnet_vd import load_weights_file, unwrap_state_dict
-    from disco_detr.checkpoint.rtdetr import RTDETR_SOURCES, convert_rtdetr
     from disco_detr.config import load_config
+    from disco_detr.convert.resnet_vd import load_weights_file, unwrap_state_dict
+    from disco_detr.convert.rtdetr import RTDETR_SOURCES, convert_rtdetr
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="input checkpoint (.pth / .pt / .bin / .safetensors)")

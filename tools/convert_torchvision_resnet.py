@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from disco_detr.checkpoint.convert import torchvision_resnet_to_detectron2
+from disco_detr.convert.torchvision_resnet import torchvision_resnet_to_detectron2
 
 
 def main(argv=None):
