@@ -1,5 +1,5 @@
 # DisCo DETR pre-training of Conditional DETR R50 (paper settings): 300 queries, n = 10
-# boxes, frozen R50 (SwAV weights converted with tools/convert_torchvision_resnet.py, in
+# boxes, frozen R50 (SwAV weights converted with tools/convert/convert_torchvision_resnet.py, in
 # train.init_checkpoint: the run refuses to start without them), AdamW 1e-4, weight decay
 # 1e-4, clip 0.1, 60 epochs of the training set the run loads, lr drop at epoch 40
 # ("40/60"), batch 256. Fusion adds the other view's object feature to the positional query and

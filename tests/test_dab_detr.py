@@ -109,9 +109,9 @@ def test_converter_refuses_unequal_aliases_and_unknown_keys(fixture):
 
 
 def test_converted_file_loads_into_the_finetuning_config(fixture, tmp_path, capsys):
-    """tools/convert_detrex.py --variant dab writes the checkpoint; the paper's VOC config, shrunk to the
+    """tools/convert/convert_detrex.py --variant dab writes the checkpoint; the paper's VOC config, shrunk to the
     fixture's sizes, loads it through DisCoCheckpointer and reproduces detrex."""
-    spec = importlib.util.spec_from_file_location("convert_detrex", os.path.join(REPO, "tools", "convert_detrex.py"))
+    spec = importlib.util.spec_from_file_location("convert_detrex", os.path.join(REPO, "tools", "convert", "convert_detrex.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     dst = tmp_path / "dab.pth"

@@ -103,10 +103,10 @@ def test_detrex_dino_outputs_reproduced():
 
 
 def test_convert_tool_and_finetuning_config_load(tmp_path, capsys):
-    """tools/convert_detrex.py --variant dino writes a checkpoint that DisCoCheckpointer loads into the paper's
+    """tools/convert/convert_detrex.py --variant dino writes a checkpoint that DisCoCheckpointer loads into the paper's
     VOC config shrunk to the fixture's sizes, which then reproduces detrex; mismatching aliases are refused."""
     fixture = torch.load(FIXTURE, weights_only=True)
-    spec = importlib.util.spec_from_file_location("convert_detrex", os.path.join(REPO, "tools", "convert_detrex.py"))
+    spec = importlib.util.spec_from_file_location("convert_detrex", os.path.join(REPO, "tools", "convert", "convert_detrex.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     dst = tmp_path / "dino.pth"

@@ -329,7 +329,8 @@ def test_unwrap_state_dict():
 def test_convert_cli(tmp_path, fixture):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("convert_resnet_vd", os.path.join(REPO, "tools", "convert_resnet_vd.py"))
+    spec = importlib.util.spec_from_file_location("convert_resnet_vd",
+                                                  os.path.join(REPO, "tools", "convert", "convert_resnet_vd.py"))
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     src, dst = tmp_path / "rtdetr.pth", tmp_path / "out" / "r50vd_d2.pth"

@@ -1,5 +1,5 @@
 """From a fine-tuned checkpoint to a deployed detector: what ``tools/predict.py``, ``tools/export_model.py``
-and ``tools/benchmark_onnx.py`` share.
+and ``tools/benchmarks/benchmark_onnx.py`` share.
 
 * :func:`build_finetuned_detector`: a config's detector with a fine-tuned checkpoint (a local path or a
   ``zoo://`` name, loaded by :class:`~disco_detr.checkpoint.DisCoCheckpointer`); a pre-training checkpoint,

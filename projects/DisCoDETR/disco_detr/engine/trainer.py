@@ -301,7 +301,7 @@ class Trainer(DefaultTrainer):
             if getattr(model, "require_backbone_weights", False):
                 raise ValueError(
                     "train.init_checkpoint is empty, so the frozen backbone of this pre-training run would stay randomly "
-                    "initialised. Convert SwAV ResNet-50 weights with `python tools/convert_torchvision_resnet.py "
+                    "initialised. Convert SwAV ResNet-50 weights with `python tools/convert/convert_torchvision_resnet.py "
                     "swav_800ep_pretrain.pth.tar datasets/weights/swav_r50.pth` and pass "
                     "train.init_checkpoint=datasets/weights/swav_r50.pth (model.require_backbone_weights=False "
                     "pre-trains against a random backbone on purpose).")

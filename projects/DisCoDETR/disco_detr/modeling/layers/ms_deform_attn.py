@@ -3,7 +3,7 @@
 There is no compiled kernel for our stack: sampling is ``F.grid_sample`` per level, which runs on every
 device and dtype PyTorch supports (float16/bfloat16/float32/float64 on CPU and CUDA). Unlike a fused
 kernel it materialises every level's samples, (B*H, Dh, Nq, P) per level, before the weighted sum; the
-cost against dense attention is measured by ``tools/benchmark_ms_deform_attn.py``.
+cost against dense attention is measured by ``tools/benchmarks/benchmark_ms_deform_attn.py``.
 
 Conventions used throughout this file:
 

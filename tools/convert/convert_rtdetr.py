@@ -2,9 +2,9 @@
 """Convert an RT-DETR checkpoint (HuggingFace transformers or the PyTorch RT-DETR release) for ``train.init_checkpoint``.
 
     # transformers' port, e.g. the hub repo PekingU/rtdetr_r50vd (model.safetensors), COCO's 80 classes:
-    python tools/convert_rtdetr.py model.safetensors datasets/weights/rtdetr_r50vd_coco_d2.pth --source hf
+    python tools/convert/convert_rtdetr.py model.safetensors datasets/weights/rtdetr_r50vd_coco_d2.pth --source hf
     # the release's COCO checkpoint (rtdetr_r50vd_6x_coco_from_paddle.pth), its EMA weights:
-    python tools/convert_rtdetr.py rtdetr_r50vd_6x_coco_from_paddle.pth datasets/weights/rtdetr_r50vd_coco_d2.pth \\
+    python tools/convert/convert_rtdetr.py rtdetr_r50vd_6x_coco_from_paddle.pth datasets/weights/rtdetr_r50vd_coco_d2.pth \\
         --source release --key ema.module
 
 Download the file yourself; nothing is fetched here. The target architecture is built from a LazyConfig
@@ -20,7 +20,7 @@ import sys
 import torch
 from detectron2.config import instantiate
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tools/<folder>/<tool>.py
 
 
 def main(argv=None):
