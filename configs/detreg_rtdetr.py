@@ -4,12 +4,7 @@
 # supervised like every decoder layer (as the release does with two-stage Deformable DETR's encoder
 # output). Denoising is off, as in DisCo pre-training.
 from .common.models.rt_detr_r50vd import model as _detector
-from .detreg_deformable_ms import dataloader, lr_multiplier, model, optimizer, train
+from .common.pretrain import detreg_pretraining
 
-_detector.num_classes = 1
-_detector.criterion = None
-_detector.num_denoising = 0
-_detector.backbone.freeze_at = 5
-
-model.detector = _detector
+dataloader, lr_multiplier, model, optimizer, train = detreg_pretraining(_detector)
 train.output_dir = "./output/detreg_rtdetr"

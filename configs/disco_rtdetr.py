@@ -6,14 +6,7 @@
 # optimiser and 40/60 schedule. IoU-aware selection stays on and its heads are trained by the per-layer
 # localisation loss; denoising is off (reasons in disco_detr/modeling/detectors/rt_detr.py).
 from .common.models.rt_detr_r50vd import model as _detector
-from .disco_cond import dataloader, lr_multiplier, model, optimizer, train
+from .common.pretrain import disco_pretraining
 
-_detector.num_classes = 2  # object / no-object; fine-tuning replaces the class heads
-_detector.criterion = None  # DisCoDETR computes the pre-training losses
-_detector.num_denoising = 0  # no denoising in pre-training
-_detector.backbone.freeze_at = 5  # the whole backbone is frozen (FrozenBN already)
-
-model.detector = _detector
-model.feature_levels = ("res3", "res4", "res5")
-model.weight_rec = 3.0  # lambda_0 (RT-DETR)
+dataloader, lr_multiplier, model, optimizer, train = disco_pretraining(_detector, ("res3", "res4", "res5"), "rtdetr")
 train.output_dir = "./output/disco_rtdetr"
