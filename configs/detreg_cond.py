@@ -1,6 +1,7 @@
-# DETReg pre-training of Conditional DETR R50 (300 queries), with configs/detreg_deformable_ms.py's DETReg
-# settings, data, optimiser and 40/50 schedule. The release has no Conditional DETR: the embedding target is
-# C3 as in the release, so the frozen backbone also outputs res3 (the detector reads res5 only).
+# DETReg pre-training of Conditional DETR R50 (300 queries), with the release's DETReg
+# settings, data, optimiser and 40/50 schedule (configs/common/pretrain.py). The release has no Conditional
+# DETR: the embedding target is C3 as in the release, so the frozen backbone also outputs res3 (the detector
+# reads res5 only).
 from .common.models.conditional_detr_r50 import model as _detector
 from .common.pretrain import detreg_pretraining
 

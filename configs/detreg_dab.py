@@ -1,4 +1,4 @@
-# DETReg pre-training of DAB-DETR R50 (300 anchor queries), with configs/detreg_deformable_ms.py's DETReg
+# DETReg pre-training of DAB-DETR R50 (300 anchor queries), with the release's DETReg
 # settings, data, optimiser and schedule; C3 embedding targets (the backbone also outputs res3).
 from .common.models.dab_detr_r50 import model as _detector
 from .common.pretrain import detreg_pretraining

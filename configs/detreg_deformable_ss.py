@@ -1,5 +1,6 @@
-# DETReg pre-training of single-scale Deformable DETR R50 (res5), with configs/detreg_deformable_ms.py's
-# DETReg settings, data, optimiser and schedule; C3 embedding targets (the backbone also outputs res3).
+# DETReg pre-training of single-scale Deformable DETR R50 (res5), with the release's DETReg
+# settings, data, optimiser and schedule (configs/common/pretrain.py); C3 embedding targets (the backbone
+# also outputs res3).
 from .common.models.deformable_detr_r50 import model as _detector
 from .common.models.deformable_detr_r50 import single_scale
 from .common.pretrain import detreg_pretraining

@@ -1,5 +1,5 @@
 # DETReg pre-training of DINO 4-scale R50-vd (900 queries selected from the encoder), with
-# configs/detreg_deformable_ms.py's DETReg settings, data, optimiser and schedule; C3 embedding targets.
+# the release's DETReg settings, data, optimiser and schedule (configs/common/pretrain.py); C3 targets.
 # Denoising is off: DETReg's pretext task is the proposals themselves, and the pre-training contract's
 # decode() takes the matching queries only. DINO's encoder-proposal heads get no gradient (its decoder
 # output has no encoder layer), so DDP must not expect one.

@@ -1,5 +1,5 @@
 # DETReg pre-training of RT-DETR R50-vd (300 queries from IoU-aware selection), with
-# configs/detreg_deformable_ms.py's DETReg settings, data, optimiser and schedule; C3 embedding targets.
+# the release's DETReg settings, data, optimiser and schedule (configs/common/pretrain.py); C3 targets.
 # In training RT-DETR's decoder output starts with its encoder's top-300 selection, which is matched and
 # supervised like every decoder layer (as the release does with two-stage Deformable DETR's encoder
 # output). Denoising is off, as in DisCo pre-training.

@@ -3,7 +3,7 @@
 # object and crop features from res5. DMOQF matches proposals to the centres of the learned anchors and the
 # fused object feature enters the content query (the positional query is recomputed from the anchor in every
 # layer). lambda_0 = 5 (L_rec; the authors released no DAB-DETR pre-training, so Conditional DETR's value),
-# lambda_1 = 10, lambda_3 = 2; AdamW 1e-4, 60 epochs, drop at 40, batch 256 (configs/disco_cond.py).
+# lambda_1 = 10, lambda_3 = 2; AdamW 1e-4, 60 epochs, drop at 40, batch 256 (configs/common/pretrain.py).
 from .common.models.dab_detr_r50 import model as _detector
 from .common.pretrain import disco_pretraining
 

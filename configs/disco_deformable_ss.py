@@ -2,7 +2,7 @@
 # 38.5 / 35.9 / 36.6 for scratch / Siamese / DisCo): 300 queries, n = 10, frozen SwAV R50
 # (train.init_checkpoint), lambda_0 = 3 (L_rec, the release's Deformable value), lambda_1 = 10,
 # lambda_3 = 2; AdamW 1e-4 with the sampling offsets and reference points at x0.1, as in
-# fine-tuning; 60 epochs, drop at 40, batch 256 (configs/disco_cond.py).
+# fine-tuning; 60 epochs, drop at 40, batch 256 (configs/common/pretrain.py).
 from .common.models.deformable_detr_r50 import model as _detector
 from .common.models.deformable_detr_r50 import single_scale
 from .common.pretrain import disco_pretraining

@@ -1,6 +1,6 @@
 # CPU demo: DisCo DETR pre-training of the demo DAB-DETR (configs/demo/dab.py: frozen ImageNet MobileNetV2,
 # d=128, 3+3 layers, 30 anchor queries -> 3 queries per box with n = 10) on the demo's unlabelled images,
-# with configs/demo/disco_cond.py's data, budget and schedule and configs/disco_dab.py's DisCo settings.
+# with the demo's pre-training data, budget and schedule and configs/disco_dab.py's DisCo settings.
 from ..common.pretrain import demo_disco_pretraining
 from .cond import optimizer, train
 from .dab import model as _detector

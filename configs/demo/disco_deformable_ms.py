@@ -1,6 +1,6 @@
 # CPU demo: DisCo DETR pre-training of configs/demo/deformable_ms.py with the paper's DisCo settings for
 # Deformable DETR (configs/disco_deformable_ms.py) and the demo's pre-training data and schedule
-# (configs/demo/disco_cond.py).
+# (configs/common/pretrain.py).
 from ..common.pretrain import demo_disco_pretraining
 from .deformable_ms import FEATURES, optimizer, train
 from .deformable_ms import model as _detector

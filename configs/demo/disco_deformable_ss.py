@@ -1,6 +1,6 @@
 # CPU demo: DisCo DETR pre-training of configs/demo/deformable_ss.py with the paper's DisCo settings for
 # Deformable DETR (configs/disco_deformable_ss.py) and the demo's pre-training data and schedule
-# (configs/demo/disco_cond.py).
+# (configs/common/pretrain.py).
 from ..common.pretrain import demo_disco_pretraining
 from .deformable_ss import model as _detector
 from .deformable_ss import optimizer, train

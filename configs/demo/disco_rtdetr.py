@@ -1,6 +1,6 @@
 # CPU demo: DisCo DETR pre-training of the demo RT-DETR (configs/demo/rtdetr.py: frozen ImageNet MobileNetV2 at
 # strides 8/16/32, d=128, 3 decoder layers, 30 queries selected from the encoder -> 3 per box with n = 10) on
-# the demo's unlabelled images, with configs/demo/disco_cond.py's data, budget and schedule and
+# the demo's unlabelled images, with the demo's pre-training data, budget and schedule and
 # configs/disco_rtdetr.py's DisCo settings (lambda_0 = 3, stride 8/16/32 features, no denoising).
 from ..common.pretrain import demo_disco_pretraining
 from .cond import optimizer, train

@@ -30,8 +30,8 @@ from .catalog import ZooEntry, cache_root, get_config_file, get_entry
 from .download import ChecksumError, DownloadError, download, file_sha256, read_meta, write_meta
 from .layouts import check_converter, convert_entry
 
-__all__ = ["PREFIX", "ZooOfflineError", "ZooPathHandler", "cache_root", "converted_path", "download_path",
-           "get_checkpoint_url", "get_config", "get_config_file", "is_zoo_path", "resolve", "resolve_for_load"]
+__all__ = ["PREFIX", "ZooOfflineError", "ZooPathHandler", "converted_path", "download_path", "get_checkpoint_url",
+           "get_config", "is_zoo_path", "resolve", "resolve_for_load"]
 
 PREFIX = "zoo://"
 #: bump when a converter's output for the same input changes: cached conversions are redone
