@@ -11,7 +11,7 @@ setup(
     packages=find_packages(where="projects/DisCoDETR"),
     install_requires=[],  # installed by the Makefile (see requirements.txt and the README)
     extras_require={
-        # tools/export_model.py, tools/benchmark_onnx.py, tests/test_export.py (the Makefile installs it)
+        # tools/export_model.py, tools/benchmarks/benchmark_onnx.py, tests/test_export.py (the Makefile installs it)
         "export": ["onnx>=1.16", "onnxruntime>=1.18"],
     },
 )

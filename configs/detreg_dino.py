@@ -1,16 +1,11 @@
 # DETReg pre-training of DINO 4-scale R50-vd (900 queries selected from the encoder), with
-# configs/detreg_deformable_ms.py's DETReg settings, data, optimiser and schedule; C3 embedding targets.
+# the release's DETReg settings, data, optimiser and schedule (configs/common/pretrain.py); C3 targets.
 # Denoising is off: DETReg's pretext task is the proposals themselves, and the pre-training contract's
 # decode() takes the matching queries only. DINO's encoder-proposal heads get no gradient (its decoder
 # output has no encoder layer), so DDP must not expect one.
 from .common.models.dino_r50 import model as _detector
-from .detreg_deformable_ms import dataloader, lr_multiplier, model, optimizer, train
+from .common.pretrain import detreg_pretraining
 
-_detector.num_classes = 1
-_detector.criterion = None
-_detector.num_denoising = 0
-_detector.backbone.freeze_at = 5
-
-model.detector = _detector
+dataloader, lr_multiplier, model, optimizer, train = detreg_pretraining(_detector)
 train.ddp.find_unused_parameters = True
 train.output_dir = "./output/detreg_dino"

@@ -1,15 +1,10 @@
 # DETReg pre-training of RT-DETR R50-vd (300 queries from IoU-aware selection), with
-# configs/detreg_deformable_ms.py's DETReg settings, data, optimiser and schedule; C3 embedding targets.
+# the release's DETReg settings, data, optimiser and schedule (configs/common/pretrain.py); C3 targets.
 # In training RT-DETR's decoder output starts with its encoder's top-300 selection, which is matched and
 # supervised like every decoder layer (as the release does with two-stage Deformable DETR's encoder
 # output). Denoising is off, as in DisCo pre-training.
 from .common.models.rt_detr_r50vd import model as _detector
-from .detreg_deformable_ms import dataloader, lr_multiplier, model, optimizer, train
+from .common.pretrain import detreg_pretraining
 
-_detector.num_classes = 1
-_detector.criterion = None
-_detector.num_denoising = 0
-_detector.backbone.freeze_at = 5
-
-model.detector = _detector
+dataloader, lr_multiplier, model, optimizer, train = detreg_pretraining(_detector)
 train.output_dir = "./output/detreg_rtdetr"

@@ -3,15 +3,9 @@
 # object and crop features from res5. DMOQF matches proposals to the centres of the learned anchors and the
 # fused object feature enters the content query (the positional query is recomputed from the anchor in every
 # layer). lambda_0 = 5 (L_rec; the authors released no DAB-DETR pre-training, so Conditional DETR's value),
-# lambda_1 = 10, lambda_3 = 2; AdamW 1e-4, 60 epochs, drop at 40, batch 256 (configs/disco_cond.py).
+# lambda_1 = 10, lambda_3 = 2; AdamW 1e-4, 60 epochs, drop at 40, batch 256 (configs/common/pretrain.py).
 from .common.models.dab_detr_r50 import model as _detector
-from .disco_cond import dataloader, lr_multiplier, model, optimizer, train
+from .common.pretrain import disco_pretraining
 
-_detector.num_classes = 2  # object / no-object; fine-tuning replaces the class head
-_detector.criterion = None  # DisCoDETR computes the pre-training losses
-_detector.backbone.freeze_at = 5  # the whole backbone is frozen
-
-model.detector = _detector
-model.feature_levels = ("res5",)
-model.weight_rec = 5.0  # lambda_0 (as Conditional DETR)
+dataloader, lr_multiplier, model, optimizer, train = disco_pretraining(_detector, ("res5",), "dab")
 train.output_dir = "./output/disco_dab"

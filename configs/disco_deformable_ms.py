@@ -3,15 +3,8 @@
 # Object features: RoIAlign 7x7 on the stride 8/16/32 maps, pooled and concatenated (512 +
 # 1024 + 2048 channels); crop features the same pooled levels (SPEC section 3).
 from .common.models.deformable_detr_r50 import model as _detector
-from .disco_cond import dataloader, lr_multiplier, model, optimizer, train
+from .common.pretrain import disco_pretraining
 
-_detector.num_classes = 2
-_detector.criterion = None
-_detector.backbone.freeze_at = 5
-
-model.detector = _detector
-model.feature_levels = ("res3", "res4", "res5")
-model.weight_rec = 3.0  # lambda_0 (Deformable DETR)
-model.weight_contrast = 5.0  # lambda_3 of Table 3 (c)
+dataloader, lr_multiplier, model, optimizer, train = disco_pretraining(_detector, ("res3", "res4", "res5"), "deformable_ms")
 optimizer.params.lr_factor_keys = {"sampling_offsets": 0.1, "reference_points": 0.1}
 train.output_dir = "./output/disco_deformable_ms"

@@ -7,18 +7,8 @@
 # variants in the released configs (the paper gives none for DINO); lambda_3 = 2 (paper default).
 # Frozen backbone: SSL ResNet-50-vd weights in train.init_checkpoint.
 from .common.models.dino_r50 import model as _detector
-from .disco_cond import dataloader, lr_multiplier, model, optimizer, train
+from .common.pretrain import disco_pretraining
 
-_detector.num_classes = 2
-_detector.criterion = None
-_detector.num_denoising = 0  # pre-training decodes the fused matching queries only
-_detector.backbone.freeze_at = 5
-
-model.detector = _detector
-model.feature_levels = ("res3", "res4", "res5")
-model.weight_rec = 3.0  # lambda_0 (deformable-attention variants)
-model.weight_contrast = 2.0  # lambda_3
-# the encoder heads get no gradient in pre-training (query selection is not differentiable and its boxes
-# are detached, as in DINO; DisCoDETR's losses see the decoder layers only): DDP must not expect one
-train.ddp.find_unused_parameters = True
+dataloader, lr_multiplier, model, optimizer, train = disco_pretraining(_detector, ("res3", "res4", "res5"), "dino")
+train.ddp.find_unused_parameters = True  # the encoder heads get no gradient in pre-training
 train.output_dir = "./output/disco_dino"

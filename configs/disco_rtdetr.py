@@ -1,19 +1,12 @@
 # DisCo DETR pre-training of RT-DETR R50-vd (SPEC sections 3-6 and 8): frozen ResNet-50-vd initialised from the
-# SSLD ImageNet weights (tools/convert_resnet_vd.py --source rtdetr; train.init_checkpoint must hold them),
+# SSLD ImageNet weights (tools/convert/convert_resnet_vd.py --source rtdetr; train.init_checkpoint must hold them),
 # object features RoIAlign 7x7 on the stride 8/16/32 maps and crop features the pooled stride 8/16/32 stages
 # (512 + 1024 + 2048 channels, concatenated), lambda_0 = 3 (L_rec), DMOQF + CLD (lambda_3 = 2), the paper's
-# additive fusion into the content queries of the encoder's top-300 selection, and configs/disco_cond.py's data,
+# additive fusion into the content queries of the encoder's top-300 selection, and the paper's DisCo data,
 # optimiser and 40/60 schedule. IoU-aware selection stays on and its heads are trained by the per-layer
 # localisation loss; denoising is off (reasons in disco_detr/modeling/detectors/rt_detr.py).
 from .common.models.rt_detr_r50vd import model as _detector
-from .disco_cond import dataloader, lr_multiplier, model, optimizer, train
+from .common.pretrain import disco_pretraining
 
-_detector.num_classes = 2  # object / no-object; fine-tuning replaces the class heads
-_detector.criterion = None  # DisCoDETR computes the pre-training losses
-_detector.num_denoising = 0  # no denoising in pre-training
-_detector.backbone.freeze_at = 5  # the whole backbone is frozen (FrozenBN already)
-
-model.detector = _detector
-model.feature_levels = ("res3", "res4", "res5")
-model.weight_rec = 3.0  # lambda_0 (RT-DETR)
+dataloader, lr_multiplier, model, optimizer, train = disco_pretraining(_detector, ("res3", "res4", "res5"), "rtdetr")
 train.output_dir = "./output/disco_rtdetr"

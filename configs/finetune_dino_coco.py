@@ -3,7 +3,7 @@
 # (backbone x0.1), weight decay 1e-4, clip 0.1, batch 64.
 # Pre-trained model: train.init_checkpoint=/path/to/disco_pretrained.pth
 # detrex checkpoint (its ResNet-50 backbone, so pass a config with build_resnet):
-#   tools/convert_detrex.py --variant dino dino_r50_4scale_24ep.pth converted.pth --config <that config>
+#   tools/convert/convert_detrex.py --variant dino dino_r50_4scale_24ep.pth converted.pth --config <that config>
 from .common.data.detr_detection import dataloader
 from .common.finetune import coco
 from .common.models.dino_r50 import model

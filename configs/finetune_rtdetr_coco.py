@@ -7,7 +7,7 @@
 # Not reproduced from the release's augmentation: RandomPhotometricDistort, RandomZoomOut, RandomIoUCrop (the
 # DETR crop branch stands in for the crops).
 # Pre-trained model: train.init_checkpoint=/path/to/disco_rtdetr_pretrained.pth
-# Published RT-DETR weights: tools/convert_rtdetr.py --source hf|release ...
+# Published RT-DETR weights: tools/convert/convert_rtdetr.py --source hf|release ...
 from .common.data.detr_detection import dataloader
 from .common.finetune import coco
 from .common.models.rt_detr_r50vd import model

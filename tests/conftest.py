@@ -20,7 +20,7 @@ REFERENCE = os.path.join(REPO, "tests", "data", "reference")
 def demo_root(tmp_path_factory):
     """A tiny demo dataset (16 train / 6 val / 4 unlabelled images of 96 px), registered."""
     from disco_detr.data.datasets import register_demo_datasets
-    from disco_detr.data.demo import generate_demo_dataset
+    from disco_detr.tooling.demo_images import generate_demo_dataset
 
     root = str(tmp_path_factory.mktemp("demo"))
     generate_demo_dataset(root, num_train=16, num_val=6, num_unlabelled=4, image_size=96, seed=3)

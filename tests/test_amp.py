@@ -97,7 +97,8 @@ def test_finetuning_policy_under_autocast(monkeypatch, device):
 
 
 def _benchmark_gpu():
-    spec = importlib.util.spec_from_file_location("benchmark_gpu", os.path.join(REPO, "tools", "benchmark_gpu.py"))
+    spec = importlib.util.spec_from_file_location("benchmark_gpu",
+                                                  os.path.join(REPO, "tools", "benchmarks", "benchmark_gpu.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     return tool

@@ -1,7 +1,7 @@
 import torch
 import torchvision
 
-from disco_detr.checkpoint.convert import torchvision_resnet_to_detectron2
+from disco_detr.convert.torchvision_resnet import torchvision_resnet_to_detectron2
 from disco_detr.modeling import build_resnet
 
 

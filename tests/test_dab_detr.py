@@ -14,8 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from disco_detr.checkpoint import DisCoCheckpointer
-from disco_detr.checkpoint.detrex import convert_detrex
 from disco_detr.config import load_config
+from disco_detr.convert.detrex import convert_detrex
 from disco_detr.modeling import DABDETR, build_tiny_resnet
 from disco_detr.modeling.detectors.dab_detr import DABDecoder, DABEncoder, sine_embed_boxes
 
@@ -109,9 +109,9 @@ def test_converter_refuses_unequal_aliases_and_unknown_keys(fixture):
 
 
 def test_converted_file_loads_into_the_finetuning_config(fixture, tmp_path, capsys):
-    """tools/convert_detrex.py --variant dab writes the checkpoint; the paper's VOC config, shrunk to the
+    """tools/convert/convert_detrex.py --variant dab writes the checkpoint; the paper's VOC config, shrunk to the
     fixture's sizes, loads it through DisCoCheckpointer and reproduces detrex."""
-    spec = importlib.util.spec_from_file_location("convert_detrex", os.path.join(REPO, "tools", "convert_detrex.py"))
+    spec = importlib.util.spec_from_file_location("convert_detrex", os.path.join(REPO, "tools", "convert", "convert_detrex.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     dst = tmp_path / "dab.pth"

@@ -1,4 +1,4 @@
-"""Tests of the synthetic demo dataset generator (disco_detr.data.demo)."""
+"""Tests of the synthetic demo dataset generator (disco_detr.tooling.demo_images)."""
 
 import json
 import os
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from disco_detr.data.demo import (
-    DEMO_CLASSES,
+from disco_detr.data.datasets import DEMO_CLASSES
+from disco_detr.tooling.demo_images import (
     ObjectSpec,
     generate_demo_dataset,
     paint_object,

@@ -14,7 +14,7 @@ from test_contract import VARIANTS
 from disco_detr.checkpoint.checkpointer import pretrained_to_finetune
 from disco_detr.config import load_config
 from disco_detr.data.detreg_mapper import DETRegMapper, collate_single_views
-from disco_detr.data.proposals import Proposals, ProposalStore
+from disco_detr.data.proposal_store import Proposals, ProposalStore
 from disco_detr.modeling.pretrain.detreg import DETRegPretrain
 from disco_detr.structures import SingleViewBatch
 

@@ -12,8 +12,8 @@ from detectron2.structures import Boxes, Instances
 from test_reference_fixtures import ATOL_BOXES, ATOL_LOGITS, REFERENCE, TinyConvBackbone
 
 from disco_detr.checkpoint import DisCoCheckpointer
-from disco_detr.checkpoint.detrex import convert_detrex
 from disco_detr.config import load_config
+from disco_detr.convert.detrex import convert_detrex
 from disco_detr.modeling import DINO, build_resnet_vd, build_tiny_resnet
 from disco_detr.modeling.detectors.deformable_detr import DeformableEncoder
 from disco_detr.modeling.detectors.dino import DINODecoder
@@ -103,10 +103,10 @@ def test_detrex_dino_outputs_reproduced():
 
 
 def test_convert_tool_and_finetuning_config_load(tmp_path, capsys):
-    """tools/convert_detrex.py --variant dino writes a checkpoint that DisCoCheckpointer loads into the paper's
+    """tools/convert/convert_detrex.py --variant dino writes a checkpoint that DisCoCheckpointer loads into the paper's
     VOC config shrunk to the fixture's sizes, which then reproduces detrex; mismatching aliases are refused."""
     fixture = torch.load(FIXTURE, weights_only=True)
-    spec = importlib.util.spec_from_file_location("convert_detrex", os.path.join(REPO, "tools", "convert_detrex.py"))
+    spec = importlib.util.spec_from_file_location("convert_detrex", os.path.join(REPO, "tools", "convert", "convert_detrex.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     dst = tmp_path / "dino.pth"

@@ -15,7 +15,7 @@ import torch
 from detectron2.config import LazyConfig
 from tiny_detectors import VARIANTS, tiny_config, tiny_detector
 
-from disco_detr.data.demo import DEMO_CLASSES
+from disco_detr.data.datasets import DEMO_CLASSES
 from disco_detr.deploy import (
     FinetunedCheckpointer,
     OnnxDetector,

@@ -16,8 +16,8 @@ from detectron2.utils.file_io import PathManager
 
 from disco_detr import model_zoo
 from disco_detr.checkpoint import DisCoCheckpointer
-from disco_detr.checkpoint.detrex import check_against
-from disco_detr.checkpoint.siamese_detr import convert_siamese_detr
+from disco_detr.convert.detrex import check_against
+from disco_detr.convert.siamese_detr import convert_siamese_detr
 from disco_detr.model_zoo import ChecksumError, MissingConverterError, ZooEntry, ZooOfflineError, catalog, resolve
 from disco_detr.model_zoo.catalog import _EXTRA, LAYOUTS, builtin_entries
 from disco_detr.model_zoo.download import DownloadError, download, read_meta
@@ -254,7 +254,7 @@ def test_missing_converter_fails_before_download(server, zoo_cache, monkeypatch)
     base, store = server
     with pytest.raises(MissingConverterError, match="convert_rtdetr.*fits none of our configs"):
         resolve("rtdetr/rtdetr_r18vd_6x_coco")
-    import disco_detr.checkpoint.detrex as detrex
+    import disco_detr.convert.detrex as detrex
 
     monkeypatch.setattr(detrex, "DETREX_VARIANTS", ("conditional", "deformable"))
     url = _serve(server, "/dab.pth", {"model": {}})
@@ -344,9 +344,9 @@ def test_resnet_vd_release_layout(zoo_cache, tmp_path):
 
 
 def test_rtdetr_layouts_call_the_rtdetr_converter_with_a_reference(zoo_cache, tmp_path, monkeypatch):
-    """Wiring only (checkpoint/rtdetr.py is tested by its own author): the EMA weights of a release file and
+    """Wiring only (convert/rtdetr.py is tested by its own author): the EMA weights of a release file and
     our model of the entry's config go to convert_rtdetr; its output and dropped keys reach the report."""
-    import disco_detr.checkpoint.rtdetr as rtdetr
+    import disco_detr.convert.rtdetr as rtdetr
     from disco_detr.model_zoo import layouts
 
     calls = {}

@@ -332,7 +332,7 @@ def test_shape_errors_raise():
 # ---------------------------------------------------------------------------------------------- benchmark
 def test_benchmark_tool_quick(capsys):
     spec = importlib.util.spec_from_file_location("benchmark_ms_deform_attn",
-                                                  os.path.join(REPO, "tools", "benchmark_ms_deform_attn.py"))
+                                                  os.path.join(REPO, "tools", "benchmarks", "benchmark_ms_deform_attn.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     tool.main(["--quick", "--device", "cpu"])

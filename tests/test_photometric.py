@@ -182,7 +182,7 @@ def test_parameter_distributions_match_the_cpu_path():
 def _tiny_records(tmp_path):
     from PIL import Image
 
-    from disco_detr.data.proposals import Proposals, ProposalStore
+    from disco_detr.data.proposal_store import Proposals, ProposalStore
 
     store = ProposalStore(str(tmp_path / "p.sqlite"), mode="a")
     records = []
@@ -290,14 +290,14 @@ def _tool(name):
     import os
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(name, os.path.join(repo, "tools", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(repo, "tools", "benchmarks", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_benchmark_gpu_tiny_cpu_mode(capsys):
-    """tools/benchmark_gpu.py runs end to end on CPU (demo configs, tiny inputs, one step each):
+    """tools/benchmarks/benchmark_gpu.py runs end to end on CPU (demo configs, tiny inputs, one step each):
     DisCo and Siamese steps, the DMOQF timer found the assignment, FLOPs were counted."""
     import disco_detr.modeling.matching as matching
     from disco_detr.modeling.pretrain import disco

@@ -11,7 +11,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from tiny_detectors import tiny_config, tiny_detector
 
-from disco_detr.data.demo import DEMO_CLASSES
+from disco_detr.data.datasets import DEMO_CLASSES
 from disco_detr.deploy import read_image
 
 from conftest import REPO

@@ -10,7 +10,7 @@ from PIL import Image
 from disco_detr.data import build_train_loader
 from disco_detr.data.pretrain_datasets import list_images, load_unlabelled_images, register_unlabelled_images
 from disco_detr.data.pretrain_mapper import PairedViewMapper, collate_paired_views
-from disco_detr.data.proposals import Proposals, ProposalStore
+from disco_detr.data.proposal_store import Proposals, ProposalStore
 
 
 def _folder(tmp_path, names):

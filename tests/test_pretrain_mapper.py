@@ -12,7 +12,7 @@ from disco_detr.data.pretrain_mapper import (
     intersection_height,
     two_view_boxes,
 )
-from disco_detr.data.proposals import Proposals, ProposalStore
+from disco_detr.data.proposal_store import Proposals, ProposalStore
 from disco_detr.modeling.layers import box_iou
 
 NO_COLOUR = dict(color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from disco_detr.data.demo import render_image
-from disco_detr.data.proposals import (
-    Proposals,
-    ProposalStore,
+from disco_detr.data.proposal_store import Proposals, ProposalStore
+from disco_detr.tooling.demo_images import render_image
+from disco_detr.tooling.proposal_methods import (
     compute_proposals,
     edge_boxes,
     read_image_rgb,
@@ -325,7 +324,7 @@ def test_cli_refuses_mismatched_store(image_folder, tmp_path, capsys):
 
 
 def test_two_shards_merged_equal_one_unsharded_run(image_folder, tmp_path, capsys):
-    from disco_detr.data.proposals import shard_of
+    from disco_detr.tooling.proposal_methods import shard_of
 
     spec = importlib.util.spec_from_file_location(
         "merge_proposals", os.path.join(os.path.dirname(generate_proposals.__file__), "merge_proposals.py"))

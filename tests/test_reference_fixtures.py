@@ -1,5 +1,5 @@
 """Our detectors against detrex's own outputs (tests/data/reference/conditional_detr.pt and
-deformable_detr.pt, see its README): detrex weights converted by disco_detr.checkpoint.detrex, the
+deformable_detr.pt, see its README): detrex weights converted by disco_detr.convert.detrex, the
 documented toy backbone, eval on the fixture images.
 
 Our detectors mask padding in eval while detrex does not, so batch outputs are compared for image A
@@ -18,8 +18,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from disco_detr.checkpoint import DisCoCheckpointer
-from disco_detr.checkpoint.detrex import check_against, convert_detrex
 from disco_detr.config import load_config
+from disco_detr.convert.detrex import check_against, convert_detrex
 from disco_detr.modeling import ConditionalDETR, DeformableDETR
 from disco_detr.modeling.detectors.conditional_detr import ConditionalDecoder
 from disco_detr.modeling.detectors.deformable_detr import DeformableDecoder, DeformableEncoder
@@ -153,7 +153,7 @@ def test_unshared_deformable_heads_are_refused():
 
 
 def _convert_tool():
-    spec = importlib.util.spec_from_file_location("convert_detrex", os.path.join(REPO, "tools", "convert_detrex.py"))
+    spec = importlib.util.spec_from_file_location("convert_detrex", os.path.join(REPO, "tools", "convert", "convert_detrex.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -164,7 +164,7 @@ FINETUNE = {"conditional_detr": "finetune_cond_voc.py", "deformable_detr": "fine
 
 
 def test_converted_file_loads_into_the_finetuning_config(converted, tmp_path, capsys):
-    """tools/convert_detrex.py writes the checkpoint; DisCoCheckpointer loads it into the paper's VOC
+    """tools/convert/convert_detrex.py writes the checkpoint; DisCoCheckpointer loads it into the paper's VOC
     fine-tuning config shrunk to the fixture's sizes, which then reproduces detrex."""
     name, fixture, _, _, _ = converted
     cfg_name = FINETUNE[name]

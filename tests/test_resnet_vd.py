@@ -11,7 +11,7 @@ import pytest
 import torch
 from detectron2.layers import FrozenBatchNorm2d
 
-from disco_detr.checkpoint.resnet_vd import convert_resnet_vd, infer_resnet_vd_config, unwrap_state_dict
+from disco_detr.convert.resnet_vd import convert_resnet_vd, infer_resnet_vd_config, unwrap_state_dict
 from disco_detr.modeling.resnet_vd import RESNET50_VD_NUM_PARAMS, ResNetVd, build_resnet_vd
 
 from conftest import REFERENCE, REPO
@@ -329,7 +329,8 @@ def test_unwrap_state_dict():
 def test_convert_cli(tmp_path, fixture):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("convert_resnet_vd", os.path.join(REPO, "tools", "convert_resnet_vd.py"))
+    spec = importlib.util.spec_from_file_location("convert_resnet_vd",
+                                                  os.path.join(REPO, "tools", "convert", "convert_resnet_vd.py"))
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     src, dst = tmp_path / "rtdetr.pth", tmp_path / "out" / "r50vd_d2.pth"

@@ -12,8 +12,8 @@ from detectron2.config import LazyCall as L
 from detectron2.config import instantiate
 from detectron2.structures import Boxes, ImageList, Instances
 
-from disco_detr.checkpoint.rtdetr import convert_rtdetr
 from disco_detr.config import load_config
+from disco_detr.convert.rtdetr import convert_rtdetr
 from disco_detr.modeling import RTDETR, build_resnet_vd, build_tiny_resnet
 from disco_detr.modeling.detectors.rt_detr import (
     HybridEncoder,
@@ -144,7 +144,7 @@ def test_hub_4x_and_release_layouts_convert_to_the_same_weights(fixture):
 def test_convert_tool_writes_a_loadable_checkpoint(fixture, tmp_path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("convert_rtdetr", os.path.join(REPO, "tools", "convert_rtdetr.py"))
+    spec = importlib.util.spec_from_file_location("convert_rtdetr", os.path.join(REPO, "tools", "convert", "convert_rtdetr.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     src = tmp_path / "release.pth"
@@ -331,7 +331,7 @@ def test_square_multiscale_mapper_setting(demo_root):
     from detectron2.data import DatasetCatalog
 
     from disco_detr.data import DetrDatasetMapper
-    from disco_detr.data.demo import DEMO_CLASSES
+    from disco_detr.data.datasets import DEMO_CLASSES
 
     record = DatasetCatalog.get("disco_demo_train")[0]
     train = DetrDatasetMapper(is_train=True, num_classes=len(DEMO_CLASSES), square_sizes=(64, 96), crop_probability=0.0)

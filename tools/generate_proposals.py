@@ -36,10 +36,8 @@ import cv2
 from tqdm import tqdm
 
 from disco_detr.data.pretrain_datasets import list_images
-from disco_detr.data.proposals import (
-    FORMAT_VERSION,
-    METHODS,
-    ProposalStore,
+from disco_detr.data.proposal_store import FORMAT_VERSION, METHODS, ProposalStore
+from disco_detr.tooling.proposal_methods import (
     meta_differences,
     parse_shard,
     proposals_for_file,

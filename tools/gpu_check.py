@@ -16,7 +16,7 @@ Sections (each can be skipped):
    of an 800 x 1333 image at strides 8/16/32/64: 100x167, 50x84, 25x42, 13x21; d = 256, 8 heads, 4 points),
    batch 2 and 8, float32 and bfloat16; the encoder (Nq = S, every token a query) and the decoder (900
    queries). Median forward and forward+backward milliseconds and the peak extra memory, measured by
-   tools/benchmark_ms_deform_attn.py's ``measure`` (one home for that measurement), plus the largest
+   tools/benchmarks/benchmark_ms_deform_attn.py's ``measure`` (one home for that measurement), plus the largest
    difference between the two backends' outputs.
 3. variants: one training step (forward, backward, AdamW) of each detector's COCO fine-tuning config at its
    paper resolution (800 x 1333, RT-DETR 640 x 640; batch 2, RT-DETR 4) under bf16 AMP (fp16 + loss scaler
@@ -24,7 +24,7 @@ Sections (each can be skipped):
    DETRTrainLoop (so a variant that cannot compile falls back and the table says so); median step time, the
    first compiled step (compilation), peak memory, and achieved TFLOP/s (PyTorch's FlopCounterMode over one
    step; the Triton kernel's own flops are not counted) against the device's dense bf16 peak.
-4. pretrain: tools/benchmark_gpu.py (issue 12, one home for these figures) at N = 300 queries
+4. pretrain: tools/benchmarks/benchmark_gpu.py (issue 12, one home for these figures) at N = 300 queries
    (configs/disco_cond.py / siamese_cond.py) and N = 900 (disco_dino.py / siamese_dino.py): DisCo / Siamese
    step ratio, DMOQF's share of a DisCo step, TFLOP/s and peak memory.
 
@@ -65,8 +65,8 @@ TEST_FILES = ["tests/test_ms_deform_attn_triton.py", "tests/test_amp.py",
 
 
 def load_tool(name: str):
-    """A module of tools/ by file name (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
+    """A module of tools/benchmarks/ by file name (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", "benchmarks", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -300,7 +300,7 @@ def tables(result: dict) -> str:
                 "achieved_tflops_per_s", "share_of_peak")] + [note.replace("|", "/")[:200]]) + " |")
         lines.append("")
     if result.get("pretrain"):
-        lines += ["## Pre-training (tools/benchmark_gpu.py)", "",
+        lines += ["## Pre-training (tools/benchmarks/benchmark_gpu.py)", "",
                   "| N | DisCo s | Siamese s | ratio | DMOQF ms | DMOQF share | TFLOP/s DisCo | peak GiB |",
                   "|---|---|---|---|---|---|---|---|"]
         for n, p in result["pretrain"].items():

@@ -1,4 +1,4 @@
-"""Generates the synthetic demo dataset (see ``disco_detr.data.demo``).
+"""Generates the synthetic demo dataset (see ``disco_detr.tooling.demo_images``).
 
 Example: ``python tools/make_demo_data.py --out datasets/demo``. Does nothing when the
 output already holds a dataset made with the same parameters, unless ``--force``.
@@ -11,10 +11,10 @@ from pathlib import Path
 
 def _demo_module():
     try:
-        from disco_detr.data import demo
+        from disco_detr.tooling import demo_images as demo
     except ImportError:  # not installed: use the source tree
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "projects" / "DisCoDETR"))
-        from disco_detr.data import demo
+        from disco_detr.tooling import demo_images as demo
     return demo
 
 

@@ -17,7 +17,7 @@ import time
 
 from tqdm import tqdm
 
-from disco_detr.data.proposals import merge_stores
+from disco_detr.tooling.proposal_methods import merge_stores
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@
 # Same detector class and losses as the paper configs, only smaller. See README for timings.
 from detectron2.config import LazyCall as L
 
-from disco_detr.data.demo import DEMO_CLASSES
+from disco_detr.data.datasets import DEMO_CLASSES
 from disco_detr.modeling import MobileNetV2Backbone
 
 from ..common.data.detr_detection import dataloader

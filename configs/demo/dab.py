@@ -4,7 +4,7 @@
 # with the DAB-DETR detector of the paper configs, only smaller.
 from detectron2.config import LazyCall as L
 
-from disco_detr.data.demo import DEMO_CLASSES
+from disco_detr.data.datasets import DEMO_CLASSES
 from disco_detr.modeling import MobileNetV2Backbone
 
 from ..common.models.dab_detr_r50 import model

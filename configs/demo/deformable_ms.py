@@ -3,7 +3,7 @@
 # 8 heads, 4 points, 30 queries; sampling offsets and reference points at lr x0.1 as in the paper configs.
 from detectron2.config import LazyCall as L
 
-from disco_detr.data.demo import DEMO_CLASSES
+from disco_detr.data.datasets import DEMO_CLASSES
 from disco_detr.modeling import MobileNetV2Backbone
 
 from ..common.models.deformable_detr_r50 import model

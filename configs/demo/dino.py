@@ -4,7 +4,7 @@
 # at strides 8/16/32 + one stride-64 level, d=128, 3+3 layers, 30 queries, 30 denoising queries.
 from detectron2.config import LazyCall as L
 
-from disco_detr.data.demo import DEMO_CLASSES
+from disco_detr.data.datasets import DEMO_CLASSES
 from disco_detr.modeling import MobileNetV2Backbone
 
 from ..common.models.dino_r50 import model

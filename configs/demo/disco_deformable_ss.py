@@ -1,19 +1,10 @@
 # CPU demo: DisCo DETR pre-training of configs/demo/deformable_ss.py with the paper's DisCo settings for
 # Deformable DETR (configs/disco_deformable_ss.py) and the demo's pre-training data and schedule
-# (configs/demo/disco_cond.py).
-from ..disco_deformable_ss import model
+# (configs/common/pretrain.py).
+from ..common.pretrain import demo_disco_pretraining
 from .deformable_ss import model as _detector
 from .deformable_ss import optimizer, train
-from .disco_cond import dataloader, lr_multiplier
 
-_detector.num_classes = 2  # object / no-object
-_detector.criterion = None
-
-model.detector = _detector
-model.feature_levels = ("stride16",)
-train.max_iter = 150
-train.epochs = None
-train.checkpointer.period = 150
-train.eval_period = 0
-train.require_backbone_weights = True  # the demo backbone's weights come from train.init_checkpoint
+dataloader, lr_multiplier, model, optimizer, train = demo_disco_pretraining(
+    _detector, ("stride16",), "deformable_ss", optimizer, train, max_iter=150)
 train.output_dir = "./output/demo_deformable_ss/pretrain_disco"

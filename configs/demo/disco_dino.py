@@ -1,16 +1,13 @@
 # CPU demo: DisCo DETR pre-training of the demo DINO (configs/demo/dino.py: frozen ImageNet MobileNetV2 at
 # strides 8/16/32, d=128, 3+3 layers, 30 queries selected from the encoder -> 3 per box with n = 10) on the
-# demo's unlabelled images, with configs/demo/disco_cond.py's data, budget and schedule and
+# demo's unlabelled images, with the demo's pre-training data, budget and schedule and
 # configs/disco_dino.py's DisCo settings (no denoising in pre-training).
-from ..disco_dino import model  # the paper's DisCo settings for DINO, around the demo detector
+from ..common.pretrain import demo_disco_pretraining
+from .cond import optimizer, train
+from .dino import FEATURES
 from .dino import model as _detector
-from .disco_cond import dataloader, lr_multiplier, optimizer, train
 
-_detector.num_classes = 2  # object / no-object
-_detector.criterion = None
-_detector.num_denoising = 0
-
-model.detector = _detector
-model.feature_levels = ("stride8", "stride16", "stride32")
-train.ddp.find_unused_parameters = True  # as configs/disco_dino.py: the encoder heads get no gradient
+dataloader, lr_multiplier, model, optimizer, train = demo_disco_pretraining(
+    _detector, FEATURES, "dino", optimizer, train)
+train.ddp.find_unused_parameters = True  # the encoder heads get no gradient in pre-training
 train.output_dir = "./output/demo/pretrain_disco_dino"

@@ -5,7 +5,7 @@
 # configs/demo/cond.py's aspect-preserving resize (the paper configs use 640 x 640 squares).
 from detectron2.config import LazyCall as L
 
-from disco_detr.data.demo import DEMO_CLASSES
+from disco_detr.data.datasets import DEMO_CLASSES
 from disco_detr.modeling import MobileNetV2Backbone
 
 from ..common.models.rt_detr_r50vd import model

@@ -5,8 +5,8 @@
 # 100 denoising queries (label noise 0.5, box noise 1.0), varifocal loss 1 (alpha 0.75, gamma 2) + L1 5 +
 # GIoU 2, matcher focal 2 / L1 5 / GIoU 2 (alpha 0.25, gamma 2), top-300 inference over queries x classes.
 # Inputs are RGB scaled to [0, 1] (no mean/std), as the release feeds them.
-# Weights: tools/convert_rtdetr.py (transformers' PekingU/rtdetr_r50vd or the release's checkpoints), or the
-# SSLD ImageNet backbone alone: tools/convert_resnet_vd.py --source rtdetr.
+# Weights: tools/convert/convert_rtdetr.py (transformers' PekingU/rtdetr_r50vd or the release's checkpoints), or the
+# SSLD ImageNet backbone alone: tools/convert/convert_resnet_vd.py --source rtdetr.
 from detectron2.config import LazyCall as L
 
 from disco_detr.modeling import RTDETR, HungarianMatcher, build_resnet_vd

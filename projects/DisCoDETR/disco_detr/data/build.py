@@ -13,28 +13,16 @@ import itertools
 import logging
 import random
 
-import numpy as np
 import torch
 import torch.utils.data as torchdata
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
+from ..utils.seeding import mix_seeds, seed_rngs
+
 __all__ = ["StreamDataset", "StreamSampler", "build_pretrain_loader", "build_train_loader", "set_loader_start"]
 
 logger = logging.getLogger(__name__)
-
-
-def _mix(*values: int) -> int:
-    """A deterministic 63-bit hash of a few integers (stable across processes and runs)."""
-    return int(np.random.SeedSequence(list(values)).generate_state(2, np.uint32).astype(np.uint64)
-               .view(np.uint64)[0] >> np.uint64(1))
-
-
-def seed_rngs(seed: int) -> None:
-    """Seed python, numpy and torch RNGs of this process (detectron2 augmentations use numpy)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class StreamDataset(torchdata.Dataset):
@@ -65,7 +53,7 @@ class StreamDataset(torchdata.Dataset):
         if not self.shuffle:
             return offset
         if self._perm_epoch != epoch:
-            g = torch.Generator().manual_seed(_mix(self.seed, epoch))
+            g = torch.Generator().manual_seed(mix_seeds(self.seed, epoch))
             self._perm, self._perm_epoch = torch.randperm(n, generator=g), epoch
         return int(self._perm[offset])
 
@@ -73,9 +61,9 @@ class StreamDataset(torchdata.Dataset):
         index = self.index_at(position)
         for attempt in range(self.max_retries + 1):
             if attempt:
-                index = random.Random(_mix(self.seed, position, attempt)).randrange(len(self.dataset))
+                index = random.Random(mix_seeds(self.seed, position, attempt)).randrange(len(self.dataset))
             record = self.dataset[index]
-            seed_rngs(_mix(self.seed, position, attempt, 1))
+            seed_rngs(mix_seeds(self.seed, position, attempt, 1))
             try:
                 sample = self.mapper(record)
             except Exception as e:

@@ -32,11 +32,11 @@ from detectron2.data.detection_utils import check_metadata_consistency
 from detectron2.structures import BoxMode
 from tqdm import tqdm
 
-from .demo import DEMO_CLASSES
 from .pretrain_datasets import register_unlabelled_images
 from .voc import UnreadableAnnotationsError, image_size, load_voc_dicts, voc_layout
 
 __all__ = [
+    "DEMO_CLASSES",
     "DEMO_ROOT_ENV",
     "COCOFormatError",
     "check_coco_detection_json",
@@ -53,6 +53,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEMO_ROOT_ENV = "DISCO_DEMO_ROOT"
+#: The demo dataset's class names in contiguous-id order (contiguous id 0 is "circle"; COCO id is
+#: index + 1); ``disco_detr.tooling.demo_images`` renders them.
+DEMO_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
 _MAX_LISTED = 10  # problems listed in one error message
 
 

@@ -14,7 +14,7 @@ import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .proposals import METHODS, ProposalStore
+from .proposal_store import METHODS, ProposalStore
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -32,7 +32,7 @@ from torchvision.transforms import v2 as TV
 from ..structures import PairedViewBatch
 from .detr_mapper import read_rgb_image
 from .photometric import PARAM_KEYS, draw_photometric_params
-from .proposals import ProposalStore
+from .proposal_store import ProposalStore
 
 try:  # libjpeg-turbo without PIL's overhead; optional (PIL decodes everything without it)
     import simplejpeg

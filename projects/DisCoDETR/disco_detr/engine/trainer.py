@@ -22,9 +22,10 @@ from detectron2.utils.logger import setup_logger
 
 from ..analysis.hooks import build_analysis_hooks
 from ..checkpoint import DisCoCheckpointer
-from ..data.build import _mix, set_loader_start
+from ..data.build import set_loader_start
 from ..modeling.layers.ms_deform_attn import set_ms_deform_attn_backend
 from ..structures import PairedViewBatch, SingleViewBatch
+from ..utils.seeding import mix_seeds
 from .ema import EMAHook, ModelEMA
 from .preemption import StopOnSignal
 
@@ -163,7 +164,7 @@ class DETRTrainLoop(SimpleTrainer):
                 logger.warning("train.compile: %s does not compile (%s); running it eagerly from iteration %d on.",
                                compile_variant_name(self.model), self.compile_error, self.iter)
                 self.compiled_forward = None
-                torch.manual_seed(_mix(self.seed, self.iter, comm.get_rank()))  # the eager retry draws the same
+                torch.manual_seed(mix_seeds(self.seed, self.iter, comm.get_rank()))  # the eager retry draws the same
         with torch.autocast("cuda", dtype=self.amp_dtype or torch.float16, enabled=self.amp):
             loss_dict = self.model(data)
         return loss_dict, sum(v.float() for v in loss_dict.values())
@@ -188,7 +189,7 @@ class DETRTrainLoop(SimpleTrainer):
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
         data = self.prepare_batch(data)
-        torch.manual_seed(_mix(self.seed, self.iter, comm.get_rank()))
+        torch.manual_seed(mix_seeds(self.seed, self.iter, comm.get_rank()))
 
         loss_dict, losses = self.forward_losses(data)
         self.optimizer.zero_grad(set_to_none=True)
@@ -337,7 +338,7 @@ class Trainer(DefaultTrainer):
             if self.require_backbone_weights:
                 raise ValueError(
                     "train.init_checkpoint is empty, so the frozen backbone of this pre-training run would stay randomly "
-                    "initialised. Convert SwAV ResNet-50 weights with `python tools/convert_torchvision_resnet.py "
+                    "initialised. Convert SwAV ResNet-50 weights with `python tools/convert/convert_torchvision_resnet.py "
                     "swav_800ep_pretrain.pth.tar datasets/weights/swav_r50.pth` and pass "
                     "train.init_checkpoint=datasets/weights/swav_r50.pth (train.require_backbone_weights=False "
                     "pre-trains against a random backbone on purpose).")

@@ -6,10 +6,21 @@
     local_file = model_zoo.resolve(name)                               # download + convert + cache
 
 ``zoo://`` is registered with detectron2's ``PathManager`` on import (like ``detectron2://``).
-See :mod:`.catalog` (entries), :mod:`.resolver` (cache, offline use), :mod:`.download` (checked,
-resumable downloads) and :mod:`.layouts` (conversion by source layout).
+See :mod:`.catalog` (entries, the cache folder), :mod:`.resolver` (download, convert, cache; offline use),
+:mod:`.download` (checked, resumable downloads) and :mod:`.layouts` (conversion by source layout, running
+:mod:`disco_detr.convert`). Imports go one way: resolver -> layouts -> catalog.
 """
-from .catalog import LAYOUTS, ZooEntry, builtin_entries, catalog, get_entry, list_models, register_entry
+from .catalog import (
+    LAYOUTS,
+    ZooEntry,
+    builtin_entries,
+    cache_root,
+    catalog,
+    get_config_file,
+    get_entry,
+    list_models,
+    register_entry,
+)
 from .download import ChecksumError, DownloadError
 from .layouts import MissingConverterError, ZooConversion, check_converter
 from .load_report import check_against_model
@@ -17,13 +28,11 @@ from .resolver import (
     PREFIX,
     ZooOfflineError,
     ZooPathHandler,
-    cache_root,
     conversion_report,
     converted_path,
     download_path,
     get_checkpoint_url,
     get_config,
-    get_config_file,
     is_zoo_path,
     register_handler,
     resolve,

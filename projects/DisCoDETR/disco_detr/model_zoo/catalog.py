@@ -21,8 +21,12 @@ import glob
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["LAYOUTS", "ZooEntry", "builtin_entries", "catalog", "get_entry", "list_models", "register_entry"]
+__all__ = ["LAYOUTS", "ZooEntry", "builtin_entries", "cache_root", "catalog", "get_config_file", "get_entry",
+           "list_models", "register_entry"]
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
 
 #: Source layouts: whose key names a file uses. The converter per layout is in :mod:`.layouts`.
 LAYOUTS = (
@@ -262,10 +266,13 @@ def catalog_paths(cache_dir: str) -> list[str]:
     return paths
 
 
+def cache_root() -> str:
+    """The model zoo cache: ``$DISCO_ZOO_CACHE``, else ``~/.cache/disco_detr``."""
+    return os.path.expanduser(os.environ.get("DISCO_ZOO_CACHE") or os.path.join("~", ".cache", "disco_detr"))
+
+
 def catalog(cache_dir: str | None = None) -> dict[str, ZooEntry]:
     """name -> entry: built-in entries, then JSON catalogs, then :func:`register_entry` (later ones win)."""
-    from .resolver import cache_root
-
     out = {e.name: e for e in builtin_entries()}
     for path in catalog_paths(cache_dir or cache_root()):
         out.update({e.name: e for e in _load_json_catalog(path)})
@@ -284,3 +291,16 @@ def get_entry(name: str, cache_dir: str | None = None) -> ZooEntry:
     if name not in entries:
         raise KeyError(f"no model zoo entry {name!r}; known: {', '.join(sorted(entries))}")
     return entries[name]
+
+
+def get_config_file(name: str, index: int = 0) -> str:
+    """Path of the config the entry fits (``fits[index]``; the stored config for published entries)."""
+    entry = get_entry(name)
+    if entry.config:
+        return entry.config
+    if not entry.fits:
+        raise KeyError(f"model zoo entry {entry.name!r} fits none of our configs yet ({entry.note or 'no note'})")
+    path = REPO_ROOT / "configs" / entry.fits[index]
+    if not path.is_file():
+        raise FileNotFoundError(f"model zoo entry {entry.name!r} names config {entry.fits[index]!r}, not found at {path}")
+    return str(path)

@@ -12,11 +12,15 @@ converter, before anything is downloaded (:func:`check_converter`).
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
+import torch
+from detectron2.config import LazyConfig, instantiate
 from torch import Tensor
+
+from ..convert import detrex, resnet_vd, rtdetr, siamese_detr, torchvision_resnet
+from .catalog import get_config_file
 
 __all__ = ["MissingConverterError", "ZooConversion", "check_converter", "convert_entry"]
 
@@ -56,37 +60,29 @@ def _tensors(obj, what: str) -> dict[str, Tensor]:
 
 
 def _torchvision(obj, entry):
-    from ..checkpoint.convert import torchvision_resnet_to_detectron2
-
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else obj
-    out, dropped = torchvision_resnet_to_detectron2(_tensors(state, "ResNet"), prefix="backbone.")
+    out, dropped = torchvision_resnet.torchvision_resnet_to_detectron2(_tensors(state, "ResNet"), prefix="backbone.")
     return out, {k: "classifier / self-supervised head / BN step counter" for k in dropped}, {}
 
 
 def _resnet_vd(source: str):
     def run(obj, entry):
-        from ..checkpoint.resnet_vd import convert_resnet_vd, unwrap_state_dict
-
-        state = unwrap_state_dict(obj, entry.options.get("key"))
-        out, dropped = convert_resnet_vd(state, source, "backbone.", source_prefix=entry.options.get("source_prefix"))
+        state = resnet_vd.unwrap_state_dict(obj, entry.options.get("key"))
+        out, dropped = resnet_vd.convert_resnet_vd(state, source, "backbone.", source_prefix=entry.options.get("source_prefix"))
         return out, {k: "outside the backbone / BN step counter / classifier" for k in dropped}, {}
     return run
 
 
 def _detrex(variant: str):
     def run(obj, entry):
-        from ..checkpoint.detrex import convert_detrex
-
-        out, report = convert_detrex(_tensors(obj, "detrex"), variant, strict=True)
+        out, report = detrex.convert_detrex(_tensors(obj, "detrex"), variant, strict=True)
         return out, {k: "BN step counter / loss buffer" for k in report.dropped}, report.to_dict()
     return run
 
 
 def _siamese(obj, entry):
-    from ..checkpoint.siamese_detr import convert_siamese_detr, unwrap_siamese_detr
-
     variant = entry.options.get("variant")
-    out, report = convert_siamese_detr(unwrap_siamese_detr(obj), variant)
+    out, report = siamese_detr.convert_siamese_detr(siamese_detr.unwrap_siamese_detr(obj), variant)
     return {f"detector.{k}": v for k, v in out.items()}, dict(report.dropped), report.to_dict()
 
 
@@ -98,11 +94,6 @@ def _ours(obj, entry):
 
 def _reference_model(entry):
     """Our model of the entry's first config, on the meta device (shapes only, no memory)."""
-    import torch
-    from detectron2.config import LazyConfig, instantiate
-
-    from .resolver import get_config_file
-
     cfg = LazyConfig.load(get_config_file(entry.name))
     with torch.device("meta"):
         return instantiate(cfg.model)
@@ -110,65 +101,52 @@ def _reference_model(entry):
 
 def _rtdetr(layout: str):
     def run(obj, entry):
-        from ..checkpoint.resnet_vd import unwrap_state_dict
-        from ..checkpoint.rtdetr import convert_rtdetr
-
         key = entry.options.get("key") or ("ema.module" if isinstance(obj, Mapping) and "ema" in obj else None)
-        state = unwrap_state_dict(obj, key)
-        out, dropped = convert_rtdetr(state, layout.split("_", 1)[1], _reference_model(entry))
+        state = resnet_vd.unwrap_state_dict(obj, key)
+        out, dropped = rtdetr.convert_rtdetr(state, layout.split("_", 1)[1], _reference_model(entry))
         return out, {k: "dropped by the RT-DETR converter (merged duplicate / unused head)" for k in dropped}, {}
     return run
 
 
 def _detrex_available(variant: str) -> str | None:
-    from ..checkpoint.detrex import DETREX_VARIANTS
-
-    if variant in DETREX_VARIANTS:
+    if variant in detrex.DETREX_VARIANTS:
         return None
-    return (f"disco_detr.checkpoint.detrex.convert_detrex(variant={variant!r}) (detrex's {variant} layout; the detrex "
-            f"converter handles only {DETREX_VARIANTS} so far)")
+    return (f"disco_detr.convert.detrex.convert_detrex(variant={variant!r}) (detrex's {variant} layout; the detrex "
+            f"converter handles only {detrex.DETREX_VARIANTS} so far)")
 
 
-def _rtdetr_available(layout: str, entry) -> str | None:
-    try:
-        module = importlib.import_module("disco_detr.checkpoint.rtdetr")
-    except ModuleNotFoundError:
-        return f"disco_detr.checkpoint.rtdetr.convert_rtdetr (the {layout} converter; checkpoint/rtdetr.py does not exist yet)"
-    if not hasattr(module, "convert_rtdetr"):
-        return "disco_detr.checkpoint.rtdetr.convert_rtdetr (checkpoint/rtdetr.py exists but has no such function)"
+def _rtdetr_available(entry) -> str | None:
     if not entry.fits and not entry.config:
-        return ("a target config for disco_detr.checkpoint.rtdetr.convert_rtdetr, which checks every key against our "
+        return ("a target config for disco_detr.convert.rtdetr.convert_rtdetr, which checks every key against our "
                 "RT-DETR model built from the config the entry fits; this entry fits none of our configs (see its "
                 "note)")
     return None
 
 
 def _siamese_available(entry) -> str | None:
-    from ..checkpoint.siamese_detr import SIAMESE_DETR_VARIANTS
-
-    if entry.options.get("variant") not in SIAMESE_DETR_VARIANTS:
+    if entry.options.get("variant") not in siamese_detr.SIAMESE_DETR_VARIANTS:
         return (f"a Siamese DETR converter for variant {entry.options.get('variant')!r} (options.variant must be one of "
-                f"{SIAMESE_DETR_VARIANTS})")
+                f"{siamese_detr.SIAMESE_DETR_VARIANTS})")
     return None
 
 
 # layout -> (converter description, converter, availability check returning the missing converter or None)
 _CONVERTERS: dict[str, tuple[str, Callable, Callable]] = {
-    "torchvision_resnet": ("checkpoint.convert.torchvision_resnet_to_detectron2", _torchvision, lambda e: None),
-    "resnet_vd_release": ("checkpoint.resnet_vd.convert_resnet_vd(source='rtdetr')", _resnet_vd("rtdetr"),
+    "torchvision_resnet": ("convert.torchvision_resnet.torchvision_resnet_to_detectron2", _torchvision, lambda e: None),
+    "resnet_vd_release": ("convert.resnet_vd.convert_resnet_vd(source='rtdetr')", _resnet_vd("rtdetr"),
                           lambda e: None),
-    "resnet_vd_timm": ("checkpoint.resnet_vd.convert_resnet_vd(source='timm')", _resnet_vd("timm"), lambda e: None),
-    "detrex_conditional": ("checkpoint.detrex.convert_detrex('conditional')", _detrex("conditional"),
+    "resnet_vd_timm": ("convert.resnet_vd.convert_resnet_vd(source='timm')", _resnet_vd("timm"), lambda e: None),
+    "detrex_conditional": ("convert.detrex.convert_detrex('conditional')", _detrex("conditional"),
                            lambda e: _detrex_available("conditional")),
-    "detrex_deformable": ("checkpoint.detrex.convert_detrex('deformable')", _detrex("deformable"),
+    "detrex_deformable": ("convert.detrex.convert_detrex('deformable')", _detrex("deformable"),
                           lambda e: _detrex_available("deformable")),
-    "detrex_dab": ("checkpoint.detrex.convert_detrex('dab')", _detrex("dab"), lambda e: _detrex_available("dab")),
-    "detrex_dino": ("checkpoint.detrex.convert_detrex('dino')", _detrex("dino"), lambda e: _detrex_available("dino")),
-    "rtdetr_hf": ("checkpoint.rtdetr.convert_rtdetr(source='hf')", _rtdetr("rtdetr_hf"),
-                  lambda e: _rtdetr_available("rtdetr_hf", e)),
-    "rtdetr_release": ("checkpoint.rtdetr.convert_rtdetr(source='release')", _rtdetr("rtdetr_release"),
-                       lambda e: _rtdetr_available("rtdetr_release", e)),
-    "siamese_detr": ("checkpoint.siamese_detr.convert_siamese_detr", _siamese, _siamese_available),
+    "detrex_dab": ("convert.detrex.convert_detrex('dab')", _detrex("dab"), lambda e: _detrex_available("dab")),
+    "detrex_dino": ("convert.detrex.convert_detrex('dino')", _detrex("dino"), lambda e: _detrex_available("dino")),
+    "rtdetr_hf": ("convert.rtdetr.convert_rtdetr(source='hf')", _rtdetr("rtdetr_hf"),
+                  _rtdetr_available),
+    "rtdetr_release": ("convert.rtdetr.convert_rtdetr(source='release')", _rtdetr("rtdetr_release"),
+                       _rtdetr_available),
+    "siamese_detr": ("convert.siamese_detr.convert_siamese_detr", _siamese, _siamese_available),
     "ours": ("none (our own layout)", _ours, lambda e: None),
 }
 

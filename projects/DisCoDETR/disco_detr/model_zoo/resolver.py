@@ -22,31 +22,25 @@ import logging
 import os
 import pickle
 import time
-from pathlib import Path
 
 import torch
 from iopath.common.file_io import PathHandler
 
-from .catalog import ZooEntry, get_entry
+from .catalog import ZooEntry, cache_root, get_config_file, get_entry
 from .download import ChecksumError, DownloadError, download, file_sha256, read_meta, write_meta
 from .layouts import check_converter, convert_entry
 
-__all__ = ["PREFIX", "ZooOfflineError", "ZooPathHandler", "cache_root", "converted_path", "download_path",
-           "get_checkpoint_url", "get_config", "get_config_file", "is_zoo_path", "resolve", "resolve_for_load"]
+__all__ = ["PREFIX", "ZooOfflineError", "ZooPathHandler", "converted_path", "download_path", "get_checkpoint_url",
+           "get_config", "is_zoo_path", "resolve", "resolve_for_load"]
 
 PREFIX = "zoo://"
 #: bump when a converter's output for the same input changes: cached conversions are redone
 CONVERSION_FORMAT = 1
-REPO_ROOT = Path(__file__).resolve().parents[4]
 logger = logging.getLogger(__name__)
 
 
 class ZooOfflineError(FileNotFoundError):
     """An uncached entry while offline (or its server unreachable, or no direct URL known)."""
-
-
-def cache_root() -> str:
-    return os.path.expanduser(os.environ.get("DISCO_ZOO_CACHE") or os.path.join("~", ".cache", "disco_detr"))
 
 
 def _offline() -> bool:
@@ -77,19 +71,6 @@ def get_checkpoint_url(name: str) -> str:
         raise ZooOfflineError(f"model zoo entry {entry.name!r} has no direct file URL; its publisher lists it at "
                               f"{entry.page or 'an unknown page'}")
     return entry.url
-
-
-def get_config_file(name: str, index: int = 0) -> str:
-    """Path of the config the entry fits (``fits[index]``; the stored config for published entries)."""
-    entry = get_entry(_name(name))
-    if entry.config:
-        return entry.config
-    if not entry.fits:
-        raise KeyError(f"model zoo entry {entry.name!r} fits none of our configs yet ({entry.note or 'no note'})")
-    path = REPO_ROOT / "configs" / entry.fits[index]
-    if not path.is_file():
-        raise FileNotFoundError(f"model zoo entry {entry.name!r} names config {entry.fits[index]!r}, not found at {path}")
-    return str(path)
 
 
 def get_config(name: str, index: int = 0):

@@ -14,7 +14,7 @@ projection shortcut and all other blocks an identity shortcut. All convolutions 
 
 Module names follow detectron2's ResNet so that checkpoints read naturally:
 ``stem.conv{1,2,3}``, ``res{2..5}.{block}.conv{1,2,3}`` and ``res{s}.0.shortcut`` (each a
-detectron2 ``Conv2d`` whose BN is ``.norm``). ``disco_detr.convert`` (its ResNet-vd converter) converts the
+detectron2 ``Conv2d`` whose BN is ``.norm``). ``disco_detr.convert.resnet_vd`` converts the
 RT-DETR release, timm ``resnet50d`` and HuggingFace ``RTDetrResNet`` layouts to these names.
 
 ResNet-50-vd (``build_resnet_vd(50)``) has 23,527,264 parameters: timm's ``resnet50d`` built

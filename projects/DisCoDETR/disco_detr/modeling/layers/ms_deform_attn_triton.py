@@ -33,6 +33,8 @@ import os
 import torch
 from torch import Tensor
 
+from .ms_deform_attn_checks import check_inputs  # the same rules and messages as the PyTorch path
+
 try:  # Triton ships with the CUDA wheels of torch; without it the PyTorch path is used
     import triton
     import triton.language as tl
@@ -247,8 +249,6 @@ def ms_deform_attn_triton(value: Tensor, spatial_shapes: Tensor, level_start_ind
         RuntimeError: Triton is missing or the tensors are on a device it cannot run on.
         ValueError: inconsistent shapes (the same checks and messages as the PyTorch path).
     """
-    from .ms_deform_attn import check_inputs  # the PyTorch path's checks: one set of rules for both
-
     if triton is None:
         raise RuntimeError("ms_deform_attn_triton: triton is not installed (pip install triton, or use the "
                            "PyTorch path: set_ms_deform_attn_backend('pytorch'))")

@@ -8,7 +8,7 @@ Each step is forward + backward of ``mean(res5 ** 2)`` on a (B, 3, H, W) batch; 
 repetitions is the least-disturbed figure on a shared machine. The largest output difference against
 detectron2's build is printed too (float rounding only).
 
-    python tools/benchmark_backbone.py --size 512 --batch-size 2 --freeze-at 1 --reps 5
+    python tools/benchmarks/benchmark_backbone.py --size 512 --batch-size 2 --freeze-at 1 --reps 5
 """
 import argparse
 import copy

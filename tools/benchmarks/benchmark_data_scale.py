@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The pre-training data path at ImageNet scale, on synthetic data (no real image is read).
 
-    python tools/benchmark_data_scale.py [--entries 1281167] [--boxes 512] [--readers 8] [--workers 4]
+    python tools/benchmarks/benchmark_data_scale.py [--entries 1281167] [--boxes 512] [--readers 8] [--workers 4]
 
 Measures, for ``--entries`` images of ``--boxes`` proposals each (ImageNet-1k: 1,281,167):
 
@@ -33,7 +33,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from disco_detr.data.proposals import Proposals, ProposalStore
+from disco_detr.data.proposal_store import Proposals, ProposalStore
 
 NUM_CLASSES = 1000
 

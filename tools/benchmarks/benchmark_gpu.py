@@ -13,7 +13,7 @@ Measures, on one device:
 3. Fine-tuning step time of the detector of ``--finetune-config`` (Conditional DETR R50,
    800 x 1333, batch 2 by default).
 4. Achieved TFLOP/s against the device's peak: fine-tuning from fvcore's count of one forward
-   (x3 for forward + backward, as tools/benchmark_detector.py); pre-training from PyTorch's
+   (x3 for forward + backward, as tools/benchmarks/benchmark_detector.py); pre-training from PyTorch's
    FlopCounterMode over one whole training step (forward + backward as executed; fvcore cannot
    trace the pre-training step's Python control flow). Both are reported in multiply-adds x 2
    (the convention of vendors' peak figures); the peak comes from a table of dense bf16/fp16
@@ -25,8 +25,8 @@ float32. On CPU the models run in float32. Models are built with ``LazyConfig.lo
 ``instantiate`` from the config files, and called only as ``model(batch)``. Ends with one JSON
 line.
 
-    python tools/benchmark_gpu.py                                   # CUDA, paper configs
-    python tools/benchmark_gpu.py --device cpu --tiny               # seconds on a CPU (the test)
+    python tools/benchmarks/benchmark_gpu.py                                   # CUDA, paper configs
+    python tools/benchmarks/benchmark_gpu.py --device cpu --tiny               # seconds on a CPU (the test)
 """
 import argparse
 import json
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from detectron2.config import LazyConfig, instantiate
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tools/<folder>/<tool>.py
 
 # Dense bf16 / fp16 tensor-core peaks (TFLOP/s, multiply-add = 2 flops), from the vendors' data
 # sheets; matched against torch.cuda.get_device_name by substring, first match wins.

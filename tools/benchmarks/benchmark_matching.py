@@ -6,7 +6,7 @@ milliseconds per batch over --repeats runs, interleaved; asserts that both reach
 (stage 1 and stage 2) on every image. Runs the main setting (--queries, default N = 300) and, unless
 --no-extra, N = 100. Ends with one JSON line.
 
-    python tools/benchmark_matching.py [--queries 300] [--proposals 10] [--batch 32] [--repeats 7]
+    python tools/benchmarks/benchmark_matching.py [--queries 300] [--proposals 10] [--batch 32] [--repeats 7]
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ a synthetic batch (uint8 noise images, 10 random boxes each), and prints, for th
 the wall and CPU seconds of every profiled step. A training step is forward, loss, backward and an AdamW
 step, as in the trainer.
 
-    python tools/profile_step.py configs/finetune_cond_coco.py --size 512 --batch-size 2 --freeze-at 1
-    python tools/profile_step.py configs/finetune_dino_coco.py --mode infer --batch-size 1 --rows 30
+    python tools/benchmarks/profile_step.py configs/finetune_cond_coco.py --size 512 --batch-size 2 --freeze-at 1
+    python tools/benchmarks/profile_step.py configs/finetune_dino_coco.py --mode infer --batch-size 1 --rows 30
 
 The side-by-side timing against detrex (same batch, alternating steps) is ../shared/peer/side_by_side.py;
 docs/benchmarks.md has the figures.

@@ -1,8 +1,9 @@
 """A small synthetic multi-class detection dataset for demos and smoke tests.
 
-The generator draws 1 to 8 textured, coloured shapes (see :data:`DEMO_CLASSES`) on a
-textured, muted background. It is deterministic: the same parameters and seed give
-byte-identical files. Everything is produced offline in a few seconds.
+The generator draws 1 to 8 textured, coloured shapes (the classes
+:data:`~disco_detr.data.datasets.DEMO_CLASSES`) on a textured, muted background. It is
+deterministic: the same parameters and seed give byte-identical files. Everything is produced
+offline in a few seconds.
 
 Coordinate conventions used throughout this module:
 
@@ -40,17 +41,15 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..data.datasets import DEMO_CLASSES
+
 __all__ = [
-    "DEMO_CLASSES",
     "ObjectSpec",
     "generate_demo_dataset",
     "paint_object",
     "render_image",
     "sample_object_spec",
 ]
-
-#: Class names in contiguous-id order (contiguous id 0 is "circle"; COCO id is index + 1).
-DEMO_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
 
 #: Bump when the rendering changes, so that existing outputs are regenerated.
 GENERATOR_VERSION = 1

@@ -8,8 +8,8 @@ machine noise hits both alike. Reports the median step-time ratio DisCo / Siames
 parameter overhead (the paper: about +0.16 % time and +1.8 % parameters). Ends with one
 JSON line.
 
-    python tools/benchmark_disco_overhead.py                                  # paper R50 model, CPU
-    python tools/benchmark_disco_overhead.py --device cuda --batch-size 16 --iters 30
+    python tools/benchmarks/benchmark_disco_overhead.py                                  # paper R50 model, CPU
+    python tools/benchmarks/benchmark_disco_overhead.py --device cuda --batch-size 16 --iters 30
 """
 import argparse
 import json

@@ -24,7 +24,7 @@ with 512 random proposals each (the mapper's cost depends on the proposal count,
 boxes' content); ``--dataset NAME`` uses a registered unlabelled dataset instead. Ends with a
 JSON line.
 
-    python tools/benchmark_pretrain_mapper.py --num 60
+    python tools/benchmarks/benchmark_pretrain_mapper.py --num 60
 """
 import argparse
 import io
@@ -42,7 +42,7 @@ from tqdm import tqdm
 from disco_detr.data.detr_mapper import read_rgb_image
 from disco_detr.data.photometric import PairedViewPhotometric
 from disco_detr.data.pretrain_mapper import PairedViewMapper, collate_paired_views
-from disco_detr.data.proposals import Proposals, ProposalStore
+from disco_detr.data.proposal_store import Proposals, ProposalStore
 
 
 def make_photo_dataset(folder: str, num: int, seed: int = 0) -> list[dict]:

@@ -2,15 +2,15 @@
 """Convert an RT-DETR checkpoint (HuggingFace transformers or the PyTorch RT-DETR release) for ``train.init_checkpoint``.
 
     # transformers' port, e.g. the hub repo PekingU/rtdetr_r50vd (model.safetensors), COCO's 80 classes:
-    python tools/convert_rtdetr.py model.safetensors datasets/weights/rtdetr_r50vd_coco_d2.pth --source hf
+    python tools/convert/convert_rtdetr.py model.safetensors datasets/weights/rtdetr_r50vd_coco_d2.pth --source hf
     # the release's COCO checkpoint (rtdetr_r50vd_6x_coco_from_paddle.pth), its EMA weights:
-    python tools/convert_rtdetr.py rtdetr_r50vd_6x_coco_from_paddle.pth datasets/weights/rtdetr_r50vd_coco_d2.pth \\
+    python tools/convert/convert_rtdetr.py rtdetr_r50vd_6x_coco_from_paddle.pth datasets/weights/rtdetr_r50vd_coco_d2.pth \\
         --source release --key ema.module
 
 Download the file yourself; nothing is fetched here. The target architecture is built from a LazyConfig
 (``--config``, default configs/finetune_rtdetr_coco.py, with optional ``key=value`` overrides, e.g.
 ``model.num_classes=20``); every tensor is checked key by key and shape by shape against it. The output holds
-``{"model": {name: tensor}}`` in our layout (disco_detr.checkpoint.rtdetr), ready for
+``{"model": {name: tensor}}`` in our layout (disco_detr.convert.rtdetr), ready for
 ``train.init_checkpoint`` (loading it strictly into the built model is part of the check).
 """
 import argparse
@@ -20,13 +20,13 @@ import sys
 import torch
 from detectron2.config import instantiate
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tools/<folder>/<tool>.py
 
 
 def main(argv=None):
-    from disco_detr.checkpoint.resnet_vd import load_weights_file, unwrap_state_dict
-    from disco_detr.checkpoint.rtdetr import RTDETR_SOURCES, convert_rtdetr
     from disco_detr.config import load_config
+    from disco_detr.convert.resnet_vd import load_weights_file, unwrap_state_dict
+    from disco_detr.convert.rtdetr import RTDETR_SOURCES, convert_rtdetr
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="input checkpoint (.pth / .pt / .bin / .safetensors)")

@@ -26,7 +26,7 @@ code produces are accepted:
     ``ffn.norm``; deformable attention keeps its names and row layouts; ``transformer.level_embed`` ->
     ``level_embed``; ``transformer.reference_points`` -> ``reference_points``.
 
-Both: the torchvision-layout backbone goes through :func:`~disco_detr.checkpoint.convert.torchvision_resnet_to_detectron2`;
+Both: the torchvision-layout backbone goes through :func:`~.torchvision_resnet.torchvision_resnet_to_detectron2`;
 ``pred_head.bbox_embed`` -> ``bbox_embed``; ``pred_head.class_embed`` (3 outputs: object / no-object
 in Siamese DETR's own head) -> ``class_embed`` (fine-tuning transfer drops it); the pre-training-only
 modules (``patch2query``, ``pred_head.feature_align``, ``enc_head``, ``dec_head``, loss buffers) are
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .convert import torchvision_resnet_to_detectron2
 from .detrex import take_rows
+from .torchvision_resnet import torchvision_resnet_to_detectron2
 
 __all__ = ["SIAMESE_DETR_VARIANTS", "SiameseDETRConversion", "convert_siamese_detr", "unwrap_siamese_detr"]
 

@@ -2,7 +2,7 @@
 """Convert a torchvision-layout ResNet-50 checkpoint (torchvision, SwAV, ...) for
 ``train.init_checkpoint``.
 
-    python tools/convert_torchvision_resnet.py swav_800ep_pretrain.pth.tar datasets/weights/swav_r50_d2.pth
+    python tools/convert/convert_torchvision_resnet.py swav_800ep_pretrain.pth.tar datasets/weights/swav_r50_d2.pth
 
 SwAV's ResNet-50 weights are published by facebookresearch/swav (e.g. the 800-epoch
 ``swav_800ep_pretrain.pth.tar`` model); download it yourself, nothing is fetched here.
@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from disco_detr.checkpoint.convert import torchvision_resnet_to_detectron2
+from disco_detr.convert.torchvision_resnet import torchvision_resnet_to_detectron2
 
 
 def main(argv=None):

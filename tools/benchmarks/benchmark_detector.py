@@ -6,8 +6,8 @@ CPU and, when available, CUDA, with fvcore's FLOP count of one inference forward
 report achieved GFLOP/s. fvcore counts one multiply-add as one flop; training is counted as
 3x the forward. Ends with one JSON line of all figures.
 
-    python tools/benchmark_detector.py                     # CPU (+ CUDA if present)
-    python tools/benchmark_detector.py --devices cpu --train-iters 3 --infer-iters 3
+    python tools/benchmarks/benchmark_detector.py                     # CPU (+ CUDA if present)
+    python tools/benchmarks/benchmark_detector.py --devices cpu --train-iters 3 --infer-iters 3
 """
 import argparse
 import json
@@ -23,7 +23,7 @@ from detectron2.utils.analysis import FlopCountAnalysis
 
 from disco_detr.config import load_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tools/<folder>/<tool>.py
 
 
 def _sdpa_flop(inputs, outputs):

@@ -3,12 +3,12 @@
 
     # RT-DETR's ImageNet SSLD weights (the ones the DisCo paper uses for RT-DETR), from
     # https://github.com/lyuwenyu/storage/releases/download/v0.1/ResNet50_vd_ssld_v2_pretrained_from_paddle.pth
-    python tools/convert_resnet_vd.py ResNet50_vd_ssld_v2_pretrained_from_paddle.pth \\
+    python tools/convert/convert_resnet_vd.py ResNet50_vd_ssld_v2_pretrained_from_paddle.pth \\
         datasets/weights/r50vd_ssld_d2.pth --source rtdetr
     # timm resnet50d (e.g. the hub repo timm/resnet50d.ra2_in1k: pytorch_model.bin or model.safetensors)
-    python tools/convert_resnet_vd.py model.safetensors datasets/weights/r50d_timm_d2.pth --source timm
+    python tools/convert/convert_resnet_vd.py model.safetensors datasets/weights/r50d_timm_d2.pth --source timm
     # the backbone of a HuggingFace RT-DETR checkpoint (e.g. PekingU/rtdetr_r50vd)
-    python tools/convert_resnet_vd.py model.safetensors datasets/weights/r50vd_hf_d2.pth --source hf
+    python tools/convert/convert_resnet_vd.py model.safetensors datasets/weights/r50vd_hf_d2.pth --source hf
 
 Download the file yourself; nothing is fetched here. The backbone is located inside the file by
 its first stem convolution, so full detector checkpoints work too (``--key ema.module`` picks the
@@ -22,7 +22,7 @@ import sys
 
 import torch
 
-from disco_detr.checkpoint.resnet_vd import (
+from disco_detr.convert.resnet_vd import (
     RESNET_VD_SOURCES,
     convert_resnet_vd,
     infer_resnet_vd_config,

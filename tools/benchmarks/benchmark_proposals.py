@@ -10,7 +10,7 @@
 
 Ends with one JSON line. The default run takes about a minute on 2 cores.
 
-    python tools/benchmark_proposals.py [--edgeboxes-images 12] [--ss-images 4]
+    python tools/benchmarks/benchmark_proposals.py [--edgeboxes-images 12] [--ss-images 4]
         [--entries 20000] [--boxes 512] [--reads 20000]
 """
 
@@ -26,8 +26,9 @@ import time
 import cv2
 import numpy as np
 
-from disco_detr.data.demo import render_image
-from disco_detr.data.proposals import Proposals, ProposalStore, compute_proposals
+from disco_detr.data.proposal_store import Proposals, ProposalStore
+from disco_detr.tooling.demo_images import render_image
+from disco_detr.tooling.proposal_methods import compute_proposals
 
 IMAGENET_IMAGES = 1_281_167
 

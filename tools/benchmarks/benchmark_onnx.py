@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Images per second of the PyTorch model vs onnxruntime, CPU, every variant, side by side in one run.
 
-    python tools/benchmark_onnx.py                       # the six COCO fine-tuning configs, 640 x 640, batch 1
-    python tools/benchmark_onnx.py --configs configs/demo/cond.py --size 160 --iters 10
+    python tools/benchmarks/benchmark_onnx.py                       # the six COCO fine-tuning configs, 640 x 640, batch 1
+    python tools/benchmarks/benchmark_onnx.py --configs configs/demo/cond.py --size 160 --iters 10
 
 For each config: the detector (random weights: speed does not depend on them) is exported with
 ``disco_detr.deploy.export_onnx`` to a temporary file, then the same (1, 3, S, S) image runs through the

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Convert a detrex checkpoint (IDEA-Research/detrex) to our detectors' layout, for ``train.init_checkpoint``.
 
-    python tools/convert_detrex.py --variant conditional conditional_detr_r50_50ep.pth datasets/weights/cond_detrex.pth
-    python tools/convert_detrex.py --variant deformable deformable_detr_r50_50ep.pth datasets/weights/deform_detrex.pth
-    python tools/convert_detrex.py --variant dab dab_detr_r50_50ep.pth datasets/weights/dab_detrex.pth
-    python tools/convert_detrex.py --variant dino dino_r50_4scale_12ep.pth datasets/weights/dino_detrex.pth \
+    python tools/convert/convert_detrex.py --variant conditional conditional_detr_r50_50ep.pth datasets/weights/cond_detrex.pth
+    python tools/convert/convert_detrex.py --variant deformable deformable_detr_r50_50ep.pth datasets/weights/deform_detrex.pth
+    python tools/convert/convert_detrex.py --variant dab dab_detr_r50_50ep.pth datasets/weights/dab_detrex.pth
+    python tools/convert/convert_detrex.py --variant dino dino_r50_4scale_12ep.pth datasets/weights/dino_detrex.pth \
         --opts model.backbone._target_=disco_detr.modeling.build_resnet
 
 ``dino``: detrex DINO (4-scale) -> DINO. detrex's DINO checkpoints carry a detectron2 ResNet-50, the paper
@@ -26,9 +26,9 @@ import sys
 
 import torch
 
-from disco_detr.checkpoint.detrex import DETREX_VARIANTS, convert_detrex, load_detrex_state_dict
+from disco_detr.convert.detrex import DETREX_VARIANTS, convert_detrex, load_detrex_state_dict
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tools/<folder>/<tool>.py
 DEFAULT_CONFIGS = {
     "conditional": os.path.join(REPO, "configs", "finetune_cond_coco.py"),
     "deformable": os.path.join(REPO, "configs", "finetune_deformable_ms_coco.py"),

@@ -1,0 +1,71 @@
+"""The layering of disco_detr, checked on its import graph read from the source
+(disco_detr.tooling.module_graph; every import counts, function-level ones too).
+
+Rules: no import cycle among modules; the models do not import the data pipeline or the training
+loop; no runtime package imports the offline tooling; the key-layout converters import neither the
+checkpointer nor the model zoo (which run them)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from disco_detr.tooling.module_graph import cycles, import_graph, package_graph
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(REPO, "projects", "DisCoDETR", "disco_detr")
+RUNTIME = ("data", "modeling", "engine", "checkpoint", "model_zoo", "convert", "evaluation")
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return import_graph(PACKAGE)
+
+
+def _edges_from(graph, source_package: str, target_packages) -> list[str]:
+    """``module -> imported`` for every import from under ``source_package`` into one of ``target_packages``."""
+    def under(module, package):
+        return module == package or module.startswith(package + ".")
+
+    return sorted(f"{module} -> {target}" for module, targets in graph.items() if under(module, source_package)
+                  for target in targets if any(under(target, p) for p in target_packages))
+
+
+def test_the_builder_reads_module_and_function_level_imports(graph):
+    assert "disco_detr.convert.detrex" in graph["disco_detr.model_zoo.layouts"]  # module level, relative
+    # a function-level import: the backend dispatch loads the Triton kernel module only when asked
+    assert "disco_detr.modeling.layers.ms_deform_attn_triton" in graph["disco_detr.modeling.layers.ms_deform_attn"]
+    assert "disco_detr.modeling.layers.ms_deform_attn" not in graph["disco_detr.modeling.layers.ms_deform_attn_triton"]
+
+
+def test_the_builder_finds_cycles_and_resolves_relative_imports(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .sub import b\n")
+    (pkg / "a.py").write_text("import os\n\ndef f():\n    from .sub.b import g  # lazy\n    return g\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "b.py").write_text("from .. import a\nfrom ..c import h\n\ndef g():\n    return a\n")
+    (pkg / "c.py").write_text("import pkg.sub.b\nimport numpy\n")
+    g = import_graph(str(pkg))
+    assert g == {"pkg": {"pkg.sub", "pkg.sub.b"}, "pkg.a": {"pkg.sub.b"}, "pkg.sub": set(),
+                 "pkg.sub.b": {"pkg", "pkg.a", "pkg.c"}, "pkg.c": {"pkg.sub.b"}}
+    assert cycles(g) == [["pkg", "pkg.a", "pkg.c", "pkg.sub.b"]]
+    assert package_graph(g, 2)["pkg.a"] == {"pkg.sub"}
+    assert cycles({"x": {"y"}, "y": set()}) == [] and cycles({"x": {"x"}}) == [["x"]]
+
+
+def test_no_import_cycles(graph):
+    assert cycles(graph) == []
+
+
+def test_modeling_imports_neither_data_nor_engine(graph):
+    assert _edges_from(graph, "disco_detr.modeling", ("disco_detr.data", "disco_detr.engine")) == []
+
+
+@pytest.mark.parametrize("package", RUNTIME)
+def test_runtime_does_not_import_tooling(graph, package):
+    assert _edges_from(graph, f"disco_detr.{package}", ("disco_detr.tooling",)) == []
+
+
+def test_converters_import_neither_checkpoint_nor_model_zoo(graph):
+    assert _edges_from(graph, "disco_detr.convert", ("disco_detr.checkpoint", "disco_detr.model_zoo")) == []
