@@ -18,7 +18,4 @@ model.detector = _detector
 model.feature_levels = ("res3", "res4", "res5")
 model.weight_rec = 3.0  # lambda_0 (deformable-attention variants)
 model.weight_contrast = 2.0  # lambda_3
-# the encoder heads get no gradient in pre-training (query selection is not differentiable and its boxes
-# are detached, as in DINO; DisCoDETR's losses see the decoder layers only): DDP must not expect one
-train.ddp.find_unused_parameters = True
 train.output_dir = "./output/disco_dino"

@@ -12,5 +12,4 @@ _detector.num_denoising = 0
 
 model.detector = _detector
 model.feature_levels = ("stride8", "stride16", "stride32")
-train.ddp.find_unused_parameters = True  # as configs/disco_dino.py: the encoder heads get no gradient
 train.output_dir = "./output/demo/pretrain_disco_dino"

@@ -320,10 +320,8 @@ class DisCoDETR(nn.Module):
         queries = det.initial_queries(encoded)
         owner = self.assign(targets[..., :2], queries)
         decoded = det.decode(encoded, self.fuse(queries, z_other, owner))
-        hs, logits, pred_boxes = decoded.hidden, decoded.logits, decoded.boxes
 
         losses: dict[str, Tensor] = {}
-        num_layers = hs.shape[0]
         crop_targets = None
         if self.rec_head is not None:
             crops = self.crop_features(batch["crops"])  # (B, 2, n, C)
@@ -331,16 +329,17 @@ class DisCoDETR(nn.Module):
         last_matched = None
         labels = torch.zeros(n, dtype=torch.long, device=self.device)  # every box is "object"
         target_list = [{"labels": labels, "boxes": t} for t in targets]
-        for layer in range(num_layers):
-            suffix = "" if layer == num_layers - 1 else f"_{layer}"
-            indices = self.matcher(logits[layer], pred_boxes[layer], target_list)
-            if layer == num_layers - 1:
+        # the encoder's prediction on its selected queries (``_enc``, two-stage variants), then every decoder layer
+        for suffix, logits, pred_boxes, hidden in decoded.supervised_layers():
+            last = suffix == ""
+            indices = self.matcher(logits, pred_boxes, target_list)
+            if last:
                 self.log_health(queries, decoded.references, owner, indices)
             if self.weights["loc"] > 0:
-                for name, value in self.loc_losses(logits[layer], pred_boxes[layer], targets, indices).items():
+                for name, value in self.loc_losses(logits, pred_boxes, targets, indices).items():
                     losses[f"loss_loc_{name}{suffix}"] = self.weights["loc"] * self.loc_weights[name] * value
-            if self.rec_head is not None or (self.cld is not None and layer == num_layers - 1):
-                matched = self.matched_outputs(hs[layer], indices, n)
+            if self.rec_head is not None or (self.cld is not None and last):
+                matched = self.matched_outputs(hidden, indices, n)
                 if self.rec_head is not None:
                     rec = self.reconstruction_loss(self.rec_head(matched), crop_targets)
                     losses[f"loss_rec{suffix}"] = self.weights["rec"] * rec
