@@ -1,6 +1,6 @@
 # DisCo DETR pre-training of DINO 4-scale R50-vd with DINO's own 900 queries (90 per box with n = 10).
 # Object features: RoIAlign 7x7 on the stride 8/16/32 maps, pooled and concatenated (512 + 1024 + 2048
-# channels); crop features the same pooled levels (SPEC section 3). DMOQF matches the proposals to the
+# channels); crop features the same pooled levels. DMOQF matches the proposals to the
 # centres of the anchors DINO selects from each view's own encoder output; the fused feature enters the
 # content query (tgt_embed). Denoising is off in pre-training (the decision and its reasons:
 # disco_detr/modeling/detectors/dino.py). lambda_0 (L_rec) = 3 as for the other deformable-attention
@@ -10,5 +10,4 @@ from .common.models.dino_r50 import model as _detector
 from .common.pretrain import disco_pretraining
 
 dataloader, lr_multiplier, model, optimizer, train = disco_pretraining(_detector, ("res3", "res4", "res5"), "dino")
-train.ddp.find_unused_parameters = True  # the encoder heads get no gradient in pre-training
 train.output_dir = "./output/disco_dino"

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from disco_detr.config import load_config
 from disco_detr.engine import trainer as trainer_module
 from disco_detr.engine.trainer import DETRTrainLoop
-from disco_detr.modeling import criterion as criterion_module
+from disco_detr.modeling.criterion import set_criterion as criterion_module
 from disco_detr.modeling.layers import ms_deform_attn as msda
 from disco_detr.modeling.matching import HungarianMatcher
 from disco_detr.modeling.pretrain import disco as disco_module

@@ -109,6 +109,33 @@ def test_queries_and_references(variant):
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_supervised_layers_are_the_encoder_prediction_then_every_decoder_layer(variant):
+    """In training a two-stage variant (DINO, RT-DETR) returns its encoder's prediction on the selected queries
+    (``_enc``), the others none; the decoder layers follow as ``_0`` .. ``_{L-2}`` and the last without a suffix.
+    In evaluation no variant builds the encoder prediction."""
+    det = _build(variant).detector
+    images = det.preprocess_images([v for v in _batch()["views"][:, 0]])
+    det.train()
+    encoded = det.encode(images)
+    decoded = det.decode(encoded, det.initial_queries(encoded))
+    layers = list(decoded.supervised_layers())
+    num_layers = decoded.logits.shape[0]
+    two_stage = variant in ("dino", "rt_detr")
+    assert [s for s, *_ in layers] == ["_enc"] * two_stage + [f"_{i}" for i in range(num_layers - 1)] + [""]
+    b, n = 2, det.num_queries
+    for _, logits, boxes, hidden in layers:
+        assert (logits.shape, boxes.shape, hidden.shape) == ((b, n, det.num_classes), (b, n, 4), (b, n, det.d_model))
+    if two_stage:
+        assert decoded.encoder.boxes.requires_grad and torch.equal(decoded.encoder.boxes.detach(),
+                                                                   det.initial_queries(encoded).reference)
+    assert [s for s, *_ in decoded.supervised_layers(aux=False)] == ["_enc"] * two_stage + [""]
+    det.eval()
+    with torch.no_grad():
+        encoded = det.encode(images)
+        assert det.decode(encoded, det.initial_queries(encoded)).encoder is None
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_fusion_reaches_each_querys_own_proposal(variant):
     model = _build(variant)  # the default fusion of every DisCo config
     det = model.detector

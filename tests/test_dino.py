@@ -359,3 +359,27 @@ def test_denoising_builds_the_release_number_of_queries():
                {"labels": torch.zeros(3, dtype=torch.long), "boxes": torch.full((3, 4), 0.4)}]
     groups = model.denoising_groups(targets)
     assert (groups.num_groups, groups.group_size, groups.num_denoising) == (10, 20, 200)
+
+
+@pytest.mark.parametrize("method", ["disco", "detreg"])
+def test_pretraining_trains_the_encoder_heads(method):
+    """DisCo and DETReg supervise DINO's encoder prediction on its selected queries (``*_enc``, as RT-DETR's):
+    the encoder heads get a gradient, and so does every other trainable parameter (DDP needs no
+    ``find_unused_parameters``)."""
+    if method == "disco":
+        from test_contract import _batch, _build
+        expected = {"loss_loc_class_enc", "loss_loc_bbox_enc", "loss_loc_giou_enc", "loss_rec_enc"}
+    else:
+        from test_detreg import _batch, _build
+        expected = {"loss_class_enc", "loss_bbox_enc", "loss_giou_enc"}
+    model = perturb_parameters_(_build("dino"))  # off the zero-initialised last box layers
+    model.train()
+    losses = model(_batch())
+    assert expected <= set(losses) and not any(k.endswith("_2") for k in losses)  # 2 decoder layers: _0 and last
+    sum(losses.values()).backward()
+    grads = {k: p.grad for k, p in model.named_parameters() if p.requires_grad}
+    for name in ("enc_class_embed.weight", "enc_bbox_embed.layers.0.weight", "enc_bbox_embed.layers.2.weight",
+                 "enc_output.weight", "enc_output_norm.weight"):
+        g = grads[f"detector.{name}"]
+        assert g is not None and g.abs().sum() > 0, name
+    assert [k for k, g in grads.items() if g is None] == []

@@ -15,12 +15,9 @@ from detectron2.structures import Boxes, ImageList, Instances
 from disco_detr.config import load_config
 from disco_detr.convert.rtdetr import convert_rtdetr
 from disco_detr.modeling import RTDETR, build_resnet_vd, build_tiny_resnet
-from disco_detr.modeling.detectors.rt_detr import (
-    HybridEncoder,
-    RTDETRDecoder,
-    sincos_position_embedding_2d,
-    varifocal_loss,
-)
+from disco_detr.modeling.criterion import varifocal_loss
+from disco_detr.modeling.detectors.rt_detr import RTDETRDecoder
+from disco_detr.modeling.layers.hybrid_encoder import HybridEncoder, sincos_position_embedding_2d
 from disco_detr.modeling.layers.query_selection import encoder_proposals, select_topk
 
 from conftest import REFERENCE, REPO
@@ -277,7 +274,8 @@ def test_paper_finetune_config_trains_on_cpu():
         total.backward()
         optimizer.step()
         totals.append(total.item())
-    assert {"loss_vfl", "loss_bbox", "loss_giou", "loss_vfl_0", "loss_vfl_dn_5"} <= set(losses)
+    assert {"loss_vfl", "loss_bbox", "loss_giou", "loss_vfl_enc", "loss_vfl_0", "loss_vfl_dn", "loss_vfl_dn_4"} <= set(losses)
+    assert "loss_vfl_5" not in losses and "loss_vfl_dn_5" not in losses
     assert all(math.isfinite(t) for t in totals)
     model.eval()
     with torch.no_grad():
@@ -319,8 +317,9 @@ def test_paper_pretrain_configs_train_on_cpu(name):
         total.backward()
         optimizer.step()
         assert math.isfinite(total.item())
-    # 6 decoder layers + the encoder's selection (trained as layer 0 in pre-training)
-    assert "loss_loc_bbox_6" not in losses and "loss_loc_bbox_5" in losses and "loss_loc_bbox_0" in losses
+    # 6 decoder layers (_0 .. _4 and the last) + the encoder's selection (_enc)
+    assert "loss_loc_bbox_5" not in losses and "loss_loc_bbox_4" in losses and "loss_loc_bbox_0" in losses
+    assert "loss_loc_bbox_enc" in losses and "loss_rec_enc" in losses
     assert ("loss_contrast" in losses) == (name == "disco_rtdetr")
     assert model.detector.enc_score_head.weight.grad is not None
 

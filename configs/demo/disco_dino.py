@@ -9,5 +9,4 @@ from .dino import model as _detector
 
 dataloader, lr_multiplier, model, optimizer, train = demo_disco_pretraining(
     _detector, FEATURES, "dino", optimizer, train)
-train.ddp.find_unused_parameters = True  # the encoder heads get no gradient in pre-training
 train.output_dir = "./output/demo/pretrain_disco_dino"

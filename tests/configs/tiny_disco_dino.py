@@ -28,5 +28,4 @@ model.feature_levels = FEATURES
 model.enc_hidden = 32
 model.weight_rec = _dino.model.weight_rec
 model.weight_contrast = _dino.model.weight_contrast
-train.ddp.find_unused_parameters = True
 train.output_dir = "./output/test_tiny_disco_dino"

@@ -10,7 +10,9 @@
 from detectron2.config import LazyCall as L
 
 from disco_detr.modeling import RTDETR, HungarianMatcher, build_resnet_vd
-from disco_detr.modeling.detectors.rt_detr import HybridEncoder, RTDETRCriterion, RTDETRDecoder
+from disco_detr.modeling.criterion import RTDETRCriterion
+from disco_detr.modeling.detectors.rt_detr import RTDETRDecoder
+from disco_detr.modeling.layers.hybrid_encoder import HybridEncoder
 
 model = L(RTDETR)(
     backbone=L(build_resnet_vd)(depth=50, out_features=("res3", "res4", "res5"), freeze_at=1, norm="FrozenBN"),

@@ -26,7 +26,9 @@ detector through these members only; no code outside ``detectors/`` asks which v
   feature is added to. ``decode`` must honour the fields it is given: a variant whose
   reference points are a function of the positional query (Conditional, Deformable DETR)
   recomputes them from ``QueryInit.position`` inside ``decode``.
-* ``decode(...)`` returns every layer's logits and boxes; ``class_embed_names`` /
+* ``decode(...)`` returns every layer's logits and boxes and, for a two-stage variant in
+  training, the encoder's own prediction on the selected queries (``DecoderOutput.encoder``);
+  ``DecoderOutput.supervised_layers()`` walks what a per-layer loss supervises; ``class_embed_names`` /
   ``transfer_drop``: the state-dict prefixes that pre-training -> fine-tuning transfer
   drops (the class heads, and any label embedding).
 * ``num_queries``, ``num_classes``, ``d_model``, ``backbone``, and ``preprocess_images`` /
@@ -35,6 +37,7 @@ detector through these members only; no code outside ``detectors/`` asks which v
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -45,8 +48,18 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..layers import box_cxcywh_to_xyxy, normalized_cxcywh
+from ..layers.denoising import DenoisingGroups
 
-__all__ = ["DETRDetector", "DecoderOutput", "EncoderOutput", "QueryInit", "unwrap_detector"]
+__all__ = [
+    "DETRDetector",
+    "DecoderOutput",
+    "DenoisingOutput",
+    "EncoderOutput",
+    "EncoderPrediction",
+    "QueryInit",
+    "layer_suffixes",
+    "unwrap_detector",
+]
 
 
 @dataclass
@@ -99,15 +112,68 @@ class QueryInit:
         return dataclasses.replace(self, **changes)
 
 
+def layer_suffixes(num_layers: int, aux: bool = True, tag: str = "") -> list[tuple[int, str]]:
+    """(layer, loss-name suffix) of the supervised decoder layers: ``{tag}_{l}`` for layer l < L - 1 and ``{tag}``
+    for the last one (DETR's auxiliary decoding losses, section 3.2); with ``aux`` False the last layer only."""
+    layers = range(num_layers) if aux else [num_layers - 1]
+    return [(layer, tag if layer == num_layers - 1 else f"{tag}_{layer}") for layer in layers]
+
+
+@dataclass
+class EncoderPrediction:
+    """A two-stage detector's own prediction on the N encoder tokens it selects as queries (DINO section 3.4, RT-DETR
+    section 4.3): logits (B, N, C) of the encoder's class head; boxes (B, N, 4) normalised cxcywh, with their
+    gradient; hidden (B, N, d) the selected tokens' features the encoder heads read."""
+
+    logits: Tensor
+    boxes: Tensor
+    hidden: Tensor
+
+
 @dataclass
 class DecoderOutput:
     """hidden (L, B, N, d) every layer's output; logits (L, B, N, C) before sigmoid/softmax;
-    boxes (L, B, N, 4) normalised cxcywh; references (L, B, N, 2|4) the reference each layer used."""
+    boxes (L, B, N, 4) normalised cxcywh; references (L, B, N, 2|4) the reference each layer used;
+    encoder: the encoder's prediction on the selected queries (two-stage variants, in training), else None."""
 
     hidden: Tensor
     logits: Tensor
     boxes: Tensor
     references: Tensor
+    encoder: EncoderPrediction | None = None
+
+    def supervised_layers(self, aux: bool = True) -> Iterator[tuple[str, Tensor, Tensor, Tensor]]:
+        """What a per-layer loss supervises: (suffix, logits (B, N, C), boxes (B, N, 4), hidden (B, N, d)) of the
+        encoder prediction (``_enc``) when there is one, then of the decoder layers (:func:`layer_suffixes`)."""
+        if self.encoder is not None:
+            yield "_enc", self.encoder.logits, self.encoder.boxes, self.encoder.hidden
+        for layer, suffix in layer_suffixes(self.logits.shape[0], aux):
+            yield suffix, self.logits[layer], self.boxes[layer], self.hidden[layer]
+
+    def split_denoising(self, groups: DenoisingGroups) -> tuple[DecoderOutput, DenoisingOutput]:
+        """Split the output of a decoder run over Q_dn denoising + N matching queries (denoising first, as
+        :mod:`..layers.denoising` lays them out) into the matching queries' output and the denoising one."""
+        dn_logits, logits = groups.split(self.logits, dim=2)
+        dn_boxes, boxes = groups.split(self.boxes, dim=2)
+        hidden, references = (groups.split(x, dim=2)[1] for x in (self.hidden, self.references))
+        return (DecoderOutput(hidden, logits, boxes, references, self.encoder),
+                DenoisingOutput(dn_logits, dn_boxes, groups))
+
+
+@dataclass
+class DenoisingOutput:
+    """Every decoder layer's prediction for the contrastive denoising queries (DINO section 3.3): logits
+    (L, B, Q_dn, C), boxes (L, B, Q_dn, 4) normalised cxcywh, and the :class:`DenoisingGroups` they were
+    decoded from (their fixed assignment to the targets and their number of groups)."""
+
+    logits: Tensor
+    boxes: Tensor
+    groups: DenoisingGroups
+
+    def supervised_layers(self, aux: bool = True) -> Iterator[tuple[str, Tensor, Tensor]]:
+        """(suffix ``_dn``, ``_dn_{l}``, logits (B, Q_dn, C), boxes (B, Q_dn, 4)) per supervised layer."""
+        for layer, suffix in layer_suffixes(self.logits.shape[0], aux, "_dn"):
+            yield suffix, self.logits[layer], self.boxes[layer]
 
 
 def unwrap_detector(model: nn.Module) -> DETRDetector:
@@ -257,7 +323,7 @@ class DETRDetector(nn.Module):
         """Weighted training losses of every decoder layer (variants with extra training
         queries, e.g. denoising, extend this)."""
         _, decoded = self.run(images)
-        return self.criterion({"pred_logits": decoded.logits, "pred_boxes": decoded.boxes}, targets)
+        return self.criterion(decoded, targets)
 
     def prepare_targets(self, batched_inputs: list[dict], image_sizes: list[tuple[int, int]]) -> list[dict]:
         """gt Instances (xyxy pixels) -> dicts of labels (T,) and cxcywh boxes (T, 4) normalised

@@ -15,7 +15,6 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
-from ..criterion import SetCriterion
 from ..layers import (
     FFN,
     MLP,
@@ -126,7 +125,7 @@ class SingleLevelDETR(DETRDetector):
     encoder and decoder modules. Subclasses add their queries and heads."""
 
     def __init__(self, *, backbone: Backbone, in_feature: str, encoder: nn.Module, decoder: nn.Module,
-                 num_classes: int, num_queries: int, criterion: SetCriterion | None, pixel_mean: list[float],
+                 num_classes: int, num_queries: int, criterion: nn.Module | None, pixel_mean: list[float],
                  pixel_std: list[float], position_offset: float, position_temperature: float,
                  num_detections: int = 100, size_divisibility: int = 0):
         d_model = decoder.d_model
@@ -167,7 +166,7 @@ class ConditionalDETR(SingleLevelDETR):
 
     def __init__(self, *, backbone: Backbone, in_feature: str, encoder: DETREncoder,
                  decoder: ConditionalDecoder, num_classes: int, num_queries: int,
-                 criterion: SetCriterion | None, pixel_mean: list[float], pixel_std: list[float],
+                 criterion: nn.Module | None, pixel_mean: list[float], pixel_std: list[float],
                  position_offset: float = 0.0, position_temperature: float = 10000.0,
                  num_detections: int = 100, size_divisibility: int = 0):
         super().__init__(backbone=backbone, in_feature=in_feature, encoder=encoder, decoder=decoder,

@@ -29,7 +29,6 @@ import torch
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from torch import Tensor, nn
 
-from ..criterion import SetCriterion
 from ..layers import (
     FFN,
     MLP,
@@ -173,7 +172,7 @@ class DABDETR(SingleLevelDETR):
     fusion_target = "content"
 
     def __init__(self, *, backbone: Backbone, in_feature: str, encoder: DABEncoder, decoder: DABDecoder,
-                 num_classes: int, num_queries: int, criterion: SetCriterion | None,
+                 num_classes: int, num_queries: int, criterion: nn.Module | None,
                  pixel_mean: list[float], pixel_std: list[float], position_offset: float = 0.0,
                  position_temperature: float = 20.0, random_anchor_centres: bool = True,
                  num_detections: int = 100, size_divisibility: int = 0):

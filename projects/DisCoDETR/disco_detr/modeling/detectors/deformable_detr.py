@@ -33,7 +33,6 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
-from ..criterion import SetCriterion
 from ..layers import (
     FFN,
     MLP,
@@ -271,7 +270,7 @@ class DeformableDETR(MultiScaleDeformableDETR):
 
     def __init__(self, *, backbone: Backbone, in_features: tuple[str, ...] | list[str], num_extra_levels: int,
                  encoder: DeformableEncoder, decoder: DeformableDecoder, num_classes: int, num_queries: int,
-                 criterion: SetCriterion | None, pixel_mean: list[float], pixel_std: list[float],
+                 criterion: nn.Module | None, pixel_mean: list[float], pixel_std: list[float],
                  position_offset: float = -0.5, position_temperature: float = 10000.0, norm_groups: int = 32,
                  num_detections: int = 100, size_divisibility: int = 0):
         super().__init__(backbone=backbone, in_features=in_features, num_extra_levels=num_extra_levels,

@@ -52,11 +52,19 @@ Pre-training (DisCo / Siamese DETR) through the contract of :mod:`.base`
   as for a randomly initialised DINO.
 * **Selection scores with two classes.** One rule in both stages: a token's score is its best class logit
   (``selection_scores``). In pre-training the heads are the 2-way (object, no-object) heads DisCoDETR
-  trains with a softmax; DisCoDETR applies L_loc only to the decoder layers ``decode`` returns, so the
-  encoder heads (``enc_output``, ``enc_class_embed``, ``enc_bbox_embed``) get no gradient there and the
-  selection is a fixed (initial) function of the trained encoder memory; it still differs per view and image.
-  (The release appends the encoder's top-k predictions to its auxiliary outputs and trains them with the
-  proposal loss; doing that here needs the contract to expose encoder-stage predictions to DisCoDETR.)
+  trains with a softmax (DETReg: the one objectness logit).
+* **The encoder heads are trained in pre-training, as RT-DETR's.** In training mode ``decode`` returns the
+  encoder heads' prediction on the selected tokens as ``DecoderOutput.encoder`` (``enc_class_embed`` logits,
+  boxes ``sigmoid(enc_bbox_embed(.) + proposal)`` with their gradient, hidden = the selected ``enc_output``
+  rows). The pre-training losses walk ``DecoderOutput.supervised_layers()`` and so supervise it like a layer,
+  with its own Hungarian matching to the view's proposals (suffix ``_enc``): DisCo's L_loc (object/no-object
+  cross-entropy + L1 + GIoU) and L_rec (the matched row reconstructs the other view's crop feature), DETReg's
+  objectness focal loss + L1 + GIoU. Reasons: (1) without a loss ``enc_output``, ``enc_class_embed`` and
+  ``enc_bbox_embed`` keep their random initialisation, the selection is an arbitrary function of the memory
+  and DMOQF matches proposals to arbitrary anchors; (2) fine-tuning would inherit untrained ``enc_output`` /
+  ``enc_bbox_embed``; (3) it is DINO's own fine-tuning supervision of the encoder proposals (section 3.4),
+  and the authors' ``rt_tr.py`` appends the encoder's top-k to the outputs its pre-training loss sees. The
+  anchors the decoder starts from stay detached: the heads learn to score and box tokens, the top-k follows.
 * Transfer drops ``class_embed.*``, ``enc_class_embed.*`` and ``label_enc.*`` (class-specific).
 """
 from __future__ import annotations
@@ -69,11 +77,10 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
-from ..criterion import SetCriterion, num_boxes_across_workers
 from ..layers import MLP, inverse_sigmoid, sine_embed_points
 from ..layers.denoising import DenoisingGroups, build_denoising_groups, denoising_num_groups
 from ..layers.query_selection import encoder_proposals, gather_tokens, select_topk, selection_scores
-from .base import DecoderOutput, EncoderOutput, QueryInit
+from .base import DecoderOutput, EncoderOutput, EncoderPrediction, QueryInit, layer_suffixes
 from .deformable_detr import DeformableDecoderLayer, DeformableEncoder, MultiScaleDeformableDETR
 
 __all__ = ["DINO", "DINODecoder", "EncoderSelection", "sine_embed_boxes"]
@@ -129,7 +136,7 @@ class DINODecoder(nn.Module):
 
 @dataclass
 class EncoderSelection:
-    """Mixed query selection of a batch: ``queries`` (content = ``tgt_embed`` (B, N, d), position None,
+    """Mixed query selection of a batch (:meth:`DINO.select`): ``queries`` (content = ``tgt_embed`` (B, N, d), position None,
     reference (B, N, 4) the selected anchors, detached); ``logits`` (B, N, C) and ``boxes`` (B, N, 4) the
     encoder heads' predictions on the selected tokens (boxes = the undetached anchors); ``indices`` (B, N)
     the selected tokens, highest score first."""
@@ -165,7 +172,7 @@ class DINO(MultiScaleDeformableDETR):
 
     def __init__(self, *, backbone: Backbone, in_features: tuple[str, ...] | list[str], num_extra_levels: int,
                  encoder: DeformableEncoder, decoder: DINODecoder, num_classes: int, num_queries: int,
-                 criterion: SetCriterion | None, pixel_mean: list[float], pixel_std: list[float],
+                 criterion: nn.Module | None, pixel_mean: list[float], pixel_std: list[float],
                  num_denoising: int = 100, label_noise_ratio: float = 0.5, box_noise_scale: float = 1.0,
                  position_offset: float = -0.5, position_temperature: float = 10000.0, norm_groups: int = 32,
                  proposal_grid_size: float = 0.05, num_detections: int = 300, size_divisibility: int = 0):
@@ -205,10 +212,18 @@ class DINO(MultiScaleDeformableDETR):
             nn.init.zeros_(head.layers[-1].weight)
             nn.init.zeros_(head.layers[-1].bias)
 
-    # ---- encoder: MultiScaleDeformableDETR.encode --------------------------------------------------------
-    def select(self, encoded: EncoderOutput) -> EncoderSelection:
-        """Mixed query selection: the top-N encoder proposals by best class logit give the anchors (B, N, 4)
-        normalised cxcywh; the content queries are ``tgt_embed``."""
+    # ---- encoder: MultiScaleDeformableDETR.encode, then query selection ------------------------------------
+    def encode(self, images: ImageList) -> EncoderOutput:
+        """The deformable encoder, then mixed query selection (:meth:`select_queries`) into ``extras``."""
+        encoded = super().encode(images)
+        encoded.extras.update(self.select_queries(encoded))
+        return encoded
+
+    def select_queries(self, encoded: EncoderOutput) -> dict[str, Tensor]:
+        """Mixed query selection: every token's proposal scored by the encoder heads, the top-N valid ones kept.
+        Returns ``topk_indices`` (B, N) long, highest score first; ``enc_logits`` (B, N, C) their class logits;
+        ``enc_boxes`` (B, N, 4) their boxes ``sigmoid(enc_bbox_embed(.) + proposal)``, normalised cxcywh, with
+        their gradient; ``enc_memory`` (B, S, d) the encoder heads' input (``enc_output`` of the memory)."""
         memory = encoded.memory
         proposals, valid = encoder_proposals(encoded.spatial_shapes, encoded.mask, grid_size=self.proposal_grid_size,
                                              dtype=memory.dtype)
@@ -218,15 +233,27 @@ class DINO(MultiScaleDeformableDETR):
         # invalid proposals (border, padding) rank last: detrex lets them compete with the one score their zeroed
         # memory gives, so on padded batches they can fill the top-k with (1, 1, 1, 1) anchors
         indices = select_topk(selection_scores(logits), self.num_queries, valid)
-        boxes = gather_tokens(coords, indices).sigmoid()
-        b = memory.shape[0]
+        return {"topk_indices": indices, "enc_logits": gather_tokens(logits, indices),
+                "enc_boxes": gather_tokens(coords, indices).sigmoid(), "enc_memory": output_memory}
+
+    def select(self, encoded: EncoderOutput) -> EncoderSelection:
+        """The selection :meth:`encode` made: anchors (B, N, 4) normalised cxcywh (detached in the queries), the
+        content queries ``tgt_embed``."""
+        ex = encoded.extras
+        b = encoded.memory.shape[0]
         content = self.tgt_embed.weight[None].expand(b, -1, -1)
-        queries = QueryInit(content, None, boxes.detach())
-        return EncoderSelection(queries, gather_tokens(logits, indices), boxes, indices)
+        queries = QueryInit(content, None, ex["enc_boxes"].detach())
+        return EncoderSelection(queries, ex["enc_logits"], ex["enc_boxes"], ex["topk_indices"])
 
     def initial_queries(self, encoded: EncoderOutput) -> QueryInit:
         """``tgt_embed`` (B, N, d) content queries and the selected anchors (B, N, 4), per image."""
         return self.select(encoded).queries
+
+    def encoder_prediction(self, encoded: EncoderOutput) -> EncoderPrediction:
+        """The encoder heads' prediction on the selected tokens: logits (B, N, C), boxes (B, N, 4) with their
+        gradient, hidden (B, N, d) the selected rows of ``enc_memory``."""
+        ex = encoded.extras
+        return EncoderPrediction(ex["enc_logits"], ex["enc_boxes"], gather_tokens(ex["enc_memory"], ex["topk_indices"]))
 
     # ---- decoder ---------------------------------------------------------------------------------------
     def _decode(self, encoded: EncoderOutput, content: Tensor, reference: Tensor,
@@ -241,10 +268,14 @@ class DINO(MultiScaleDeformableDETR):
 
     def decode(self, encoded: EncoderOutput, queries: QueryInit) -> DecoderOutput:
         """Decode the N matching queries from ``queries.content`` (B, N, d) and ``queries.reference``
-        (B, N, 4) anchors (``queries.position`` is not used: it is recomputed from the anchors)."""
+        (B, N, 4) anchors (``queries.position`` is not used: it is recomputed from the anchors). In training mode
+        the output carries the encoder heads' prediction on the selected tokens (``DecoderOutput.encoder``)."""
         if queries.reference.shape[-1] != 4:
             raise ValueError(f"DINO decodes from (B, N, 4) anchor boxes, got {tuple(queries.reference.shape)}")
-        return self._decode(encoded, queries.content, queries.reference, None)
+        decoded = self._decode(encoded, queries.content, queries.reference, None)
+        if self.training:
+            decoded.encoder = self.encoder_prediction(encoded)
+        return decoded
 
     # ---- training ----------------------------------------------------------------------------------------
     def denoising_groups(self, targets: list[dict]) -> DenoisingGroups | None:
@@ -257,41 +288,24 @@ class DINO(MultiScaleDeformableDETR):
                                       self.label_noise_ratio, self.box_noise_scale)
 
     def forward_train(self, images: ImageList, targets: list[dict]) -> dict[str, Tensor]:
-        """DINO's losses: every decoder layer (Hungarian), the selected encoder proposals (``*_enc``) and, when
+        """DINO's losses: the selected encoder proposals (``*_enc``), every decoder layer (Hungarian) and, when
         ``num_denoising > 0``, the denoising queries (``*_dn``, fixed assignments; zeros for a batch without
         boxes), weighted by the criterion's weights."""
         criterion = self.criterion
         encoded = self.encode(images)
-        selection = self.select(encoded)
-        queries = selection.queries
+        queries = self.initial_queries(encoded)
         groups = self.denoising_groups(targets)
         if groups is None:
-            decoded = self.decode(encoded, queries)
-        else:
-            content = torch.cat([groups.embed_labels(self.label_enc).to(queries.content.dtype), queries.content], 1)
-            reference = torch.cat([groups.boxes.to(queries.reference.dtype), queries.reference], 1)
-            full = self._decode(encoded, content, reference, groups.attn_mask)
-            dn_logits, logits = groups.split(full.logits, dim=2)
-            dn_boxes, boxes = groups.split(full.boxes, dim=2)
-            decoded = DecoderOutput(groups.split(full.hidden, 2)[1], logits, boxes, groups.split(full.references, 2)[1])
-
-        losses = criterion({"pred_logits": decoded.logits, "pred_boxes": decoded.boxes}, targets)
-        num_boxes = num_boxes_across_workers(targets, decoded.logits.device)
-        for name, value in criterion.layer_losses(selection.logits, selection.boxes, targets, num_boxes).items():
-            losses[f"{name}_enc"] = value * criterion.weights[name]
-        num_layers = decoded.logits.shape[0]
-        layers = range(num_layers) if criterion.aux_loss else [num_layers - 1]
-        matches = groups.matches() if groups is not None else None
-        for layer in layers if self.num_denoising > 0 else []:
-            suffix = "_dn" if layer == num_layers - 1 else f"_dn_{layer}"
-            if groups is None:
+            losses = criterion(self.decode(encoded, queries), targets)
+            if self.num_denoising > 0:
                 # keep the keys and touch label_enc, so logging and DDP see the same graph every step
                 zero = 0.0 * self.label_enc.weight.sum()
-                for name in criterion.weights:
-                    losses[name + suffix] = zero
-                continue
-            dn = criterion.layer_losses(dn_logits[layer], dn_boxes[layer], targets, num_boxes * groups.num_groups,
-                                        indices=matches)
-            for name, value in dn.items():
-                losses[name + suffix] = value * criterion.weights[name]
-        return losses
+                for _, suffix in layer_suffixes(self.decoder.num_layers, criterion.aux_loss, "_dn"):
+                    for name in criterion.weights:
+                        losses[name + suffix] = zero
+            return losses
+        content = torch.cat([groups.embed_labels(self.label_enc).to(queries.content.dtype), queries.content], 1)
+        reference = torch.cat([groups.boxes.to(queries.reference.dtype), queries.reference], 1)
+        decoded, denoising = self._decode(encoded, content, reference, groups.attn_mask).split_denoising(groups)
+        decoded.encoder = self.encoder_prediction(encoded)
+        return criterion(decoded, targets, denoising)

@@ -3,13 +3,9 @@
 Architecture (the release's ``rtdetr_pytorch`` and transformers' ``RTDetr`` port; d = 256 for R50-vd):
 
 * Backbone: any detectron2 ``Backbone`` (ResNet-50-vd for the paper's model) giving strides 8/16/32.
-* Efficient hybrid encoder (:class:`HybridEncoder`): per level conv1x1 (no bias) + BN to d; **AIFI**: one
-  post-norm transformer layer (GELU FFN) on the stride-32 map only, with a 2-d sin-cos position embedding
-  (temperature 10000, built for the actual map size) added to queries and keys; **CCFM**: top-down (lateral
-  conv1x1+BN+SiLU, nearest upsample, concat with the finer level, :class:`CSPRepLayer`) then bottom-up
-  (conv3x3/s2+BN+SiLU, concat with the top-down map, :class:`CSPRepLayer`). The upsample goes to the finer
-  map's size (not a fixed x2), so odd image sizes work (the backbone rounds sizes up at every stride).
-* Query selection (:mod:`..layers.query_selection`): the decoder-input-projected memory (per level
+* Efficient hybrid encoder (:class:`~..layers.hybrid_encoder.HybridEncoder`, section 4.2): AIFI on the
+  stride-32 map, then CCFM across the three levels.
+* Query selection (section 4.3; :mod:`..layers.query_selection`): the decoder-input-projected memory (per level
   conv1x1 + BN, flattened) is zeroed on invalid tokens, then ``enc_output`` (Linear + LayerNorm),
   ``enc_score_head`` and ``enc_bbox_head`` (3-layer MLP, added to the logit-space anchors) turn every token
   into a scored proposal; the top-N tokens by best class logit (IoU-aware selection: the score head is
@@ -21,10 +17,10 @@ Architecture (the release's ``rtdetr_pytorch`` and transformers' ``RTDetr`` port
   Per-layer heads; iterative box refinement ``box_i = sigmoid(bbox_embed[i](h_i) + logit(ref_i))``, the
   next layer's reference is ``box_i`` (detached in training; the loss of layer i > 0 flows into the
   previous layer's box, as the release does).
-* Losses (:class:`RTDETRCriterion`): varifocal loss (weight 1, alpha 0.75, gamma 2) + L1 5 + GIoU 2 on every
-  decoder layer and on the encoder's top-N proposals, each with its own Hungarian matching (focal class
-  cost 2, L1 5, GIoU 2, alpha 0.25, gamma 2: the release's matcher); plus the same losses on the
-  contrastive denoising queries in fine-tuning (last paragraph).
+* Losses (:class:`~..criterion.RTDETRCriterion`, eq. 2): varifocal loss (weight 1, alpha 0.75, gamma 2) + L1 5
+  + GIoU 2 on every decoder layer and on the encoder's top-N proposals (``DecoderOutput.encoder``, ``*_enc``),
+  each with its own Hungarian matching (focal class cost 2, L1 5, GIoU 2, alpha 0.25, gamma 2: the release's
+  matcher); plus the same losses on the contrastive denoising queries in fine-tuning (``*_dn``, last paragraph).
 * Inference: the base class's top-k over queries x classes (300 in the release).
 
 Coordinates: boxes and references are normalised (cx, cy, w, h) of each image's un-padded size (the family
@@ -49,14 +45,15 @@ DMOQF matches proposals to the centres of those selected boxes (the anchors the 
 (the reference boxes stay the encoder's), as the authors' ``necks/rt_tr.py`` does (``output = output + tgt1``).
 
 *IoU-aware query selection* stays on in pre-training, and its heads are trained: in training mode
-:meth:`RTDETR.decode` returns the encoder's top-N predictions as an extra first layer of
-:class:`DecoderOutput` (hidden = the selected ``enc_output`` rows, logits = ``enc_score_head``, boxes = the
-selected proposals, reference = their anchors). Every per-layer loss (DisCo's matched localisation loss,
-the fine-tuning criterion) therefore trains the selection heads too. Reason: the authors' code appends
-``enc_topk_logits`` / ``enc_topk_bboxes`` to the auxiliary outputs its pre-training head computes losses on
-(``out['aux_outputs'].extend(...)`` in ``rt_tr.py``), exactly as the release does in fine-tuning; without a
+:meth:`RTDETR.decode` returns the encoder's top-N predictions as ``DecoderOutput.encoder`` (hidden = the
+selected ``enc_output`` rows, logits = ``enc_score_head``, boxes = the selected proposals). Every per-layer
+loss (DisCo's matched localisation and reconstruction losses, DETReg's, the fine-tuning criterion) walks
+``DecoderOutput.supervised_layers()`` and therefore trains the selection heads too (suffix ``_enc``).
+Reason: the authors' code appends ``enc_topk_logits`` / ``enc_topk_bboxes`` to the auxiliary outputs its
+pre-training head computes losses on (``out['aux_outputs'].extend(...)`` in ``rt_tr.py``), exactly as the
+release does in fine-tuning; without a
 loss the selection heads would stay at their random initialisation and pick arbitrary tokens, and DMOQF
-would match proposals to arbitrary anchors. In evaluation mode ``decode`` returns the decoder layers only.
+would match proposals to arbitrary anchors. In evaluation mode ``decode`` leaves ``encoder`` None.
 
 *Denoising* is off in pre-training. The authors' ``rt_tr.py`` builds contrastive denoising groups from the
 pseudo targets (the proposals, all labelled "object") whenever it trains, but (1) their pre-training never
@@ -81,184 +78,13 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..criterion import SetCriterion, box_losses, flatten_indices, num_boxes_across_workers
-from ..layers import MLP, MultiheadAttention, MultiScaleDeformableAttention, box_cxcywh_to_xyxy, box_iou, inverse_sigmoid
+from ..layers import MLP, MultiheadAttention, MultiScaleDeformableAttention, inverse_sigmoid
 from ..layers.denoising import build_denoising_groups, denoising_num_groups
+from ..layers.hybrid_encoder import HybridEncoder
 from ..layers.query_selection import encoder_proposals, gather_tokens, select_topk, selection_scores
-from ..matching import HungarianMatcher
-from ..precision import float32_policy
-from .base import DecoderOutput, DETRDetector, EncoderOutput, QueryInit
+from .base import DecoderOutput, DETRDetector, EncoderOutput, EncoderPrediction, QueryInit
 
-__all__ = [
-    "AIFILayer",
-    "CSPRepLayer",
-    "ConvNormAct",
-    "HybridEncoder",
-    "RTDETR",
-    "RTDETRCriterion",
-    "RTDETRDecoder",
-    "RTDETRDecoderLayer",
-    "RepVGGBlock",
-    "sincos_position_embedding_2d",
-    "varifocal_loss",
-]
-
-
-# ---- hybrid encoder --------------------------------------------------------------------------------------
-class ConvNormAct(nn.Module):
-    """Conv2d (no bias, 'same' padding (k-1)//2) + BatchNorm2d + SiLU (or no activation): (B,Ci,H,W)->(B,Co,H',W')."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, act: bool = True):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, bias=False)
-        self.norm = nn.BatchNorm2d(out_channels)
-        self.act = nn.SiLU() if act else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.norm(self.conv(x)))
-
-
-class RepVGGBlock(nn.Module):
-    """RepVGG block (training form): SiLU(conv3x3+BN (x) + conv1x1+BN (x)), same width."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = ConvNormAct(channels, channels, 3, act=False)
-        self.conv2 = ConvNormAct(channels, channels, 1, act=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.silu(self.conv1(x) + self.conv2(x))
-
-
-class CSPRepLayer(nn.Module):
-    """CSP block of RepVGG blocks: conv3(bottlenecks(conv1(x)) + conv2(x)), hidden width
-    ``int(out * expansion)``; conv3 is the identity when the hidden width equals the output width (R50: 1.0)."""
-
-    def __init__(self, in_channels: int, out_channels: int, num_blocks: int = 3, expansion: float = 1.0):
-        super().__init__()
-        hidden = int(out_channels * expansion)
-        self.conv1 = ConvNormAct(in_channels, hidden, 1)
-        self.conv2 = ConvNormAct(in_channels, hidden, 1)
-        self.bottlenecks = nn.Sequential(*[RepVGGBlock(hidden) for _ in range(num_blocks)])
-        self.conv3 = ConvNormAct(hidden, out_channels, 1) if hidden != out_channels else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv3(self.bottlenecks(self.conv1(x)) + self.conv2(x))
-
-
-def sincos_position_embedding_2d(h: int, w: int, dim: int, temperature: float = 10000.0, layout: str = "hf",
-                                 device=None) -> Tensor:
-    """AIFI's 2-d sin-cos embedding of an h x w map: (h*w, dim), token k = y * w + x (row-major).
-
-    With omega_i = temperature^(-i / (dim/4)), i < dim/4: ``[sin(a omega), cos(a omega), sin(b omega),
-    cos(b omega)]`` where (a, b) = (y, x) for ``layout="hf"`` (transformers) and (k // h, k % h) for
-    ``layout="release"`` (the RT-DETR release's transposed grid; equal to "hf" on square maps).
-    """
-    if dim % 4:
-        raise ValueError(f"the 2-d sin-cos embedding needs a width divisible by 4, got {dim}")
-    k = torch.arange(h * w, device=device, dtype=torch.float32)
-    if layout == "hf":
-        a, b = torch.div(k, w, rounding_mode="floor"), k % w
-    elif layout == "release":
-        a, b = torch.div(k, h, rounding_mode="floor"), k % h
-    else:
-        raise ValueError(f"layout must be 'hf' or 'release', got {layout!r}")
-    quarter = dim // 4
-    omega = 1.0 / temperature ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter)
-    a, b = a[:, None] * omega[None], b[:, None] * omega[None]
-    return torch.cat([a.sin(), a.cos(), b.sin(), b.cos()], 1)
-
-
-class AIFILayer(nn.Module):
-    """Post-norm transformer encoder layer (AIFI): self-attention with the position embedding added to
-    queries and keys, add + LayerNorm, FFN (GELU), add + LayerNorm. (B, S, d) -> (B, S, d)."""
-
-    def __init__(self, d_model: int, num_heads: int, dim_feedforward: int, dropout: float = 0.0):
-        super().__init__()
-        self.self_attn = MultiheadAttention(d_model, num_heads, dropout)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, src: Tensor, pos: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        q = k = src + pos
-        src = self.norm1(src + self.dropout(self.self_attn(q, k, src, key_padding_mask)))
-        ffn = self.linear2(self.dropout(F.gelu(self.linear1(src))))
-        return self.norm2(src + self.dropout(ffn))
-
-
-class HybridEncoder(nn.Module):
-    """RT-DETR's efficient hybrid encoder (AIFI + CCFM).
-
-    forward(maps: list of L backbone maps (B, C_l, h_l, w_l), finest first; masks: list of (B, h_l, w_l) bool,
-    True on padding, or None) -> list of L maps (B, d, h_l, w_l).
-
-    Args:
-        in_channels: backbone channels per level; d_model: the width d; aifi_levels: indices of the levels AIFI
-        runs on (the release: the last, ``(2,)``); num_aifi_layers: layers per AIFI level (1);
-        expansion / depth_mult: CSPRepLayer hidden width factor and ``round(3 * depth_mult)`` RepVGG blocks;
-        aifi_position: "hf" or "release" (see :func:`sincos_position_embedding_2d`).
-    """
-
-    def __init__(self, in_channels: list[int] | tuple[int, ...] = (512, 1024, 2048), d_model: int = 256,
-                 num_heads: int = 8, dim_feedforward: int = 1024, dropout: float = 0.0,
-                 aifi_levels: tuple[int, ...] = (2,), num_aifi_layers: int = 1, temperature: float = 10000.0,
-                 expansion: float = 1.0, depth_mult: float = 1.0, aifi_position: str = "hf"):
-        super().__init__()
-        self.in_channels = list(in_channels)
-        self.d_model = d_model
-        self.aifi_levels = tuple(aifi_levels)
-        self.temperature = temperature
-        if aifi_position not in ("hf", "release"):
-            raise ValueError(f"aifi_position must be 'hf' or 'release', got {aifi_position!r}")
-        self.aifi_position = aifi_position
-        n = len(self.in_channels)
-        self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, d_model, 1, bias=False), nn.BatchNorm2d(d_model)) for c in self.in_channels)
-        self.aifi = nn.ModuleList(
-            nn.ModuleList(AIFILayer(d_model, num_heads, dim_feedforward, dropout) for _ in range(num_aifi_layers))
-            for _ in self.aifi_levels)
-        blocks = round(3 * depth_mult)
-        self.lateral_convs = nn.ModuleList(ConvNormAct(d_model, d_model, 1) for _ in range(n - 1))
-        self.fpn_blocks = nn.ModuleList(CSPRepLayer(2 * d_model, d_model, blocks, expansion) for _ in range(n - 1))
-        self.downsample_convs = nn.ModuleList(ConvNormAct(d_model, d_model, 3, 2) for _ in range(n - 1))
-        self.pan_blocks = nn.ModuleList(CSPRepLayer(2 * d_model, d_model, blocks, expansion) for _ in range(n - 1))
-
-    def forward(self, maps: list[Tensor], masks: list[Tensor] | None = None) -> list[Tensor]:
-        if len(maps) != len(self.in_channels):
-            raise ValueError(f"HybridEncoder built for {len(self.in_channels)} levels, got {len(maps)}")
-        proj = [p(x) for p, x in zip(self.input_proj, maps)]
-        for layers, lvl in zip(self.aifi, self.aifi_levels):
-            b, d, h, w = proj[lvl].shape
-            src = proj[lvl].flatten(2).transpose(1, 2)
-            pos = sincos_position_embedding_2d(h, w, d, self.temperature, self.aifi_position, src.device)
-            pos = pos.to(src.dtype)[None]
-            key_mask = None
-            if masks is not None and masks[lvl].any():
-                key_mask = masks[lvl].flatten(1)
-            for layer in layers:
-                src = layer(src, pos, key_mask)
-            proj[lvl] = src.transpose(1, 2).reshape(b, d, h, w)
-
-        n = len(proj)
-        inner = [proj[-1]]                                   # top-down, coarsest first
-        for i, idx in enumerate(range(n - 1, 0, -1)):
-            high = self.lateral_convs[i](inner[0])
-            inner[0] = high
-            low = proj[idx - 1]
-            up = F.interpolate(high, size=low.shape[-2:], mode="nearest")
-            inner.insert(0, self.fpn_blocks[i](torch.cat([up, low], 1)))
-        outs = [inner[0]]                                    # bottom-up, finest first
-        for i in range(n - 1):
-            down = self.downsample_convs[i](outs[-1])
-            high = inner[i + 1]
-            if down.shape[-2:] != high.shape[-2:]:
-                raise ValueError(f"level sizes do not halve: {down.shape[-2:]} vs {high.shape[-2:]}; the backbone "
-                                 "must give ceil(H / stride) maps")
-            outs.append(self.pan_blocks[i](torch.cat([down, high], 1)))
-        return outs
+__all__ = ["RTDETR", "RTDETRDecoder", "RTDETRDecoderLayer"]
 
 
 # ---- decoder ---------------------------------------------------------------------------------------------
@@ -322,72 +148,6 @@ class RTDETRDecoder(nn.Module):
         self.query_pos_head = MLP(4, 2 * d_model, d_model, 2)
 
 
-# ---- losses ----------------------------------------------------------------------------------------------
-def varifocal_loss(logits: Tensor, onehot: Tensor, iou: Tensor, alpha: float = 0.75, gamma: float = 2.0) -> Tensor:
-    """Element-wise varifocal loss (Zhang et al. 2021, as RT-DETR uses it).
-
-    logits, onehot: (..., C); iou: (...,) the IoU of each query's box with its matched target (0 where
-    unmatched). Target q = iou * onehot; weight = alpha * sigmoid(logits)^gamma * (1 - onehot) + q
-    (the sigmoid detached); loss = weight * BCE(logits, q).
-    """
-    target = iou[..., None].to(logits.dtype) * onehot
-    weight = alpha * logits.sigmoid().detach().pow(gamma) * (1 - onehot) + target
-    return F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none")
-
-
-class RTDETRCriterion(SetCriterion):
-    """RT-DETR's set loss: varifocal loss ``loss_vfl`` (IoU-aware classification) + ``loss_bbox`` (L1) +
-    ``loss_giou``, each summed and divided by the number of target boxes, on every layer of the outputs
-    (``pred_logits`` (L, B, Q, C), ``pred_boxes`` (L, B, Q, 4) normalised cxcywh; in training RT-DETR's
-    layer 0 is the encoder's top-N selection, so ``_0`` names the encoder loss and ``_1`` .. ``_{L-2}`` the
-    auxiliary decoder layers), each with its own Hungarian matching. Denoising outputs (``dn_logits``,
-    ``dn_boxes`` (L', B, G*2*T, ...) and ``dn_indices``: per image (query_ids, target_ids)) add the same
-    losses suffixed ``_dn_{l}``, normalised by the number of boxes times the number of groups.
-    """
-
-    def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_vfl: float = 1.0,
-                 weight_bbox: float = 5.0, weight_giou: float = 2.0, alpha: float = 0.75, gamma: float = 2.0,
-                 aux_loss: bool = True):
-        super().__init__(num_classes, matcher, weight_class=weight_vfl, weight_bbox=weight_bbox,
-                         weight_giou=weight_giou, focal_alpha=alpha, focal_gamma=gamma, aux_loss=aux_loss)
-        self.weights = {"loss_vfl": weight_vfl, "loss_bbox": weight_bbox, "loss_giou": weight_giou}
-
-    @float32_policy
-    def matched_losses(self, logits: Tensor, boxes: Tensor, targets: list[dict], indices, num_boxes: float):
-        logits, boxes = logits.float(), boxes.float()
-        batch_ids, query_ids, _ = flatten_indices(indices, logits.device)
-        labels = torch.cat([t["labels"][tgt.to(t["labels"].device)] for t, (_, tgt) in zip(targets, indices)])
-        tgt_boxes = torch.cat([t["boxes"][tgt.to(t["boxes"].device)] for t, (_, tgt) in zip(targets, indices)]).float()
-        src = boxes[batch_ids, query_ids]
-        iou = torch.zeros(logits.shape[:2], device=logits.device)
-        if len(src):
-            matched_iou = torch.diag(box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt_boxes))).detach()
-            iou[batch_ids, query_ids] = matched_iou
-        onehot = torch.zeros_like(logits)
-        onehot[batch_ids, query_ids, labels.to(logits.device)] = 1.0
-        loss_vfl = varifocal_loss(logits, onehot, iou, self.focal_alpha, self.focal_gamma).sum() / num_boxes
-        loss_bbox, loss_giou = box_losses(src, tgt_boxes, num_boxes)
-        return {"loss_vfl": loss_vfl, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
-
-    @float32_policy
-    def layer_losses(self, logits: Tensor, boxes: Tensor, targets: list[dict], num_boxes: float) -> dict[str, Tensor]:
-        indices = self.matcher(logits.float(), boxes.float(), targets)
-        return self.matched_losses(logits, boxes, targets, indices, num_boxes)
-
-    @float32_policy  # the denoising losses too (modeling/precision.py)
-    def forward(self, outputs: dict[str, Tensor], targets: list[dict]) -> dict[str, Tensor]:
-        losses = super().forward(outputs, targets)
-        if "dn_logits" in outputs:
-            num_boxes = num_boxes_across_workers(targets, outputs["dn_logits"].device)
-            groups = outputs["dn_groups"]
-            for layer in range(outputs["dn_logits"].shape[0]):
-                values = self.matched_losses(outputs["dn_logits"][layer], outputs["dn_boxes"][layer], targets,
-                                             outputs["dn_indices"], num_boxes * groups)
-                for name, value in values.items():
-                    losses[f"{name}_dn_{layer}"] = value * self.weights[name]
-        return losses
-
-
 # ---- the detector ----------------------------------------------------------------------------------------
 @META_ARCH_REGISTRY.register()
 class RTDETR(DETRDetector):
@@ -395,9 +155,9 @@ class RTDETR(DETRDetector):
 
     Args (besides :class:`~.base.DETRDetector`'s):
         in_features: backbone outputs read, finest first (("res3", "res4", "res5")).
-        encoder: :class:`HybridEncoder` (its ``in_channels`` must match the backbone's).
+        encoder: :class:`~..layers.hybrid_encoder.HybridEncoder` (its ``in_channels`` must match the backbone's).
         decoder: :class:`RTDETRDecoder` with ``num_levels == len(in_features)``.
-        criterion: :class:`RTDETRCriterion` (None in pre-training).
+        criterion: :class:`~..criterion.RTDETRCriterion` (None in pre-training).
         num_denoising, label_noise_ratio, box_noise_scale: contrastive denoising in fine-tuning (release: 100,
             0.5, 1.0; 0 turns it off).
         pixel_mean / pixel_std: the release feeds RGB in [0, 1] (mean 0, std 255 on [0, 255] inputs).
@@ -408,7 +168,7 @@ class RTDETR(DETRDetector):
     transfer_drop = ("class_embed.", "enc_score_head.", "denoising_class_embed.")
 
     def __init__(self, *, backbone: Backbone, in_features: tuple[str, ...] | list[str], encoder: HybridEncoder,
-                 decoder: RTDETRDecoder, num_classes: int, num_queries: int, criterion: RTDETRCriterion | None,
+                 decoder: RTDETRDecoder, num_classes: int, num_queries: int, criterion: nn.Module | None,
                  pixel_mean: list[float] = (0.0, 0.0, 0.0), pixel_std: list[float] = (255.0, 255.0, 255.0),
                  num_denoising: int = 100, label_noise_ratio: float = 0.5, box_noise_scale: float = 1.0,
                  num_detections: int = 300, size_divisibility: int = 0):
@@ -518,52 +278,43 @@ class RTDETR(DETRDetector):
             ref = box.detach() if self.training else box
         return torch.stack(hidden), torch.stack(logits), torch.stack(boxes), torch.stack(refs)
 
+    def encoder_prediction(self, encoded: EncoderOutput) -> EncoderPrediction:
+        """The encoder's top-N prediction: ``enc_score_head`` logits (B, N, C), the selected proposals (B, N, 4)
+        (sigmoid, with their gradient) and the selected ``enc_output`` rows (B, N, d)."""
+        ex = encoded.extras
+        return EncoderPrediction(ex["enc_logits"], ex["reference_logits"].sigmoid(), ex["content"])
+
     def decode(self, encoded: EncoderOutput, queries: QueryInit) -> DecoderOutput:
         """Decode from ``queries.content`` (B, N, d) and ``queries.reference`` (B, N, 4). In training mode the
-        encoder's top-N predictions come first as layer 0 (see the module docstring: the selection heads are
-        trained by every per-layer loss); in evaluation mode only the decoder layers are returned."""
+        output carries the encoder's top-N prediction (``DecoderOutput.encoder``: every per-layer loss trains the
+        selection heads, see the module docstring)."""
         if queries.reference.shape[-1] != 4:
             raise ValueError(f"RT-DETR decodes from (B, N, 4) reference boxes, got {tuple(queries.reference.shape)}")
-        hidden, logits, boxes, refs = self.run_decoder(encoded, queries.content, queries.reference)
+        decoded = DecoderOutput(*self.run_decoder(encoded, queries.content, queries.reference))
         if self.training:
-            ex = encoded.extras
-            hidden = torch.cat([ex["content"][None], hidden])
-            logits = torch.cat([ex["enc_logits"][None], logits])
-            boxes = torch.cat([ex["reference_logits"].sigmoid()[None], boxes])
-            refs = torch.cat([ex["anchors"][None], refs])
-        return DecoderOutput(hidden, logits, boxes, refs)
+            decoded.encoder = self.encoder_prediction(encoded)
+        return decoded
 
     # ---- fine-tuning with denoising ------------------------------------------------------------------------
     def forward_train(self, images: ImageList, targets: list[dict]) -> dict[str, Tensor]:
         """Losses of the encoder selection and every decoder layer; plus the denoising groups when
-        ``num_denoising > 0`` (their queries go before the N matching queries, blocked from them by the
-        attention mask)."""
+        ``num_denoising > 0`` and the batch has a box (their queries go before the N matching queries, blocked
+        from them by the attention mask)."""
         encoded = self.encode(images)
         queries = self.initial_queries(encoded)
-        if self.num_denoising <= 0:
-            decoded = self.decode(encoded, queries)
-            return self.criterion({"pred_logits": decoded.logits, "pred_boxes": decoded.boxes}, targets)
-        return self._forward_train_denoising(encoded, queries, targets)
-
-    def _forward_train_denoising(self, encoded: EncoderOutput, queries: QueryInit, targets: list[dict]):
-        max_gt = max(len(t["labels"]) for t in targets)
-        groups = build_denoising_groups(targets, self.num_classes, self.num_queries,
-                                        denoising_num_groups(self.num_denoising, max_gt),
-                                        label_noise_ratio=self.label_noise_ratio, box_noise_scale=self.box_noise_scale)
-        if groups is None:   # no target box in the batch: nothing to denoise
-            decoded = self.decode(encoded, queries)
-            return self.criterion({"pred_logits": decoded.logits, "pred_boxes": decoded.boxes}, targets)
+        groups = None
+        if self.num_denoising > 0:
+            max_gt = max(len(t["labels"]) for t in targets)
+            groups = build_denoising_groups(targets, self.num_classes, self.num_queries,
+                                            denoising_num_groups(self.num_denoising, max_gt),
+                                            label_noise_ratio=self.label_noise_ratio,
+                                            box_noise_scale=self.box_noise_scale)
+        if groups is None:   # denoising off, or no target box in the batch: nothing to denoise
+            return self.criterion(self.decode(encoded, queries), targets)
         content = torch.cat([groups.embed_labels(self.denoising_class_embed).to(queries.content.dtype),
                              queries.content], 1)
         reference = torch.cat([groups.boxes.to(queries.reference.dtype), queries.reference], 1)
-        _, logits, boxes, _ = self.run_decoder(encoded, content, reference, groups.attn_mask)
-        dn_logits, logits = groups.split(logits, dim=2)
-        dn_boxes, boxes = groups.split(boxes, dim=2)
-        ex = encoded.extras
-        outputs = {
-            "pred_logits": torch.cat([ex["enc_logits"][None], logits]),
-            "pred_boxes": torch.cat([ex["reference_logits"].sigmoid()[None], boxes]),
-            "dn_logits": dn_logits, "dn_boxes": dn_boxes, "dn_indices": groups.matches(),
-            "dn_groups": groups.num_groups,
-        }
-        return self.criterion(outputs, targets)
+        full = DecoderOutput(*self.run_decoder(encoded, content, reference, groups.attn_mask))
+        decoded, denoising = full.split_denoising(groups)
+        decoded.encoder = self.encoder_prediction(encoded)
+        return self.criterion(decoded, targets, denoising)

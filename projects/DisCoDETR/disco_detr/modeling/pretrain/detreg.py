@@ -14,10 +14,10 @@ d -> d -> C) of each matched query regresses the frozen feature of its box's cro
 (weight 1, mean over elements): the crop through the detector's frozen backbone, global-average
 pooled at ``embedding_levels`` and concatenated (C3 of SwAV ResNet-50 in the paper: C = 512).
 
-Where the detector's decoder output has a layer for its encoder's proposals (RT-DETR in training),
-that layer is supervised like the others (the release supervises two-stage Deformable DETR's
-encoder output the same way); DINO's encoder heads get no gradient (its decoder output has no
-encoder layer), as in DisCo pre-training.
+Where the detector's decoder output carries its encoder's prediction on the selected queries
+(``DecoderOutput.encoder``: DINO and RT-DETR in training), it is matched and supervised like a
+decoder layer (suffix ``_enc``; the release supervises two-stage Deformable DETR's encoder output
+the same way).
 
 Input: a :class:`~disco_detr.structures.SingleViewBatch` (images (B, 3, H, W) uint8 padded, image_sizes,
 boxes (B, K, 4) xyxy view pixels, num_boxes, crops (B, K, 3, s, s) uint8, colour-augmented by the mapper).
@@ -123,11 +123,9 @@ class DETRegPretrain(nn.Module):
 
         # every decoder layer: Hungarian matching to the proposals, objectness focal loss, L1 and GIoU
         losses: dict[str, Tensor] = {}
-        num_layers = decoded.logits.shape[0]
         weights = self.criterion.weights
-        for layer in range(num_layers):
-            suffix = "" if layer == num_layers - 1 else f"_{layer}"
-            logits, boxes = decoded.logits[layer], decoded.boxes[layer]
+        # the encoder's prediction on its selected queries (``_enc``, two-stage variants), then every decoder layer
+        for suffix, logits, boxes, _ in decoded.supervised_layers():
             indices = self.criterion.matcher(logits, boxes, targets)
             for name, value in self.criterion.layer_losses(logits, boxes, targets, num_boxes, indices).items():
                 losses[name + suffix] = weights[name] * value

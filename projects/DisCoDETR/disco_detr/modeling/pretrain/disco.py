@@ -261,24 +261,22 @@ class DisCoDETR(nn.Module):
             crop_features = self.crop_features(batch.crops)  # (2B, n, C)
             crop_targets = torch.cat([crop_features[b:], crop_features[:b]])
 
-        # every decoder layer: Hungarian matching of the queries to the boxes, L_loc and L_rec
+        # every supervised layer: Hungarian matching of the queries to the boxes, L_loc and L_rec
         losses: dict[str, Tensor] = {}
-        num_layers = decoded.hidden.shape[0]
         labels = torch.zeros(n, dtype=torch.long, device=self.device)  # every box is "object"
         target_list = [{"labels": labels, "boxes": t} for t in targets]
-        matched = None
-        for layer in range(num_layers):
-            suffix = "" if layer == num_layers - 1 else f"_{layer}"
-            logits, pred_boxes = decoded.logits[layer], decoded.boxes[layer]
+        matched = None  # the encoder's prediction (``_enc``, two-stage variants) first, then every decoder layer
+        for suffix, logits, pred_boxes, hidden in decoded.supervised_layers():
+            last = suffix == ""
             indices = self.matcher(logits, pred_boxes, target_list)
-            if layer == num_layers - 1:
+            if last:
                 self.log_health(queries, decoded.references, owner, indices)
             if self.weights["loc"] > 0:
                 loc = localisation_losses(logits, pred_boxes, targets, indices, self.no_object_weight)
                 for name, value in loc.items():
                     losses[f"loss_loc_{name}{suffix}"] = self.weights["loc"] * self.loc_weights[name] * value
-            if self.rec_head is not None or (self.cld is not None and layer == num_layers - 1):
-                matched = self.matched_outputs(decoded.hidden[layer], indices, n)  # (2B, n, d)
+            if self.rec_head is not None or (self.cld is not None and last):
+                matched = self.matched_outputs(hidden, indices, n)  # (2B, n, d)
                 if self.rec_head is not None:
                     rec = reconstruction_loss(self.rec_head(matched), crop_targets)
                     losses[f"loss_rec{suffix}"] = self.weights["rec"] * rec

@@ -1,27 +1,22 @@
-"""Set-prediction loss of the fine-tuning detectors (focal classification + L1 + GIoU)."""
+"""DETR's set-prediction loss (Carion et al. 2020, eq. 1-2: Hungarian matching, then the matched pairs' losses),
+with the sigmoid focal classification of Deformable DETR and DINO, on every supervised layer of a decoder output."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from detectron2.utils import comm
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from .layers.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
-from .matching import HungarianMatcher
-from .precision import float32_policy
+from ..matching import HungarianMatcher
+from ..precision import float32_policy
+from .denoising import denoising_losses
+from .losses import box_losses, sigmoid_focal_loss
 
-__all__ = ["SetCriterion", "box_losses", "flatten_indices", "num_boxes_across_workers", "sigmoid_focal_loss"]
+if TYPE_CHECKING:  # the detectors build these outputs; the criterion only reads them
+    from ..detectors.base import DecoderOutput, DenoisingOutput
 
-
-def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
-    """Element-wise sigmoid focal loss (Lin et al. 2017); logits and 0/1 targets of one shape."""
-    prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = prob * targets + (1 - prob) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss
+__all__ = ["SetCriterion", "flatten_indices", "num_boxes_across_workers"]
 
 
 def flatten_indices(indices: list[tuple[Tensor, Tensor]], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -30,13 +25,6 @@ def flatten_indices(indices: list[tuple[Tensor, Tensor]], device: torch.device) 
     query_ids = torch.cat([q for q, _ in indices]).to(device)
     target_ids = torch.cat([t for _, t in indices]).to(device)
     return batch_ids, query_ids, target_ids
-
-
-def box_losses(src: Tensor, tgt: Tensor, normaliser: float) -> tuple[Tensor, Tensor]:
-    """Summed L1 and (1 - GIoU) of matched (P, 4) cxcywh boxes, each divided by ``normaliser``."""
-    loss_bbox = F.l1_loss(src, tgt, reduction="sum") / normaliser
-    giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt)))
-    return loss_bbox, (1 - giou).sum() / normaliser
 
 
 def num_boxes_across_workers(targets: list[dict], device: torch.device) -> float:
@@ -48,17 +36,20 @@ def num_boxes_across_workers(targets: list[dict], device: torch.device) -> float
 
 
 class SetCriterion(nn.Module):
-    """DETR losses for one decoder output stack.
+    """DETR losses of one decoder output.
 
-    forward(outputs, targets):
-      outputs: {"pred_logits": (L, B, Q, C), "pred_boxes": (L, B, Q, 4) normalised cxcywh},
-        L decoder layers, the last one being the final prediction;
-      targets: list of B dicts with "labels" (T_b,) int64 and "boxes" (T_b, 4) normalised
-        cxcywh (by the un-padded image size).
-    Returns weighted losses: ``loss_class``, ``loss_bbox``, ``loss_giou`` for the last layer
-    and the same names suffixed ``_{l}`` for auxiliary layer l (0-based), each layer with its
-    own Hungarian matching. Classification uses sigmoid focal loss summed over queries and
-    classes; every term is normalised by the number of target boxes (averaged over workers).
+    forward(outputs, targets, denoising=None):
+      outputs: a ``DecoderOutput``: logits (L, B, Q, C), boxes (L, B, Q, 4) normalised cxcywh, and the
+        encoder's prediction on the selected queries where the detector gives one;
+      targets: list of B dicts with "labels" (T_b,) int64 and "boxes" (T_b, 4) normalised cxcywh (by the
+        un-padded image size);
+      denoising: a ``DenoisingOutput`` (the denoising queries' predictions) or None.
+    Returns weighted losses ``loss_class``, ``loss_bbox``, ``loss_giou`` of the last layer, the same names
+    suffixed ``_{l}`` for auxiliary decoder layer l (0-based) and ``_enc`` for the encoder prediction
+    (``DecoderOutput.supervised_layers``), each with its own Hungarian matching; and with ``denoising``
+    the same suffixed ``_dn`` / ``_dn_{l}`` (:func:`.denoising.denoising_losses`). Classification is the
+    sigmoid focal loss summed over queries and classes; every term is normalised by the number of target
+    boxes (averaged over workers). ``aux_loss`` False keeps the encoder and the last decoder layer only.
     """
 
     def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_class: float = 2.0,
@@ -72,10 +63,10 @@ class SetCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.aux_loss = aux_loss
 
-    @float32_policy  # also called directly (DINO's encoder and denoising losses)
+    @float32_policy  # also called directly (DETReg pre-training, the denoising loss)
     def layer_losses(self, logits: Tensor, boxes: Tensor, targets: list[dict], num_boxes: float,
                      indices: list[tuple[Tensor, Tensor]] | None = None) -> dict[str, Tensor]:
-        """Unweighted losses of one decoder layer: logits (B,Q,C), boxes (B,Q,4) cxcywh. ``indices``: fixed
+        """Unweighted losses of one layer: logits (B,Q,C), boxes (B,Q,4) cxcywh. ``indices``: fixed
         per-image (query_ids, target_ids) pairs (e.g. denoising queries) instead of Hungarian matching."""
         logits, boxes = logits.float(), boxes.float()  # fp32 losses under AMP (GIoU's eps underflows in fp16)
         if indices is None:
@@ -93,14 +84,13 @@ class SetCriterion(nn.Module):
         return {"loss_class": loss_class, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
     @float32_policy  # losses in float32 under AMP (modeling/precision.py)
-    def forward(self, outputs: dict[str, Tensor], targets: list[dict]) -> dict[str, Tensor]:
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
-        num_boxes = num_boxes_across_workers(targets, logits.device)
-        num_layers = logits.shape[0]
-        layers = range(num_layers) if self.aux_loss else [num_layers - 1]
+    def forward(self, outputs: DecoderOutput, targets: list[dict],
+                denoising: DenoisingOutput | None = None) -> dict[str, Tensor]:
+        num_boxes = num_boxes_across_workers(targets, outputs.logits.device)
         losses = {}
-        for layer in layers:
-            suffix = "" if layer == num_layers - 1 else f"_{layer}"
-            for name, value in self.layer_losses(logits[layer], boxes[layer], targets, num_boxes).items():
+        for suffix, logits, boxes, _ in outputs.supervised_layers(self.aux_loss):
+            for name, value in self.layer_losses(logits, boxes, targets, num_boxes).items():
                 losses[name + suffix] = value * self.weights[name]
+        if denoising is not None:
+            losses.update(denoising_losses(self, denoising, targets, num_boxes))
         return losses

@@ -1,0 +1,22 @@
+"""Set-prediction losses of the fine-tuning detectors (and the terms pre-training reuses).
+
+* :mod:`.losses`: element-wise sigmoid focal and varifocal losses, matched-box L1 + GIoU;
+* :mod:`.set_criterion`: :class:`SetCriterion` (Hungarian-matched focal + L1 + GIoU over a ``DecoderOutput``);
+* :mod:`.rt_detr`: :class:`RTDETRCriterion` (varifocal classification);
+* :mod:`.denoising`: the contrastive denoising loss DINO and RT-DETR share.
+"""
+from .denoising import denoising_losses
+from .losses import box_losses, sigmoid_focal_loss, varifocal_loss
+from .rt_detr import RTDETRCriterion
+from .set_criterion import SetCriterion, flatten_indices, num_boxes_across_workers
+
+__all__ = [
+    "RTDETRCriterion",
+    "SetCriterion",
+    "box_losses",
+    "denoising_losses",
+    "flatten_indices",
+    "num_boxes_across_workers",
+    "sigmoid_focal_loss",
+    "varifocal_loss",
+]
