@@ -3,7 +3,7 @@
 # train.init_checkpoint: the run refuses to start without them), AdamW 1e-4, weight decay
 # 1e-4, clip 0.1, 60 epochs of the training set the run loads, lr drop at epoch 40
 # ("40/60"), batch 256. Fusion adds the other view's object feature to the positional query and
-# lets the detector's own layers process the sum (eq. 3 read as the detector's own path, SPEC section 4).
+# lets the detector's own layers process the sum (eq. 3 read as the detector's own path).
 from .common.models.conditional_detr_r50 import model as _detector
 from .common.pretrain import disco_pretraining
 

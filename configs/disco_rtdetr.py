@@ -1,4 +1,4 @@
-# DisCo DETR pre-training of RT-DETR R50-vd (SPEC sections 3-6 and 8): frozen ResNet-50-vd initialised from the
+# DisCo DETR pre-training of RT-DETR R50-vd: frozen ResNet-50-vd initialised from the
 # SSLD ImageNet weights (tools/convert/convert_resnet_vd.py --source rtdetr; train.init_checkpoint must hold them),
 # object features RoIAlign 7x7 on the stride 8/16/32 maps and crop features the pooled stride 8/16/32 stages
 # (512 + 1024 + 2048 channels, concatenated), lambda_0 = 3 (L_rec), DMOQF + CLD (lambda_3 = 2), the paper's

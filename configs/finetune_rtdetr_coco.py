@@ -1,5 +1,5 @@
 # Fine-tune RT-DETR R50-vd on COCO train2017, evaluate on val2017: the paper's "20/24" schedule (24 epochs,
-# lr x0.1 after 20), batch 64 (SPEC: the paper's fine-tuning batch for every variant). As the RT-DETR release:
+# lr x0.1 after 20), batch 64 (the paper's fine-tuning batch for every variant). As the RT-DETR release:
 # AdamW lr 1e-4, backbone 1e-5 (x0.1), weight decay 1e-4 (none on norms), clip 0.1, linear warm-up over 2000
 # iterations, EMA of the weights (decay 0.9999, 2000 warm-up updates; evaluation and the final checkpoint use
 # it) -- the release's values in iterations, at its batch 16 --, 640 x 640 inputs with multi-scale training

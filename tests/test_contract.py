@@ -114,7 +114,7 @@ def test_supervised_layers_are_the_encoder_prediction_then_every_decoder_layer(v
     (``_enc``), the others none; the decoder layers follow as ``_0`` .. ``_{L-2}`` and the last without a suffix.
     In evaluation no variant builds the encoder prediction."""
     det = _build(variant).detector
-    images = det.preprocess_images([v for v in _batch()["views"][:, 0]])
+    images = det.preprocess_images(list(_batch().images[:2]))  # view 1 of samples 0, 1
     det.train()
     encoded = det.encode(images)
     decoded = det.decode(encoded, det.initial_queries(encoded))

@@ -1,4 +1,4 @@
-# DINO 4-scale (Zhang et al. 2023) on ResNet-50-vd, as the DisCo paper fine-tunes it (SPEC section 8):
+# DINO 4-scale (Zhang et al. 2023) on ResNet-50-vd, as the DisCo paper fine-tunes it:
 # backbone res3-res5 (frozen stem, frozen BN) + one stride-64 level (conv3x3/s2 + GroupNorm on res5),
 # 6+6 deformable layers, d=256, 8 heads, 4 levels x 4 points, FFN 2048, dropout 0, 900 queries, mixed
 # query selection, look-forward-twice, contrastive denoising (100 queries, label noise 0.5, box noise 1.0),

@@ -209,8 +209,8 @@ class PairedViewMapper:
     RandomResizedCrop box, then each of A's top-left and B's bottom-right corners moves
     inward, with probability ``corner_shift_prob``, by a uniform fraction in
     [0, ``max_corner_shift``) of its distance to the intersection's corner. The defaults (1, 1)
-    are the released code's rule (mean view IoU about 0.69, never exactly 0.5); (0.5, 0.5) is
-    this project's earlier rule (mean about 0.54, a quarter of the pairs at exactly 0.5).
+    are the released code's rule (mean view IoU about 0.69, never exactly 0.5); (0.5, 0.5) gives
+    a mean of about 0.54, a quarter of the pairs at exactly 0.5.
 
     ``photometric``: "device" (default) draws the colour parameters here and leaves applying
     them to :class:`disco_detr.data.photometric.PairedViewPhotometric` on the training device;

@@ -30,7 +30,7 @@ What makes DINO, on top of the shared Deformable DETR encoder and decoder layers
 
 Coordinates: every box is normalised (cx, cy, w, h) of the image's **un-padded** size; inside the deformable
 attention it is multiplied by the level's valid ratios (w, h, w, h). As in Deformable DETR here, padding is
-masked in eval too (detrex does not; see ``../shared/reference/README.md``).
+masked in eval too (detrex does not; see ``tests/data/reference/README.md``).
 
 Pre-training (DisCo / Siamese DETR) through the contract of :mod:`.base`
 -------------------------------------------------------------------------
