@@ -34,6 +34,18 @@ CASES = {
 WRITE = os.environ.get("DISCO_WRITE_REGRESSION") == "1"
 
 
+@pytest.fixture(autouse=True)
+def _two_threads():
+    """The fixture was written with 2 intra-op threads (conftest's setting); a tool run in the same process may
+    have changed it, and the reduction order of a CPU op depends on it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 def _run(case: str, output_dir) -> dict[str, list[float]]:
     """Three trainer iterations of ``case``: every logged loss and health metric, per iteration."""
     from disco_detr.config import load_config
