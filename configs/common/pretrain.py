@@ -86,6 +86,19 @@ def detreg_model(detector, embedding_levels=("res3",)):
     )
 
 
+def _paper_budget(train, epochs: int, checkpoint_period: int):
+    """The paper-scale pre-training run: clip 0.1, a frozen backbone that init_checkpoint must provide,
+    ``epochs`` of the training set the run loads (max_iter from its size), a checkpoint every
+    ``checkpoint_period`` iterations, no evaluation."""
+    train.clip_grad_norm = 0.1
+    train.require_backbone_weights = True  # refuse to start unless train.init_checkpoint holds the frozen backbone
+    train.max_iter = None  # from train.epochs and the size of the dataset the run loads
+    train.epochs = epochs
+    train.checkpointer.period = checkpoint_period
+    train.eval_period = 0
+    return train
+
+
 def disco_pretraining(detector, feature_levels, variant: str):
     """The paper's DisCo pre-training of ``detector``: (dataloader, lr_multiplier, model, optimizer, train).
 
@@ -99,12 +112,7 @@ def disco_pretraining(detector, feature_levels, variant: str):
     dataloader.train.total_batch_size = 256
     optimizer.lr = 1e-4
     optimizer.weight_decay = 1e-4
-    train.clip_grad_norm = 0.1
-    train.require_backbone_weights = True  # refuse to start unless train.init_checkpoint holds the frozen backbone
-    train.max_iter = None  # from train.epochs and the size of the dataset the run loads
-    train.epochs = epochs
-    train.checkpointer.period = 1200  # iterations: about 5 epochs of mini-ImageNet (60,000 images) at batch 256
-    train.eval_period = 0
+    train = _paper_budget(train, epochs, checkpoint_period=1200)  # about 5 epochs of mini-ImageNet at batch 256
     lr_multiplier = step_schedule(drop_fraction=drop_epoch / epochs)
     return dataloader, lr_multiplier, model, optimizer, train
 
@@ -124,12 +132,7 @@ def detreg_pretraining(detector, embedding_levels=("res3",)):
     optimizer.lr = 2e-4
     optimizer.weight_decay = 1e-4
     optimizer.params.lr_factor_keys = {"sampling_offsets": 0.1, "reference_points": 0.1}
-    train.clip_grad_norm = 0.1
-    train.require_backbone_weights = True  # refuse to start unless train.init_checkpoint holds the frozen backbone
-    train.max_iter = None  # from train.epochs and the size of the dataset the run loads
-    train.epochs = epochs
-    train.checkpointer.period = 1500  # iterations: about 5 epochs of mini-ImageNet (60,000 images) at batch 192
-    train.eval_period = 0
+    train = _paper_budget(train, epochs, checkpoint_period=1500)  # about 5 epochs of mini-ImageNet at batch 192
     lr_multiplier = step_schedule(drop_fraction=drop_epoch / epochs)
     return dataloader, lr_multiplier, model, optimizer, train
 
