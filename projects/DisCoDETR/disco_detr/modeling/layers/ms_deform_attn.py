@@ -2,7 +2,7 @@
 
 There is no compiled kernel for our stack: sampling is ``F.grid_sample`` per level, which runs on every
 device and dtype PyTorch supports (float16/bfloat16/float32/float64 on CPU and CUDA). Unlike a fused
-kernel it materialises every level's samples, (B*H, Dh, Nq, P) per level, before the weighted sum; the
+kernel it materialises every level's samples, (B*H, Dh, P, Nq) per level, before the weighted sum; the
 cost against dense attention is measured by ``tools/benchmarks/benchmark_ms_deform_attn.py``.
 
 Conventions used throughout this file:
@@ -54,63 +54,30 @@ def ms_deform_attn_sample(value: Tensor, spatial_shapes: Tensor, level_start_ind
 
     dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
     # grid_sample wants an (N, C, h, w) input and an (N, Hout, Wout, 2) grid in [-1, 1]; N = B * H folds the
-    # heads into the batch, the grid is (Nq, P). With align_corners=False, -1 and 1 are the outer pixel edges,
-    # so grid = 2 * location - 1 is exactly the normalised [0, 1] convention above.
-    # Levels are taken apart with split / unbind (views), not by indexing: backward then concatenates or
-    # stacks the levels' gradients once instead of zero-filling a full-size gradient per level and adding the
-    # four up (on CPU, first touching those fresh tensors was most of the cost). Each level's grid is a
-    # strided (B*H, Nq, P, 2) slice; see _grid_sample for why it stays one.
-    grid = (2 * sampling_locations.to(dtype) - 1).transpose(1, 2).reshape(
-        b * num_heads, nq, num_levels, num_points, 2).unbind(2)                       # L x (B*H, Nq, P, 2)
-    weights = attention_weights.to(dtype).transpose(1, 2).reshape(
-        b * num_heads, 1, nq, num_levels, num_points).unbind(3)                       # L x (B*H, 1, Nq, P)
+    # heads into the batch. With align_corners=False, -1 and 1 are the outer pixel edges, so
+    # grid = 2 * location - 1 is exactly the normalised [0, 1] convention above.
+    # Layout, chosen for speed on CPU: one copy puts the levels first and the points before the queries, so each
+    # level's grid is a contiguous (B*H, P, Nq, 2) block (grid_sample's CPU kernel vectorises along Wout = Nq;
+    # a strided grid or rows of only P points run it about twice as slow, forward and backward) and the weighted
+    # sum runs over P with Nq contiguous. Levels are taken apart with split / unbind (views), not indexing, so
+    # backward concatenates the levels' gradients once instead of zero-filling a full-size gradient per level.
+    grid = (2 * sampling_locations.to(dtype) - 1).permute(3, 0, 2, 4, 1, 5).reshape(
+        num_levels, b * num_heads, num_points, nq, 2).unbind(0)                       # L x (B*H, P, Nq, 2)
+    weights = attention_weights.to(dtype).permute(3, 0, 2, 4, 1).reshape(
+        num_levels, b * num_heads, 1, num_points, nq).unbind(0)                       # L x (B*H, 1, P, Nq)
     out = None
     if levels:
         values = value.to(dtype).permute(0, 2, 3, 1).reshape(b * num_heads, head_dim, s).split(
             [h * w for _, h, w in levels], dim=-1)                                    # L x (B*H, Dh, h_l*w_l)
         for lvl, (_, h, w) in enumerate(levels):
-            sampled = _grid_sample(values[lvl].view(b * num_heads, head_dim, h, w), grid[lvl])  # (B*H, Dh, Nq, P)
+            sampled = F.grid_sample(values[lvl].view(b * num_heads, head_dim, h, w), grid[lvl], mode="bilinear",
+                                    padding_mode="zeros", align_corners=False)        # (B*H, Dh, P, Nq)
             # Summing level by level keeps only one level's samples alive at a time in inference.
-            term = (sampled * weights[lvl]).sum(-1)                                     # (B*H, Dh, Nq)
+            term = (sampled * weights[lvl]).sum(-2)                                   # (B*H, Dh, Nq)
             out = term if out is None else out + term
     if out is None:  # L == 0: nothing to attend to
         out = value.new_zeros(b * num_heads, head_dim, nq, dtype=dtype)
     return out.view(b, num_heads * head_dim, nq).transpose(1, 2).contiguous().to(value.dtype)
-
-
-class _GridSampleContiguousForward(torch.autograd.Function):
-    """``F.grid_sample`` (bilinear, zeros, align_corners=False) that samples through a contiguous copy of the
-    grid and differentiates through the grid as given: (N, C, h, w), (N, Hout, Wout, 2) -> (N, C, Hout, Wout).
-
-    Each output point is computed alone, so the copy leaves the forward values as they are, and it runs about
-    twice as fast on CPU as a strided grid (whose rows of Wout = P points the kernel takes one at a time in
-    part-empty vectors). Backward is torch's own on the original grid: it adds every point's share into the
-    input gradient in an order set by the grid's layout, and this keeps that order (so the rounding) too.
-    """
-
-    @staticmethod
-    def forward(ctx, value: Tensor, grid: Tensor) -> Tensor:
-        ctx.save_for_backward(value, grid)
-        return F.grid_sample(value, grid.contiguous(), mode="bilinear", padding_mode="zeros", align_corners=False)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor):
-        value, grid = ctx.saved_tensors
-        # interpolation 0 = bilinear, padding 0 = zeros; what F.grid_sample's own backward calls
-        grad_value, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
-            grad, value, grid, 0, 0, False, [ctx.needs_input_grad[0], ctx.needs_input_grad[1]])
-        return grad_value, grad_grid
-
-
-def _grid_sample(value: Tensor, grid: Tensor) -> Tensor:
-    """Bilinear sampling of ``value`` (N, C, h, w) at ``grid`` (N, Hout, Wout, 2) in [-1, 1] (zeros outside,
-    align_corners=False) -> (N, C, Hout, Wout); the CPU forward reads a contiguous copy of a strided grid."""
-    if value.device.type != "cpu" or grid.is_contiguous():
-        return F.grid_sample(value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if torch.is_grad_enabled() and (value.requires_grad or grid.requires_grad):
-        return _GridSampleContiguousForward.apply(value, grid)
-    return F.grid_sample(value, grid.contiguous(), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class MultiScaleDeformableAttention(nn.Module):
