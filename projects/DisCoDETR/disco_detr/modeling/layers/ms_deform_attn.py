@@ -30,6 +30,53 @@ from .recording import emit, is_recording
 __all__ = ["MultiScaleDeformableAttention", "ms_deform_attn", "ms_deform_attn_sample", "set_ms_deform_attn_backend"]
 
 
+class _WeightedPointSum(torch.autograd.Function):
+    """``(sampled * weights).sum(-2)`` for sampled (N, C, P, Nq) and weights (N, 1, P, Nq) -> (N, C, Nq).
+
+    Autograd of the broadcast product writes a (N, C, P, Nq) temporary in forward and another one (before a
+    reduction over C) for the weights' gradient in backward; with few points (P = 4) it is cheaper to run
+    over the points one at a time: forward accumulates ``addcmul_`` into the (N, C, Nq) result, backward
+    reduces ``grad * sampled[:, :, p]`` over C per point. Same sums in the same order of terms as a
+    sequential sum over P (float rounding of the reduction order only). The backward is written in
+    differentiable operations, so double backward works.
+    """
+
+    @staticmethod
+    def forward(ctx, sampled: Tensor, weights: Tensor) -> Tensor:
+        ctx.save_for_backward(sampled, weights)
+        return _point_sum(sampled, weights)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        sampled, weights = ctx.saved_tensors
+        grad_sampled = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            grad_sampled = grad.unsqueeze(-2) * weights                                    # (N, C, P, Nq)
+        if ctx.needs_input_grad[1]:
+            grad_weights = torch.stack([(grad * sampled[:, :, p]).sum(1) for p in range(sampled.shape[2])],
+                                       1).unsqueeze(1)                                     # (N, 1, P, Nq)
+        return grad_sampled, grad_weights
+
+
+def _point_sum(sampled: Tensor, weights: Tensor) -> Tensor:
+    """The forward of :class:`_WeightedPointSum`, one point at a time (P >= 1)."""
+    out = torch.mul(sampled[:, :, 0], weights[:, :, 0])
+    for p in range(1, sampled.shape[2]):
+        out.addcmul_(sampled[:, :, p], weights[:, :, p])
+    return out
+
+
+def _weighted_point_sum(sampled: Tensor, weights: Tensor) -> Tensor:
+    """sum over P of sampled (N, C, P, Nq) * weights (N, 1, P, Nq) -> (N, C, Nq); see :class:`_WeightedPointSum`.
+
+    Without gradients (inference, export) the loop runs directly, outside the autograd Function."""
+    if sampled.shape[2] == 0:
+        return sampled.new_zeros(sampled.shape[0], sampled.shape[1], sampled.shape[3])
+    if torch.is_grad_enabled() and (sampled.requires_grad or weights.requires_grad):
+        return _WeightedPointSum.apply(sampled, weights)
+    return _point_sum(sampled, weights)
+
+
 def ms_deform_attn_sample(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor | None,
                           sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
     """The core of multi-scale deformable attention: bilinear sampling and the weighted sum.
@@ -73,8 +120,8 @@ def ms_deform_attn_sample(value: Tensor, spatial_shapes: Tensor, level_start_ind
             sampled = F.grid_sample(values[lvl].view(b * num_heads, head_dim, h, w), grid[lvl], mode="bilinear",
                                     padding_mode="zeros", align_corners=False)        # (B*H, Dh, P, Nq)
             # Summing level by level keeps only one level's samples alive at a time in inference.
-            term = (sampled * weights[lvl]).sum(-2)                                   # (B*H, Dh, Nq)
-            out = term if out is None else out + term
+            term = _weighted_point_sum(sampled, weights[lvl])                         # (B*H, Dh, Nq)
+            out = term if out is None else out.add_(term)
     if out is None:  # L == 0: nothing to attend to
         out = value.new_zeros(b * num_heads, head_dim, nq, dtype=dtype)
     return out.view(b, num_heads * head_dim, nq).transpose(1, 2).contiguous().to(value.dtype)
