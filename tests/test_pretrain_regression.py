@@ -32,6 +32,8 @@ CASES = {
     "detreg_cond": ("tiny_detreg.py", [], "demo_ss_proposals"),
 }
 WRITE = os.environ.get("DISCO_WRITE_REGRESSION") == "1"
+#: logged values that depend on which query the loss matching picked (with every loss_rec*), see _check_or_record
+MATCH_IDENTITY_KEYS = ("loss_contrast", "pretrain_health/group_agreement")
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +88,8 @@ def _run(case: str, output_dir) -> dict[str, list[float]]:
 
 def _check_or_record(case: str, got: dict[str, list[float]]) -> None:
     """Compare ``got`` with the fixture's entry for ``case`` (the same keys; the first iteration within rel 1e-4,
-    later ones within rel or abs 1e-3), or with DISCO_WRITE_REGRESSION=1 write it there."""
+    later ones and the values that depend on which query was matched within rel or abs 1e-3), or with
+    DISCO_WRITE_REGRESSION=1 write it there."""
     if WRITE:
         recorded = json.load(open(FIXTURE)) if os.path.exists(FIXTURE) else {}
         recorded[case] = got
@@ -98,15 +101,25 @@ def _check_or_record(case: str, got: dict[str, list[float]]) -> None:
     assert sorted(got) == sorted(expected)
     for key, values in expected.items():
         assert len(got[key]) == len(values), key
+        if key in MATCH_IDENTITY_KEYS or key.startswith("loss_rec"):
+            # These rest on *which* query the loss matching picked for a box, not only on the matched cost. An
+            # exact tie in that matching is possible (disco_rtdetr, iteration 0, measured: two 0.05-wide anchor
+            # queries at the same x both lie inside two target boxes, so swapping their targets leaves L1 and
+            # GIoU equal; the float32 costs of the two assignments differ by one ulp, in either direction
+            # depending on the processor), so they get the later iterations' tolerance from the start.
+            if key == "pretrain_health/group_agreement":   # a fraction of the 2 x 2 x 4 = 16 matched queries
+                assert got[key] == pytest.approx(values, abs=1 / 16 + 1e-6), key
+            elif key != "loss_contrast":
+                assert got[key] == pytest.approx(values, rel=1e-3, abs=1e-3), key
+            else:  # the contrast loss after an update also rests on DMOQF's groups: iteration 0 only
+                assert got[key][:1] == pytest.approx(values[:1], rel=1e-3, abs=1e-3), key
+            continue
         # The first iteration (before any update) within rel 1e-4. Later ones within rel 1e-3 / abs 1e-3: float
         # rounding differs between processors (vector kernels of another width sum in another order) and grows
-        # through the updates (rel 1e-4 after three SGD steps of RT-DETR's tiny detector here; abs 3e-4 in a
-        # contrast loss of 0.05 with ATEN_CPU_CAPABILITY=default), while a change of behaviour moves a loss by more.
-        # DisCo's contrast loss after an update is not compared: it rests on the groups DMOQF assigns, a discrete
-        # choice whose near-ties such rounding can flip (0.04 in RT-DETR's case without vector kernels).
+        # through the updates (rel 1e-4 after three SGD steps of RT-DETR's tiny detector here), while a change
+        # of behaviour moves a loss by more.
         assert got[key][:1] == pytest.approx(values[:1], rel=1e-4, abs=1e-6), key
-        if key != "loss_contrast":
-            assert got[key][1:] == pytest.approx(values[1:], rel=1e-3, abs=1e-3), key
+        assert got[key][1:] == pytest.approx(values[1:], rel=1e-3, abs=1e-3), key
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
