@@ -82,3 +82,23 @@ def test_main_orders_the_sections_and_writes_json_and_tables(monkeypatch, tmp_pa
     saved = json.loads((tmp_path / "gpu_check.json").read_text())
     assert saved["goals"]["disco_over_siamese_max"]["value"] == 1.02
     assert "| dino | yes | 800x1333 |" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_variant_steps_run_through_the_train_loop_on_cpu(monkeypatch):
+    """Section 3's measurement itself (not a stub), on CPU with the demo's small Conditional DETR at 64 x 64: one
+    row per variant with a step time, a finite loss and a FLOP count; a variant that fails is recorded, not
+    raised, and the others still run."""
+    import types
+
+    tool = _tool()
+    monkeypatch.setattr(tool, "VARIANTS", {"cond": ("configs/demo/cond.py", (64, 64), 1),
+                                           "broken": ("configs/no_such_config.py", (64, 64), 1)})
+    args = types.SimpleNamespace(variants=["broken", "cond"], iters=2, warmup=1)
+    rows = tool.variant_figures(torch.device("cpu"), args, None, compiled=False)
+    assert [r["variant"] for r in rows] == ["broken", "cond"]
+    assert "no_such_config.py" in rows[0]["error"]
+    row = rows[1]
+    assert "error" not in row, row
+    assert row["step_s"] > 0 and row["first_step_s"] > 0 and row["loss_finite"] is True
+    assert row["gflops_per_step"] > 0 and row["share_of_peak"] is None   # no peak known for a CPU
+    assert row["image_hw"] == [64, 64] and row["batch"] == 1 and row["peak_memory_gib"] is None

@@ -143,6 +143,17 @@ def kernel_figures(device, args) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- variants
+def sync(device: torch.device) -> None:
+    """Waits for ``device``'s queued work (CUDA); nothing to wait for on CPU, where the variant steps are tested."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def empty_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def variant_step(name: str, compiled: bool, device, args, peak) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -153,7 +164,7 @@ def variant_step(name: str, compiled: bool, device, args, peak) -> dict:
     cfg = gpu.load(config, [])
     model, optimizer = gpu.build(cfg, device)
     batch = gpu.detection_batch(batch_size, h, w, model.num_classes)
-    loop = DETRTrainLoop(model, itertools.repeat(batch), optimizer, amp=True,
+    loop = DETRTrainLoop(model, itertools.repeat(batch), optimizer, amp=device.type == "cuda",
                          compile_kwargs={"backend": "inductor"} if compiled else None)
 
     def step():
@@ -168,26 +179,27 @@ def variant_step(name: str, compiled: bool, device, args, peak) -> dict:
             optimizer.step()
         return loss.detach()
 
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     loss = step()
-    torch.cuda.synchronize(device)
+    sync(device)
     first = time.perf_counter() - start
     for _ in range(max(args.warmup - 1, 0)):
         step()
     times = []
     for _ in range(args.iters):
-        torch.cuda.synchronize(device)
+        sync(device)
         start = time.perf_counter()
         loss = step()
-        torch.cuda.synchronize(device)
+        sync(device)
         times.append(time.perf_counter() - start)
-    peak_mem = torch.cuda.max_memory_allocated(device) / 2**30
+    peak_mem = round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
     median = statistics.median(times)
     row = {"variant": name, "compiled": compiled, "config": config, "image_hw": [h, w], "batch": batch_size,
            "amp": str(loop.amp_dtype).replace("torch.", ""), "step_s": round(median, 4),
-           "first_step_s": round(first, 2), "peak_memory_gib": round(peak_mem, 2),
+           "first_step_s": round(first, 2), "peak_memory_gib": peak_mem,
            "loss_finite": bool(torch.isfinite(loss))}
     if compiled:
         row["compile_fell_back"] = loop.compiled_forward is None
@@ -197,10 +209,10 @@ def variant_step(name: str, compiled: bool, device, args, peak) -> dict:
         with counter:
             step()
         flops = counter.get_total_flops()
-        row["tflops_per_step"] = round(flops / 1e12, 3)
+        row["gflops_per_step"] = round(flops / 1e9, 3)
         row["achieved_tflops_per_s"] = round(flops / median / 1e12, 2)
         row["share_of_peak"] = round(flops / median / 1e12 / peak, 4) if peak else None
-    torch.cuda.empty_cache()
+    empty_cache(device)
     return row
 
 
@@ -216,7 +228,7 @@ def variant_figures(device, args, peak, compiled: bool, deadline: float | None =
             rows.append(variant_step(name, compiled, device, args, peak))
         except Exception as error:  # one variant's failure must not lose the other figures: it is recorded
             rows.append({"variant": name, "compiled": compiled, "error": f"{type(error).__name__}: {error}"[:500]})
-            torch.cuda.empty_cache()
+            empty_cache(device)
         if compiled:
             torch._dynamo.reset()
     return rows
