@@ -143,17 +143,6 @@ def kernel_figures(device, args) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- variants
-def sync(device: torch.device) -> None:
-    """Waits for ``device``'s queued work (CUDA); nothing to wait for on CPU, where the variant steps are tested."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def empty_cache(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def variant_step(name: str, compiled: bool, device, args, peak) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -179,23 +168,21 @@ def variant_step(name: str, compiled: bool, device, args, peak) -> dict:
             optimizer.step()
         return loss.detach()
 
-    sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    gpu.reset_peak(device)  # these helpers act on CUDA only, so the step also runs (and is tested) on CPU
     start = time.perf_counter()
     loss = step()
-    sync(device)
+    gpu.sync(device)
     first = time.perf_counter() - start
     for _ in range(max(args.warmup - 1, 0)):
         step()
     times = []
     for _ in range(args.iters):
-        sync(device)
+        gpu.sync(device)
         start = time.perf_counter()
         loss = step()
-        sync(device)
+        gpu.sync(device)
         times.append(time.perf_counter() - start)
-    peak_mem = round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
+    peak_mem = gpu.peak_gib(device)
     median = statistics.median(times)
     row = {"variant": name, "compiled": compiled, "config": config, "image_hw": [h, w], "batch": batch_size,
            "amp": str(loop.amp_dtype).replace("torch.", ""), "step_s": round(median, 4),
@@ -212,13 +199,14 @@ def variant_step(name: str, compiled: bool, device, args, peak) -> dict:
         row["gflops_per_step"] = round(flops / 1e9, 3)
         row["achieved_tflops_per_s"] = round(flops / median / 1e12, 2)
         row["share_of_peak"] = round(flops / median / 1e12 / peak, 4) if peak else None
-    empty_cache(device)
+    gpu.empty_cache(device)
     return row
 
 
 def variant_figures(device, args, peak, compiled: bool, deadline: float | None = None) -> list[dict]:
     """Eager (``compiled=False``) or compiled steps of ``args.variants``; compiled cases that would start after
     ``deadline`` (time.perf_counter()) are recorded as skipped, so the whole check keeps to its budget."""
+    gpu = load_tool("benchmark_gpu")
     rows = []
     for name in tqdm(args.variants, desc=f"training steps ({'compiled' if compiled else 'eager'})", leave=False):
         if deadline is not None and time.perf_counter() > deadline:
@@ -228,7 +216,7 @@ def variant_figures(device, args, peak, compiled: bool, deadline: float | None =
             rows.append(variant_step(name, compiled, device, args, peak))
         except Exception as error:  # one variant's failure must not lose the other figures: it is recorded
             rows.append({"variant": name, "compiled": compiled, "error": f"{type(error).__name__}: {error}"[:500]})
-            empty_cache(device)
+            gpu.empty_cache(device)
         if compiled:
             torch._dynamo.reset()
     return rows

@@ -126,22 +126,42 @@ def _sdpa_macs(inputs, outputs):
     return math.prod(q[:-2]) * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
+def sync(device: torch.device) -> None:
+    """Waits for ``device``'s queued work (CUDA); nothing to wait for on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    """Starts a new peak-memory measurement on CUDA (no-op on CPU)."""
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    """Peak allocated CUDA memory since :func:`reset_peak`, GiB (None on CPU)."""
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
+
+
+def empty_cache(device: torch.device) -> None:
+    """Returns cached CUDA blocks to the driver between measurements (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 class Timer:
     """Accumulates the wall time of wrapped calls (synchronising CUDA around each)."""
 
     def __init__(self, device):
         self.device, self.total, self.calls = device, 0.0, 0
 
-    def sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def wrap(self, fn):
         def timed(*args, **kwargs):
-            self.sync()
+            sync(self.device)
             start = time.perf_counter()
             out = fn(*args, **kwargs)
-            self.sync()
+            sync(self.device)
             self.total += time.perf_counter() - start
             self.calls += 1
             return out
@@ -199,18 +219,6 @@ def main(argv=None):
     if cuda and args.amp:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize(device)
-
-    def reset_peak():
-        if cuda:
-            sync()
-            torch.cuda.reset_peak_memory_stats(device)
-
-    def peak_gib():
-        return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None
-
     from disco_detr.data.photometric import PairedViewPhotometric
 
     disco_cfg, siamese_cfg = load(disco_file, []), load(siamese_file, [])
@@ -247,17 +255,17 @@ def main(argv=None):
     times = {name: [] for name in steps}
     dmoqf_per_step = []
     try:
-        reset_peak()
+        reset_peak(device)
         for _ in range(warmup):
             for name in steps:
                 steps[name]()
         for _ in range(iters):
             for name in steps:  # alternating, so that noise hits both models alike
-                sync()
+                sync(device)
                 before = timer.total
                 start = time.perf_counter()
                 loss = steps[name]()
-                sync()
+                sync(device)
                 times[name].append(time.perf_counter() - start)
                 if name == "disco":
                     dmoqf_per_step.append(timer.total - before)
@@ -265,7 +273,7 @@ def main(argv=None):
                     raise FloatingPointError(f"{name}: non-finite loss {loss.item()}")
     finally:
         restore()
-    pretrain_peak = peak_gib()
+    pretrain_peak = peak_gib(device)
     median = {name: statistics.median(t) for name, t in times.items()}
     dmoqf = statistics.median(dmoqf_per_step)
 
@@ -279,8 +287,7 @@ def main(argv=None):
             step()
         pretrain_flops[name] = counter.get_total_flops()
     del steps, models
-    if cuda:
-        torch.cuda.empty_cache()
+    empty_cache(device)
 
     peak = peak_tflops(device, args.peak_tflops)
     finetune = None
@@ -298,17 +305,17 @@ def main(argv=None):
         ft_macs_forward = counter.total()  # fvcore: one multiply-add = one flop, per image
         detector.train()
         ft_step_fn = make_step(detector, ft_opt, ft_batch, False)
-        reset_peak()
+        reset_peak(device)
         for _ in range(warmup):
             ft_step_fn()
-        sync()
+        sync(device)
         ft_times = []
         for _ in range(iters):
             start = time.perf_counter()
             ft_step_fn()
-            sync()
+            sync(device)
             ft_times.append(time.perf_counter() - start)
-        ft_peak = peak_gib()
+        ft_peak = peak_gib(device)
         ft_median = statistics.median(ft_times)
         ft_tflops = 2 * 3 * ft_macs_forward * args.finetune_batch / ft_median / 1e12
         finetune = {
