@@ -13,6 +13,10 @@ example at the top of your config file):
 * :func:`register_coco_dataset` ``(name, json_file, image_root)``: a COCO-style json
   exported by an annotation tool, checked entry by entry when it is loaded.
 
+Both also register the folder's label splits (``<name>_10pct_fold0``, ``<name>_5shot_fold2``,
+...; :mod:`disco_detr.data.label_splits`), as do ``coco_2017_train``, ``voc_2007_2012_trainval``
+(``voc_2007_trainval`` + ``voc_2012_trainval``, registered here) and ``disco_demo_train``.
+
 :func:`load_detection_dicts` (what the configs call) checks that the files exist before
 loading; with ``strict=True`` (the test loader) it also opens the header of every image,
 so an unreadable file stops evaluation in its first seconds, naming the file.
@@ -30,14 +34,17 @@ from detectron2.data.build import filter_images_with_only_crowd_annotations, pri
 from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASS_NAMES
 from detectron2.data.detection_utils import check_metadata_consistency
 from detectron2.structures import BoxMode
+from detectron2.utils import comm
 from tqdm import tqdm
 
+from .label_splits import is_label_split, register_label_splits, save_label_split
 from .pretrain_datasets import register_unlabelled_images
 from .voc import UnreadableAnnotationsError, image_size, load_voc_dicts, voc_layout
 
 __all__ = [
     "DEMO_CLASSES",
     "DEMO_ROOT_ENV",
+    "COCO_SSOD_FRACTIONS",
     "COCOFormatError",
     "check_coco_detection_json",
     "check_dataset_available",
@@ -46,6 +53,7 @@ __all__ = [
     "load_detection_dicts",
     "register_builtin_voc",
     "register_coco_dataset",
+    "register_concatenated_dataset",
     "register_demo_datasets",
     "register_voc_dataset",
 ]
@@ -57,6 +65,8 @@ DEMO_ROOT_ENV = "DISCO_DEMO_ROOT"
 #: index + 1); ``disco_detr.tooling.demo_images`` renders them.
 DEMO_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
 _MAX_LISTED = 10  # problems listed in one error message
+#: ``coco_2017_train``'s registered fractions: the semi-supervised detection protocol's 0.5 / 1 / 2 / 5 / 10 %.
+COCO_SSOD_FRACTIONS: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.10)
 
 
 class COCOFormatError(ValueError):
@@ -84,7 +94,8 @@ def _listing(problems: list[str]) -> str:
 
 # --------------------------------------------------------------------------- VOC
 
-def register_voc_dataset(name: str, dirname: str, split: str | None, class_names, year: int = 2012) -> None:
+def register_voc_dataset(name: str, dirname: str, split: str | None, class_names, year: int = 2012,
+                         label_splits: bool = True) -> None:
     """Register a PASCAL VOC folder under ``name`` (re-registering replaces the old entry).
 
     ``dirname``: a standard VOC folder (``Annotations``, ``JPEGImages``,
@@ -94,7 +105,8 @@ def register_voc_dataset(name: str, dirname: str, split: str | None, class_names
     ``year`` picks the VOC AP flavour of the evaluator: 2007 for the 11-point metric of
     VOC2007 test, 2012 (default) for the area under the precision/recall curve.
     Files are read lazily, when the dataset is loaded; the reader is
-    :func:`disco_detr.data.voc.read_voc_annotation`.
+    :func:`disco_detr.data.voc.read_voc_annotation`. ``label_splits``: also register its label
+    splits (:func:`disco_detr.data.label_splits.register_label_splits`, lazy too).
     """
     if year not in (2007, 2012):
         raise ValueError(f"register_voc_dataset({name!r}): year must be 2007 or 2012, got {year}")
@@ -105,17 +117,47 @@ def register_voc_dataset(name: str, dirname: str, split: str | None, class_names
     DatasetCatalog.register(name, lambda: load_voc_dicts(dirname, split, class_names))
     MetadataCatalog.get(name).set(thing_classes=list(class_names), dirname=dirname, year=year, split=split,
                                   evaluator_type="pascal_voc")
+    if label_splits:
+        register_label_splits(name)
 
 
 def register_builtin_voc(root: str | None = None) -> None:
     """(Re-)register detectron2's builtin VOC names with the tolerant reader, under ``root``
     (default ``$DETECTRON2_DATASETS`` or ``./datasets``): ``voc_<year>_<split>`` reads
-    ``<root>/VOC<year>`` with the 20 VOC classes."""
+    ``<root>/VOC<year>`` with the 20 VOC classes; ``voc_2007_2012_trainval`` is
+    ``voc_2007_trainval`` + ``voc_2012_trainval`` (16,551 images), with its label splits."""
     root = root or _datasets_root()
     for year, splits in ((2007, ("trainval", "train", "val", "test")), (2012, ("trainval", "train", "val"))):
         for split in splits:
             register_voc_dataset(f"voc_{year}_{split}", os.path.join(root, f"VOC{year}"), split,
-                                 VOC_CLASS_NAMES, year=year)
+                                 VOC_CLASS_NAMES, year=year, label_splits=False)
+    register_concatenated_dataset("voc_2007_2012_trainval", ("voc_2007_trainval", "voc_2012_trainval"))
+    register_label_splits("voc_2007_2012_trainval")
+
+
+def _load_concatenated(parents: tuple[str, ...]) -> list[dict]:
+    records, errors = [], []
+    for parent in parents:
+        try:
+            records += DatasetCatalog.get(parent)
+        except UnreadableAnnotationsError as e:  # keep the readable records of every part
+            records += e.records
+            errors += e.errors
+    if errors:
+        raise UnreadableAnnotationsError(f"datasets {list(parents)}", errors, records)
+    return records
+
+
+def register_concatenated_dataset(name: str, parents) -> None:
+    """Register ``name`` as the registered datasets ``parents`` one after the other (lazily);
+    its metadata is the first parent's ``thing_classes`` and ``evaluator_type`` plus ``parents``.
+    The parents must share their classes (checked when it is loaded) and not their image ids."""
+    parents = tuple(parents)
+    _replace(name)
+    DatasetCatalog.register(name, lambda: _load_concatenated(parents))
+    first = MetadataCatalog.get(parents[0])
+    MetadataCatalog.get(name).set(parents=parents, **{key: getattr(first, key) for key in
+                                                      ("thing_classes", "evaluator_type") if hasattr(first, key)})
 
 
 # --------------------------------------------------------------------------- COCO json
@@ -302,15 +344,18 @@ def load_coco_detection_json(json_file: str, image_root: str, dataset_name: str 
     return records
 
 
-def register_coco_dataset(name: str, json_file: str, image_root: str) -> None:
+def register_coco_dataset(name: str, json_file: str, image_root: str, label_splits: bool = True) -> None:
     """Register a COCO-style detection json (e.g. exported by an annotation tool) under
     ``name``; loading checks it entry by entry (:func:`check_coco_detection_json`) and
     reads it as :func:`load_coco_detection_json` describes. The metadata holds
     ``json_file``/``image_root``, so ``COCOEvaluator`` scores against the json itself.
-    Re-registering replaces the old entry."""
+    Re-registering replaces the old entry. ``label_splits``: also register its label splits
+    (:func:`disco_detr.data.label_splits.register_label_splits`, lazy too)."""
     _replace(name)
     DatasetCatalog.register(name, lambda: load_coco_detection_json(json_file, image_root, name))
     MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
+    if label_splits:
+        register_label_splits(name)
 
 
 # --------------------------------------------------------------------------- demo
@@ -321,7 +366,8 @@ def register_demo_datasets(root: str | None = None) -> None:
     ``disco_demo_unlabelled`` (unlabelled images with EdgeBoxes proposals in
     ``<root>/proposals/unlabelled.sqlite``, for DisCo / Siamese DETR pre-training) and
     ``disco_demo_unlabelled_ss`` (the same images with selective-search proposals in
-    ``<root>/proposals/unlabelled_ss.sqlite``, for DETReg).
+    ``<root>/proposals/unlabelled_ss.sqlite``, for DETReg); ``disco_demo_train`` has label
+    splits (``disco_demo_train_10pct_fold0``, ...).
 
     ``root`` defaults to ``$DISCO_DEMO_ROOT`` or ``datasets/demo`` (made by
     ``tools/make_demo_data.py``). Re-registering replaces the earlier entries, so tests can
@@ -330,8 +376,9 @@ def register_demo_datasets(root: str | None = None) -> None:
     root = root or _demo_root()
     for split in ("train", "val"):
         register_coco_dataset(f"disco_demo_{split}", os.path.join(root, "annotations", f"instances_{split}.json"),
-                              os.path.join(root, "images", split))
-        register_voc_dataset(f"disco_demo_voc_{split}", os.path.join(root, "VOC"), split, DEMO_CLASSES, year=2007)
+                              os.path.join(root, "images", split), label_splits=split == "train")
+        register_voc_dataset(f"disco_demo_voc_{split}", os.path.join(root, "VOC"), split, DEMO_CLASSES, year=2007,
+                             label_splits=False)
     register_unlabelled_images("disco_demo_unlabelled", os.path.join(root, "images", "unlabelled"),
                                os.path.join(root, "proposals", "unlabelled.sqlite"))
     register_unlabelled_images("disco_demo_unlabelled_ss", os.path.join(root, "images", "unlabelled"),
@@ -343,8 +390,14 @@ def register_demo_datasets(root: str | None = None) -> None:
 def check_dataset_available(name: str) -> None:
     """Raise FileNotFoundError naming the missing folder/file of a registered dataset."""
     if name not in DatasetCatalog.list():
-        raise KeyError(f"Dataset {name!r} is not registered. Registered: {', '.join(DatasetCatalog.list())}")
+        listed = [n for n in DatasetCatalog.list() if not is_label_split(n)]
+        raise KeyError(f"Dataset {name!r} is not registered. Registered: {', '.join(listed)} and their label "
+                       f"splits (<name>_10pct_fold0, <name>_5shot_fold0, ...; see datasets/README.md)")
     meta = MetadataCatalog.get(name)
+    if hasattr(meta, "label_split_parent") or hasattr(meta, "parents"):  # the files are the parents'
+        for parent in getattr(meta, "parents", None) or (meta.label_split_parent,):
+            check_dataset_available(parent)
+        return
     hint = " Put the data there (see datasets/README.md) or set $DETECTRON2_DATASETS to the folder that holds it."
     if hasattr(meta, "dirname"):  # VOC (a "json_file" here is COCOEvaluator's conversion, not the source)
         try:
@@ -376,7 +429,8 @@ def check_images(dicts: list[dict], what: str = "dataset") -> None:
         raise OSError(f"{what}: {len(problems)} image(s) cannot be used:{_listing(problems)}")
 
 
-def load_detection_dicts(names: str | list[str], filter_empty: bool = True, strict: bool = False) -> list[dict]:
+def load_detection_dicts(names: str | list[str], filter_empty: bool = True, strict: bool = False,
+                         split_dir: str | None = None) -> list[dict]:
     """Dataset dicts of one or more registered datasets, like detectron2's
     ``get_detection_dataset_dicts``, after checking that every dataset's files exist.
 
@@ -386,6 +440,9 @@ def load_detection_dicts(names: str | list[str], filter_empty: bool = True, stri
     fails before inference starts. Without ``strict`` (training) unreadable VOC files are
     logged by name and left out, and a bad image is logged and replaced when the training
     mapper meets it. A bad COCO json entry is an error either way.
+    ``split_dir`` (e.g. ``"${train.output_dir}/label_splits"`` in a config): the image ids of
+    each label split among ``names`` are written there as ``<split name>.json`` by the main
+    process (:func:`disco_detr.data.label_splits.save_label_split`), to read back or share.
     """
     names = [names] if isinstance(names, str) else list(names)
     for name in names:
@@ -407,6 +464,8 @@ def load_detection_dicts(names: str | list[str], filter_empty: bool = True, stri
             raise KeyError(f"While loading {MetadataCatalog.get(name).json_file}: {e}") from e
         if not dicts:
             raise ValueError(f"Dataset {name!r} is empty.")
+        if split_dir is not None and is_label_split(name) and comm.is_main_process():
+            logger.info("Label split %s written to %s", name, save_label_split(name, split_dir))
         per_dataset.append(dicts)
     dicts = list(itertools.chain.from_iterable(per_dataset))
     has_instances = "annotations" in dicts[0]
@@ -425,3 +484,4 @@ def load_detection_dicts(names: str | list[str], filter_empty: bool = True, stri
 
 register_builtin_voc()
 register_demo_datasets()
+register_label_splits("coco_2017_train", fractions=COCO_SSOD_FRACTIONS)
