@@ -24,7 +24,6 @@ so an unreadable file stops evaluation in its first seconds, naming the file.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import os
@@ -37,7 +36,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils import comm
 from tqdm import tqdm
 
-from .label_splits import is_label_split, register_label_splits, save_label_split
+from .label_splits import is_label_split, read_json, register_label_splits, save_label_split
 from .pretrain_datasets import register_unlabelled_images
 from .voc import UnreadableAnnotationsError, image_size, load_voc_dicts, voc_layout
 
@@ -243,16 +242,6 @@ def check_coco_detection_json(data, json_file: str) -> None:
         raise COCOFormatError(f"{json_file}: {len(problems)} problem(s):{_listing(problems)}")
 
 
-def _read_json(json_file: str):
-    try:
-        with open(json_file, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"COCO annotation file {json_file!r} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise COCOFormatError(f"{json_file}: not valid JSON ({e})") from None
-
-
 def load_coco_detection_json(json_file: str, image_root: str, dataset_name: str | None = None) -> list[dict]:
     """Dataset dicts of a COCO-style detection json, after :func:`check_coco_detection_json`.
 
@@ -277,7 +266,7 @@ def load_coco_detection_json(json_file: str, image_root: str, dataset_name: str 
 
     Segmentations are not loaded (this project detects boxes only).
     """
-    data = _read_json(json_file)
+    data = read_json(json_file, "COCO annotation file", COCOFormatError)
     check_coco_detection_json(data, json_file)
     categories = sorted(data["categories"], key=lambda c: c["id"])
     id_map = {c["id"]: i for i, c in enumerate(categories)}

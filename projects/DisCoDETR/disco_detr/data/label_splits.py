@@ -263,14 +263,16 @@ def _write(path: str, split: LabelSplit, image_ids: list, pool_images: int, pool
     return path
 
 
-def _read_json(path: str):
+def read_json(path: str, what: str = "label split file", error: type[Exception] = LabelSplitError):
+    """The parsed JSON of ``path``; a missing file is a FileNotFoundError naming ``what``, text
+    that is not JSON an ``error`` naming the file (shared with the COCO json reader)."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
-        raise FileNotFoundError(f"label split file {path!r} does not exist") from None
+        raise FileNotFoundError(f"{what} {path!r} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LabelSplitError(f"{path}: not valid JSON ({e})") from None
+        raise error(f"{path}: not valid JSON ({e})") from None
 
 
 def read_label_split(path: str, split: LabelSplit, dicts: list[dict]) -> list:
@@ -282,7 +284,7 @@ def read_label_split(path: str, split: LabelSplit, dicts: list[dict]) -> list:
     strings, listed twice, or not images with a box in the parent. A parent whose pool differs
     from the one the file was drawn from, but that holds every id, is a warning.
     """
-    return _label_split_ids(_read_json(path), path, split, dicts)
+    return _label_split_ids(read_json(path), path, split, dicts)
 
 
 def _label_split_ids(data, path: str, split: LabelSplit, dicts: list[dict]) -> list:
@@ -316,7 +318,7 @@ def read_ssod_split(path: str, fraction: float, fold: int, dicts: list[dict]) ->
     (the ones in the file listed), an index that is not an integer, out of range or repeated,
     a count that differs from the percentage of the pool (the file was made for other data).
     """
-    return _ssod_ids(_read_json(path), path, fraction, fold, dicts)
+    return _ssod_ids(read_json(path), path, fraction, fold, dicts)
 
 
 def _ssod_ids(data, path: str, fraction: float, fold: int, dicts: list[dict]) -> list:
@@ -356,7 +358,7 @@ def _ssod_ids(data, path: str, fraction: float, fold: int, dicts: list[dict]) ->
 
 
 def _read_split_file(path: str, split: LabelSplit, dicts: list[dict]) -> tuple[list, str]:
-    data = _read_json(path)
+    data = read_json(path)
     if isinstance(data, dict) and "format" in data:
         return _label_split_ids(data, path, split, dicts), f"file {path}"
     if split.fraction is None:
@@ -417,7 +419,8 @@ def register_label_split(dataset: str, *, fraction: float | None = None, shots: 
     a file written by :func:`write_label_split` or a ``COCO_supervision.txt``-style file
     (:func:`read_ssod_split`; ``fraction=0.1`` reads its percentage ``"10.0"``). The split's
     metadata is the parent's (``thing_classes``, ``evaluator_type``, ``json_file``, ...) plus
-    ``label_split_parent``.
+    ``label_split_parent``. Call it after registering the parent: the project's helpers
+    (``register_coco_dataset`` / ``register_voc_dataset``) re-register the default splits.
     """
     split = LabelSplit(dataset, fraction, shots, fold)
     name = split.name
