@@ -301,9 +301,16 @@ def test_voc_2007_2012_trainval_and_its_splits(tmp_path):
         register_builtin_voc()
 
 
-def test_demo_split(demo_root, tmp_path):
-    dicts = load_detection_dicts("disco_demo_train_25pct_fold0", split_dir=str(tmp_path))
-    assert len(dicts) == 4
-    assert (tmp_path / "disco_demo_train_25pct_fold0.json").exists()
+def test_demo_split_from_a_config_writes_its_file_in_the_output_dir(demo_root, tmp_path):
+    from detectron2.config import LazyConfig, instantiate
+
+    cfg = LazyConfig.load(os.path.join(REPO, "configs", "demo", "cond.py"))
+    cfg.train.output_dir = str(tmp_path / "run")
+    cfg.dataloader.train.dataset.names = "disco_demo_train_25pct_fold0"
+    cfg.dataloader.train.dataset.split_dir = "${train.output_dir}/label_splits"  # the wiring datasets/README.md gives
+    dicts = instantiate(cfg.dataloader.train.dataset)
+    assert len(dicts) == 4  # 25 % of the 16 demo images
+    written = json.loads((tmp_path / "run" / "label_splits" / "disco_demo_train_25pct_fold0.json").read_text())
+    assert written["image_ids"] == sorted(_ids(dicts)) and written["dataset"] == "disco_demo_train"
     assert MetadataCatalog.get("disco_demo_train_25pct_fold0").thing_classes == MetadataCatalog.get(
         "disco_demo_train").thing_classes
