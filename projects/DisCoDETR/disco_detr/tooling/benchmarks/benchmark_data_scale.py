@@ -16,7 +16,7 @@ Measures, for ``--entries`` images of ``--boxes`` proposals each (ImageNet-1k: 1
    each read records and proposals for a while; their private memory (USS, from
    /proc/<pid>/smaps_rollup) is reported against the main process's list size.
 
-Goals (issue 23): registration under 60 s, under 1 GB of extra memory per worker, a proposal
+Goals: registration under 60 s, under 1 GB of extra memory per worker, a proposal
 read under 1 ms per sample with 8 readers. Writes ``<work-dir>/data_scale.json``. Linux only
 (/proc). Needs about 11 KB of disk per entry for the store (13 GB at ImageNet scale).
 """

@@ -1,4 +1,4 @@
-"""GPU figures of pre-training and fine-tuning, in one run (issue 12 item 4).
+"""GPU figures of pre-training and fine-tuning, in one run.
 
 Measures, on one device:
 

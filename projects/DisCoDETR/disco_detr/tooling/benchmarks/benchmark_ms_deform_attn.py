@@ -25,7 +25,6 @@ than that (the dense encoder on CPU: S^2 attention), its time is reported and th
 Prints a table and ends with one JSON line.
 
     python tools/benchmarks/benchmark_ms_deform_attn.py                 # CPU, plus CUDA when available
-                                                             # (CPU part: ~80 s of CPU time on 2 cores)
     python tools/benchmarks/benchmark_ms_deform_attn.py --quick         # tiny smoke run (seconds, in-process)
     python tools/benchmarks/benchmark_ms_deform_attn.py --device cuda --batch 2 --dtype float16
 """
