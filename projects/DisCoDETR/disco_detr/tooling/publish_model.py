@@ -28,6 +28,7 @@ import sys
 
 import torch
 
+from disco_detr.analysis.records import read_metrics_json
 from disco_detr.model_zoo import ZooEntry, cache_root, download_path
 from disco_detr.model_zoo.download import file_sha256, write_meta
 from disco_detr.tooling.paths import REPO
@@ -43,21 +44,13 @@ def _git_commit(repo: str) -> str | None:
     return commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
-def read_metrics(path: str) -> dict:
-    """The last value of every AP metric (keys containing 'AP') in detectron2's metrics.json (one JSON per line)."""
+def read_metrics(run_dir: str) -> dict:
+    """The last value of every AP metric (keys containing 'AP') in the run's detectron2 metrics.json; {} without one."""
     metrics = {}
-    if not os.path.isfile(path):
+    if not os.path.isfile(os.path.join(run_dir, "metrics.json")):
         return metrics
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {n} is not JSON ({e})") from e
-            metrics.update({k: v for k, v in record.items() if "AP" in k and isinstance(v, (int, float))})
+    for record in read_metrics_json(run_dir):
+        metrics.update({k: v for k, v in record.items() if "AP" in k and isinstance(v, (int, float))})
     return metrics
 
 
@@ -100,7 +93,7 @@ def publish(run_dir: str, name: str, *, weights: str | None = None, url: str | N
         name=name, url=url or "file://" + os.path.abspath(model_path), layout="ours", fits=tuple(fits),
         trained_on=trained_on, licence=licence, note=note, page=os.path.abspath(entry_dir), url_verified=True,
         licence_verified=bool(licence), size=size, sha256=digest, filename="model.pth", config=config,
-        metrics=read_metrics(os.path.join(run_dir, "metrics.json")), git_commit=_git_commit(REPO))
+        metrics=read_metrics(run_dir), git_commit=_git_commit(REPO))
     entry_path = os.path.join(catalog, *name.split("/")) + ".json"
     os.makedirs(os.path.dirname(entry_path), exist_ok=True)
     with open(entry_path + ".tmp", "w") as f:

@@ -101,18 +101,13 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict = {"image_size": "640x480", "opencv": cv2.__version__}
     images = make_images(max(args.edgeboxes_images, args.ss_images))
-    if args.edgeboxes_images > 0:
-        eb = bench_method("edgeboxes", images[: args.edgeboxes_images], args.max_boxes)
-        print(f"edgeboxes:        {eb['images_per_s']:.2f} images/s per process ({eb['ms_per_image']:.0f} ms/image, "
-              f"{eb['mean_boxes']:.0f} boxes on average, {args.edgeboxes_images} images)", flush=True)
-        result.update({"edgeboxes_images_per_s": round(eb["images_per_s"], 3),
-                       "edgeboxes_mean_boxes": round(eb["mean_boxes"], 1)})
-    if args.ss_images > 0:
-        ss = bench_method("selective_search", images[: args.ss_images], args.max_boxes)
-        print(f"selective_search: {ss['images_per_s']:.2f} images/s per process ({ss['ms_per_image']:.0f} ms/image, "
-              f"{ss['mean_boxes']:.0f} boxes on average, {args.ss_images} images)", flush=True)
-        result.update({"selective_search_images_per_s": round(ss["images_per_s"], 3),
-                       "selective_search_mean_boxes": round(ss["mean_boxes"], 1)})
+    for method, count in (("edgeboxes", args.edgeboxes_images), ("selective_search", args.ss_images)):
+        if count > 0:
+            r = bench_method(method, images[:count], args.max_boxes)
+            print(f"{method + ':':<18}{r['images_per_s']:.2f} images/s per process ({r['ms_per_image']:.0f} ms/image, "
+                  f"{r['mean_boxes']:.0f} boxes on average, {count} images)", flush=True)
+            result.update({f"{method}_images_per_s": round(r["images_per_s"], 3),
+                           f"{method}_mean_boxes": round(r["mean_boxes"], 1)})
 
     with tempfile.TemporaryDirectory(prefix="proposal_bench_") as folder:
         st = bench_store(args.entries, args.boxes, args.reads, folder)
