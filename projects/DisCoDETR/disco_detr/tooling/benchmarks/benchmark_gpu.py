@@ -341,7 +341,7 @@ def main(argv=None):
             "iters": iters, "warmup": warmup,
             "disco_step_s": round(median["disco"], 4), "siamese_step_s": round(median["siamese"], 4),
             "disco_over_siamese": round(median["disco"] / median["siamese"], 4),
-            "dmoqf_s_per_step": round(dmoqf, 5), "dmoqf_share_of_disco_step": round(dmoqf / median["disco"], 4),
+            "dmoqf_s_per_step": round(dmoqf, 5), "dmoqf_share_of_disco_step": round(dmoqf / median["disco"], 6),
             "dmoqf_wrapped_references": wrapped,
             "tflops_per_step": {k: round(v / 1e12, 4) for k, v in pretrain_flops.items()},
             "achieved_tflops_per_s": {k: round(v, 4) for k, v in pre_tflops.items()},
