@@ -32,12 +32,9 @@ def demo_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_proposals(demo_root):
     """The tiny demo dataset with EdgeBoxes proposals for its unlabelled split."""
-    import importlib.util
+    from disco_detr.tooling import generate_proposals
 
-    spec = importlib.util.spec_from_file_location("generate_proposals", os.path.join(REPO, "tools", "generate_proposals.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    tool.main(["--images", os.path.join(demo_root, "images", "unlabelled"),
+    generate_proposals.main(["--images", os.path.join(demo_root, "images", "unlabelled"),
                "--out", os.path.join(demo_root, "proposals", "unlabelled.sqlite"), "--workers", "1"])
     return demo_root
 
@@ -45,12 +42,9 @@ def demo_proposals(demo_root):
 @pytest.fixture(scope="session")
 def demo_ss_proposals(demo_root):
     """The tiny demo dataset with selective-search proposals for its unlabelled split."""
-    import importlib.util
+    from disco_detr.tooling import generate_proposals
 
-    spec = importlib.util.spec_from_file_location("generate_proposals", os.path.join(REPO, "tools", "generate_proposals.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    tool.main(["--images", os.path.join(demo_root, "images", "unlabelled"), "--method", "selective_search",
+    generate_proposals.main(["--images", os.path.join(demo_root, "images", "unlabelled"), "--method", "selective_search",
                "--out", os.path.join(demo_root, "proposals", "unlabelled_ss.sqlite"), "--workers", "1"])
     return demo_root
 

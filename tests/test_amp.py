@@ -4,7 +4,6 @@ sampling see float32 with autocast off. On CPU under ``torch.autocast("cpu", bfl
 trainer's own dtype, bf16 or fp16) run where CUDA is available (tools/gpu_check.py runs them)."""
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 
@@ -97,11 +96,9 @@ def test_finetuning_policy_under_autocast(monkeypatch, device):
 
 
 def _benchmark_gpu():
-    spec = importlib.util.spec_from_file_location("benchmark_gpu",
-                                                  os.path.join(REPO, "tools", "benchmarks", "benchmark_gpu.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    from disco_detr.tooling.benchmarks import benchmark_gpu
+
+    return benchmark_gpu
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -3,9 +3,11 @@
 
 Rules: no import cycle among modules; the models do not import the data pipeline or the training
 loop; no runtime package imports the offline tooling; the key-layout converters import neither the
-checkpointer nor the model zoo (which run them)."""
+checkpointer nor the model zoo (which run them). tools/ holds entry points: ``tools/<path>.py`` runs
+``main`` of ``disco_detr/tooling/<path>.py``, so the tools' logic is in the graph too."""
 from __future__ import annotations
 
+import ast
 import os
 
 import pytest
@@ -15,6 +17,17 @@ from disco_detr.tooling.module_graph import cycles, import_graph, package_graph
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "projects", "DisCoDETR", "disco_detr")
 RUNTIME = ("data", "modeling", "engine", "checkpoint", "model_zoo", "convert", "evaluation")
+# scripts of tools/ that are not one module's entry point: detectron2's training script, two whose argument
+# parsing calls a tooling module of another name, and the three that another part of the code base moves
+SCRIPTS = {"lazyconfig_train_net.py", "module_graph.py", "make_demo_data.py",
+           "gpu_check.py", "run_demo.py", "pretrain_budget_study.py"}
+
+
+def _tools():
+    """Every tools/**/*.py as a path relative to tools/."""
+    root = os.path.join(REPO, "tools")
+    return sorted(os.path.relpath(os.path.join(folder, name), root) for folder, _, names in os.walk(root)
+                  for name in names if name.endswith(".py"))
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +82,21 @@ def test_runtime_does_not_import_tooling(graph, package):
 
 def test_converters_import_neither_checkpoint_nor_model_zoo(graph):
     assert _edges_from(graph, "disco_detr.convert", ("disco_detr.checkpoint", "disco_detr.model_zoo")) == []
+
+
+@pytest.mark.parametrize("tool", [t for t in _tools() if t not in SCRIPTS])
+def test_a_tool_is_the_entry_point_of_its_tooling_module(graph, tool):
+    """tools/<path>.py imports ``main`` from disco_detr.tooling.<path> (a module of the graph) and defines nothing."""
+    with open(os.path.join(REPO, "tools", tool), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    module = "disco_detr.tooling." + tool[: -len(".py")].replace(os.sep, ".")
+    assert module in graph
+    imports = [(n.module, [a.name for a in n.names]) for n in tree.body if isinstance(n, ast.ImportFrom)]
+    assert (module, ["main"]) in imports
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Assign))]
+
+
+def test_tooling_modules_of_tools_do_not_import_each_other(graph):
+    """Shared tool logic belongs in a module of its own (or the runtime), not in another tool's module."""
+    tools = {"disco_detr.tooling." + t[: -len(".py")].replace(os.sep, ".") for t in _tools() if t not in SCRIPTS}
+    assert sorted(f"{m} -> {t}" for m in tools for t in graph.get(m, ()) if t in tools) == []

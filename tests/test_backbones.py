@@ -1,19 +1,11 @@
-import importlib.util
 import io
-import os
 import zipfile
 
 import pytest
 import torch
 
 from disco_detr.modeling import MobileNetV2Backbone, build_tiny_resnet
-
-from conftest import REPO
-
-_spec = importlib.util.spec_from_file_location("prepare_demo_backbone",
-                                               os.path.join(REPO, "tools", "prepare_demo_backbone.py"))
-prepare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(prepare)
+from disco_detr.tooling import prepare_demo_backbone as prepare
 
 
 def _fake_wheel(path, state):

@@ -1,7 +1,6 @@
 """DAB-DETR: detrex's outputs reproduced (tests/data/reference/dab_detr.pt through the detrex converter), anchors
 refined layer by layer, the box sine embedding by hand, training forward/backward, padding invariance, the
 pre-training contract, and the paper configs (fine-tuning and DisCo / Siamese pre-training) on the CPU."""
-import importlib.util
 import math
 import os
 
@@ -111,9 +110,7 @@ def test_converter_refuses_unequal_aliases_and_unknown_keys(fixture):
 def test_converted_file_loads_into_the_finetuning_config(fixture, tmp_path, capsys):
     """tools/convert/convert_detrex.py --variant dab writes the checkpoint; the paper's VOC config, shrunk to the
     fixture's sizes, loads it through DisCoCheckpointer and reproduces detrex."""
-    spec = importlib.util.spec_from_file_location("convert_detrex", os.path.join(REPO, "tools", "convert", "convert_detrex.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from disco_detr.tooling.convert import convert_detrex as tool
     dst = tmp_path / "dab.pth"
     tool.main(["--variant", "dab", FIXTURE, str(dst), "--no-check"])
     assert "0 unmatched" in capsys.readouterr().out

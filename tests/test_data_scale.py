@@ -1,16 +1,9 @@
 """tools/benchmarks/benchmark_data_scale.py at a tiny scale: every stage runs and reports what it measured."""
-import importlib.util
 import json
-import os
-
-from conftest import REPO
 
 
 def test_data_scale_benchmark_runs_every_stage(tmp_path):
-    spec = importlib.util.spec_from_file_location("benchmark_data_scale",
-                                                  os.path.join(REPO, "tools", "benchmarks", "benchmark_data_scale.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from disco_detr.tooling.benchmarks import benchmark_data_scale as tool
     report = tool.main(["--entries", "300", "--boxes", "8", "--readers", "2", "--reads", "20", "--workers", "1",
                         "--batches", "3", "--work-dir", str(tmp_path)])
     assert report["store"]["entries"] == 300 and report["store"]["size_bytes"] > 300 * 8 * 20

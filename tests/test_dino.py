@@ -1,7 +1,6 @@
 """DINO: detrex's outputs reproduced (tests/data/reference/dino.pt through the converter), mixed query selection
 against a hand re-derivation, look-forward-twice, denoising kept apart from the matching queries, the training
 losses, and a few CPU iterations of every DINO paper config (fine-tuning and pre-training)."""
-import importlib.util
 import os
 
 import pytest
@@ -106,9 +105,7 @@ def test_convert_tool_and_finetuning_config_load(tmp_path, capsys):
     """tools/convert/convert_detrex.py --variant dino writes a checkpoint that DisCoCheckpointer loads into the paper's
     VOC config shrunk to the fixture's sizes, which then reproduces detrex; mismatching aliases are refused."""
     fixture = torch.load(FIXTURE, weights_only=True)
-    spec = importlib.util.spec_from_file_location("convert_detrex", os.path.join(REPO, "tools", "convert", "convert_detrex.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from disco_detr.tooling.convert import convert_detrex as tool
     dst = tmp_path / "dino.pth"
     tool.main(["--variant", "dino", FIXTURE, str(dst), "--no-check"])
     assert "0 unmatched" in capsys.readouterr().out

@@ -5,9 +5,7 @@ equal, on two images of different sizes (each exported at its own size; the sing
 through one graph with a dynamic size). Tiny detectors (tiny ResNet, d = 32, 12 queries) built from the demo
 fine-tuning configs, parameters moved off their initialisation so scores and boxes are spread out.
 """
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
@@ -24,8 +22,6 @@ from disco_detr.deploy import (
     resize_for_onnx,
     supports_dynamic_size,
 )
-
-from conftest import REPO
 
 BOX_TOL, SCORE_TOL = 1e-4, 1e-5
 #: (export size, original size) of the two test images
@@ -119,10 +115,9 @@ def test_batch_of_two(tmp_path):
 
 
 def _export_tool():
-    spec = importlib.util.spec_from_file_location("export_model", os.path.join(REPO, "tools", "export_model.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    from disco_detr.tooling import export_model
+
+    return export_model
 
 
 def _tiny_config_file(tmp_path, variant="conditional"):

@@ -1,7 +1,6 @@
 """The model zoo: catalog, checked / resumable downloads from a local HTTP server, conversion on load by
 source layout, offline use, the pickle policy, and zoo:// through the checkpointer, Trainer and the CLI."""
 import argparse
-import importlib.util
 import json
 import os
 import pickle
@@ -604,14 +603,6 @@ def test_siamese_detr_entry_transfers_into_a_finetuning_detector(zoo_cache, tmp_
 
 # --------------------------------------------------------------------------- end to end
 
-def _train_net():
-    path = os.path.join(REPO, "tools", "lazyconfig_train_net.py")
-    spec = importlib.util.spec_from_file_location("lazyconfig_train_net", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 def test_trainer_and_eval_only_load_zoo_checkpoint_over_http(demo_root, server, zoo_cache, tmp_path):
     base, store = server
     from disco_detr.engine import Trainer
@@ -632,11 +623,12 @@ def test_trainer_and_eval_only_load_zoo_checkpoint_over_http(demo_root, server, 
     n = len(store.requests)
     assert n == 1
 
-    tool = _train_net()
-    args = tool.default_argument_parser().parse_args(
-        ["--config-file", os.path.join(REPO, "tests", "configs", "tiny_cond.py"), "--eval-only",
-         f"train.output_dir={tmp_path / 'eval'}", "train.init_checkpoint=zoo://t/tiny_cond"])
-    results = tool.main(args)
+    from disco_detr.config import load_config
+    from disco_detr.engine.launch import evaluate_checkpoint  # lazyconfig_train_net.py --eval-only
+
+    results = evaluate_checkpoint(load_config(os.path.join(REPO, "tests", "configs", "tiny_cond.py"),
+                                              [f"train.output_dir={tmp_path / 'eval'}",
+                                               "train.init_checkpoint=zoo://t/tiny_cond"]))
     assert "bbox" in results and set(results["bbox"]) >= {"AP", "AP50"}
     assert json.loads((tmp_path / "eval" / "zoo_report.json").read_text())["fresh"] == []
     assert len(store.requests) == n  # cached: no second download
@@ -645,9 +637,7 @@ def test_trainer_and_eval_only_load_zoo_checkpoint_over_http(demo_root, server, 
 def test_publish_tool_makes_a_loadable_entry(zoo_cache, tmp_path, monkeypatch):
     from detectron2.config import LazyConfig
 
-    spec = importlib.util.spec_from_file_location("publish_model", os.path.join(REPO, "tools", "publish_model.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from disco_detr.tooling import publish_model as tool
     run = tmp_path / "run"
     run.mkdir()
     state = {"detector.query_embed.weight": torch.randn(4, 8), "detector.class_embed.bias": torch.zeros(2)}

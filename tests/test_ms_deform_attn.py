@@ -1,7 +1,6 @@
 """Multi-scale deformable attention against a float64 reference that samples every point by hand."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -354,10 +353,8 @@ def test_shape_errors_raise():
 
 # ---------------------------------------------------------------------------------------------- benchmark
 def test_benchmark_tool_quick(capsys):
-    spec = importlib.util.spec_from_file_location("benchmark_ms_deform_attn",
-                                                  os.path.join(REPO, "tools", "benchmarks", "benchmark_ms_deform_attn.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from disco_detr.tooling.benchmarks import benchmark_ms_deform_attn as tool
+
     tool.main(["--quick", "--device", "cpu"])
     lines = capsys.readouterr().out.strip().splitlines()
     result = json.loads(lines[-1])

@@ -286,14 +286,10 @@ def test_autocast_does_not_change_the_result():
 
 
 def _tool(name):
-    import importlib.util
-    import os
+    """The module behind tools/benchmarks/<name>.py."""
+    import importlib
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(name, os.path.join(repo, "tools", "benchmarks", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"disco_detr.tooling.benchmarks.{name}")
 
 
 def test_benchmark_gpu_tiny_cpu_mode(capsys):

@@ -1,5 +1,4 @@
 """tools/predict.py on a folder of demo images with a bad file, an EXIF-rotated, a grey 16-bit and an RGBA image."""
-import importlib.util
 import json
 import os
 
@@ -14,14 +13,11 @@ from tiny_detectors import tiny_config, tiny_detector
 from disco_detr.data.datasets import DEMO_CLASSES
 from disco_detr.deploy import read_image
 
-from conftest import REPO
-
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("predict", os.path.join(REPO, "tools", "predict.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    from disco_detr.tooling import predict
+
+    return predict
 
 
 @pytest.fixture()

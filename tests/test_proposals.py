@@ -1,17 +1,16 @@
 """Offline proposals: generation (EdgeBoxes, selective search, fallbacks), the SQLite
 store, and the tools/generate_proposals.py CLI."""
-import importlib.util
 import logging
 import multiprocessing
 import os
 import pickle
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from disco_detr.data.proposal_store import Proposals, ProposalStore
+from disco_detr.tooling import generate_proposals
 from disco_detr.tooling.demo_images import render_image
 from disco_detr.tooling.proposal_methods import (
     compute_proposals,
@@ -19,13 +18,6 @@ from disco_detr.tooling.proposal_methods import (
     read_image_rgb,
     selective_search,
 )
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("generate_proposals",
-                                               os.path.join(REPO, "tools", "generate_proposals.py"))
-generate_proposals = importlib.util.module_from_spec(_spec)
-sys.modules["generate_proposals"] = generate_proposals  # so that pool workers can find its functions
-_spec.loader.exec_module(generate_proposals)
 
 
 def box_iou(boxes, box):
@@ -324,12 +316,8 @@ def test_cli_refuses_mismatched_store(image_folder, tmp_path, capsys):
 
 
 def test_two_shards_merged_equal_one_unsharded_run(image_folder, tmp_path, capsys):
+    from disco_detr.tooling import merge_proposals as merge_tool
     from disco_detr.tooling.proposal_methods import shard_of
-
-    spec = importlib.util.spec_from_file_location(
-        "merge_proposals", os.path.join(os.path.dirname(generate_proposals.__file__), "merge_proposals.py"))
-    merge_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(merge_tool)
 
     (image_folder / "more").mkdir()
     for i in range(6):  # 11 images in all: both shards of 2 get some

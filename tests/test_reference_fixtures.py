@@ -5,7 +5,6 @@ documented toy backbone, eval on the fixture images.
 Our detectors mask padding in eval while detrex does not, so batch outputs are compared for image A
 (the largest, unpadded) and each image alone is compared with ``expected_single``.
 """
-import importlib.util
 import json
 import os
 
@@ -153,10 +152,9 @@ def test_unshared_deformable_heads_are_refused():
 
 
 def _convert_tool():
-    spec = importlib.util.spec_from_file_location("convert_detrex", os.path.join(REPO, "tools", "convert", "convert_detrex.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from disco_detr.tooling.convert import convert_detrex
+
+    return convert_detrex
 
 
 # fixture -> the paper's fine-tuning config of that variant

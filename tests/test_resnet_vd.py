@@ -14,7 +14,7 @@ from detectron2.layers import FrozenBatchNorm2d
 from disco_detr.convert.resnet_vd import convert_resnet_vd, infer_resnet_vd_config, unwrap_state_dict
 from disco_detr.modeling.resnet_vd import RESNET50_VD_NUM_PARAMS, ResNetVd, build_resnet_vd
 
-from conftest import REFERENCE, REPO
+from conftest import REFERENCE
 
 FIXTURE = os.path.join(REFERENCE, "rt_detr.pt")
 ALL = ("res2", "res3", "res4", "res5")
@@ -327,12 +327,8 @@ def test_unwrap_state_dict():
 
 
 def test_convert_cli(tmp_path, fixture):
-    import importlib.util
+    from disco_detr.tooling.convert import convert_resnet_vd as cli
 
-    spec = importlib.util.spec_from_file_location("convert_resnet_vd",
-                                                  os.path.join(REPO, "tools", "convert", "convert_resnet_vd.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     src, dst = tmp_path / "rtdetr.pth", tmp_path / "out" / "r50vd_d2.pth"
     torch.save({"model": {rel: fixture["state_dict"][hf] for hf, rel, rows in fixture["release_key_map"] if not rows}},
                src)

@@ -139,11 +139,8 @@ def test_hub_4x_and_release_layouts_convert_to_the_same_weights(fixture):
 
 
 def test_convert_tool_writes_a_loadable_checkpoint(fixture, tmp_path):
-    import importlib.util
+    from disco_detr.tooling.convert import convert_rtdetr as tool
 
-    spec = importlib.util.spec_from_file_location("convert_rtdetr", os.path.join(REPO, "tools", "convert", "convert_rtdetr.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     src = tmp_path / "release.pth"
     torch.save({"ema": {"module": _release_layout(fixture)}}, src)
     cfg = tmp_path / "fixture_model.py"

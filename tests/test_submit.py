@@ -1,6 +1,5 @@
 """tools/submit.py: a config as a submitit job (here submitit's local executor: 2 processes, one per
 "node", through detectron2's launch), and the requeue it asks for on preemption."""
-import importlib.util
 import os
 import socket
 import subprocess
@@ -16,10 +15,9 @@ SGD_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_cond_sgd.py")
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("submit_tool", os.path.join(REPO, "tools", "submit.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from disco_detr.tooling import submit
+
+    return submit
 
 
 def _port():

@@ -65,11 +65,8 @@ TEST_FILES = ["tests/test_ms_deform_attn_triton.py", "tests/test_amp.py",
 
 
 def load_tool(name: str):
-    """A module of tools/benchmarks/ by file name (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", "benchmarks", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The module behind tools/benchmarks/<name>.py (disco_detr.tooling.benchmarks)."""
+    return importlib.import_module(f"disco_detr.tooling.benchmarks.{name}")
 
 
 def parse_args(argv=None):

@@ -14,35 +14,22 @@ go to detectron2's ``launch``. Without GPUs, --num-gpus N starts N CPU processes
 train together over the GLOO backend.
 """
 from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.utils import comm
 
-from disco_detr.checkpoint import DisCoCheckpointer
 from disco_detr.config import load_config
 from disco_detr.engine import Trainer
+from disco_detr.engine.launch import evaluate_checkpoint, summarize
 
 
-def summarize(results) -> None:
-    """One line per evaluated task: AP / AP50 / AP75 (COCO-style, in percent)."""
-    if not comm.is_main_process() or not results:
-        return
-    for task, metrics in results.items():
-        if isinstance(metrics, dict) and "AP" in metrics:
-            print(f"[{task}] AP {metrics['AP']:.2f}  AP50 {metrics.get('AP50', float('nan')):.2f}  "
-                  f"AP75 {metrics.get('AP75', float('nan')):.2f}", flush=True)
+def do_train(cfg, args):
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
 
 
 def main(args):
     cfg = load_config(args.config_file, args.opts)
     default_setup(cfg, args)
-    if args.eval_only:
-        model = Trainer.build_model(cfg)
-        DisCoCheckpointer(model, cfg.train.output_dir, allow_pickle=cfg.train.checkpoint_allow_pickle,
-                          transfer_mismatch=cfg.train.transfer_mismatch).load(cfg.train.init_checkpoint)
-        results = Trainer.test(cfg, model)
-    else:
-        trainer = Trainer(cfg)
-        trainer.resume_or_load(resume=args.resume)
-        results = trainer.train()
+    results = evaluate_checkpoint(cfg) if args.eval_only else do_train(cfg, args)
     summarize(results)
     return results
 

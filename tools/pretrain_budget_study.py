@@ -167,7 +167,7 @@ def run_study(args) -> dict:
         demo.run(["tools/prepare_demo_backbone.py", "--out", demo.WEIGHTS])
         demo.make_proposals(args.data, {PROPOSAL_METHOD.get(s, "edgeboxes") for s in pretrain_starts(args.starts)})
     timings = run_steps(args, study_steps(args, plan))
-    analyze = _load_tool("analyze")
+    from disco_detr.tooling import analyze
 
     def measured(run_dir):  # AP / AP50 / AP75, and the fine-tuning's CS and last distance (None: not recorded)
         row = analyze.summarize(run_dir)
