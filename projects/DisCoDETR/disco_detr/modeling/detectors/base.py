@@ -20,7 +20,7 @@ detector through these members only; no code outside ``detectors/`` asks which v
 
 * ``initial_queries(encoded).reference[..., :2]``: the reference-point centres DMOQF matches
   proposals to, per image (B, N, 2), normalised by each image's un-padded size. Learned
-  queries give the same references for every image; encoder-selected queries (DINO, RT-DETR)
+  queries give the same references for every image; encoder-selected queries (DINO, RT-DETR: :mod:`.two_stage`)
   differ per image (``references_depend_on_image``).
 * ``fusion_target`` ("position" or "content"): the :class:`QueryInit` field a fused object
   feature is added to. ``decode`` must honour the fields it is given: a variant whose
@@ -28,8 +28,8 @@ detector through these members only; no code outside ``detectors/`` asks which v
   recomputes them from ``QueryInit.position`` inside ``decode``.
 * ``decode(...)`` returns every layer's logits and boxes and, for a two-stage variant in
   training, the encoder's own prediction on the selected queries (``DecoderOutput.encoder``);
-  ``DecoderOutput.supervised_layers()`` walks what a per-layer loss supervises; ``class_embed_names`` /
-  ``transfer_drop``: the state-dict prefixes that pre-training -> fine-tuning transfer
+  ``DecoderOutput.supervised_layers()`` walks what a per-layer loss supervises;
+* ``transfer_drop``: the state-dict prefixes that pre-training -> fine-tuning transfer
   drops (the class heads, and any label embedding).
 * ``num_queries``, ``num_classes``, ``d_model``, ``backbone``, and ``preprocess_images`` /
   ``preprocess_padded`` (the same ImageList from a list of images or from an already padded batch).
