@@ -28,7 +28,7 @@ from ..modeling.layers.ms_deform_attn import set_ms_deform_attn_backend
 from ..structures import PairedViewBatch, SingleViewBatch
 from ..utils.seeding import mix_seeds
 from .ema import EMAHook, ModelEMA
-from .preemption import StopOnSignal
+from .preemption import StopOnSignal, save_and_wait
 
 __all__ = ["Trainer", "DETRTrainLoop", "NonFiniteLossError", "NonFiniteStop", "resolve_device", "TRAIN_KEYS"]
 
@@ -323,10 +323,7 @@ class NonFiniteStop(HookBase):
         if loop.nonfinite != "skip" or loop.nonfinite_consecutive < loop.nonfinite_max_consecutive:
             return
         it = self.trainer.iter
-        name = f"model_{it:07d}"
-        if comm.is_main_process():
-            self.checkpointer.save(name, iteration=it)
-        comm.synchronize()
+        name = save_and_wait(self.checkpointer, it)
         message = (f"train.nonfinite='skip': the loss was NaN or inf at {loop.nonfinite_consecutive} iterations in a "
                    f"row ({it - loop.nonfinite_consecutive + 1} to {it}; train.nonfinite_max_consecutive="
                    f"{loop.nonfinite_max_consecutive}), so training stops. Saved {name}.pth with the weights of the "
