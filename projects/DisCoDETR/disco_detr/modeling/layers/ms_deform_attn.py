@@ -329,14 +329,14 @@ def kernel_self_check(device: torch.device, value_dtype: torch.dtype, locations_
     same (rounded) inputs. Returns None when every difference is within :data:`SELF_CHECK_TOLERANCE` of
     ``value_dtype``, else the cause in one line (the kernel raised: its exception; a mismatch: which tensor and by
     how much). Costs one compilation of each kernel for these sizes and one tiny launch of each."""
-    from . import ms_deform_attn_triton as kernel_module
+    from .ms_deform_attn_triton import ms_deform_attn_triton  # looked up at each check (tests swap it)
 
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
         value, shapes, starts, locations, weights, grad_out = _self_check_problem(
             device, value_dtype, locations_dtype, heads, head_dim, levels, points)
         inputs = [t.detach().requires_grad_() for t in (value, locations, weights)]
         try:
-            out = kernel_module.ms_deform_attn_triton(inputs[0], shapes, starts, inputs[1], inputs[2])
+            out = ms_deform_attn_triton(inputs[0], shapes, starts, inputs[1], inputs[2])
             got = [out, *torch.autograd.grad(out, inputs, grad_out)]
         except Exception as error:  # a compile error, a launch failure, a wrong shape: the kernel is not usable
             first = (str(error).strip().splitlines() or [""])[0][:300]
