@@ -232,3 +232,139 @@ def test_dispatch_rejects_bad_settings(monkeypatch):
         with pytest.raises(RuntimeError, match="kernel runs on CUDA"):
             value, locations, weights = random_inputs([(2, 2)], b=1, nq=1)
             ms_deform_attn_triton(value, *level_layout([(2, 2)]), locations, weights)
+
+
+# ------------------------------------------------------------------------------------ the kernel's self-check
+class _WrongLocationGrad(torch.autograd.Function):
+    """The PyTorch path's forward with a backward that drops the locations' gradient (a faulty backward kernel)."""
+
+    @staticmethod
+    def forward(ctx, value, locations, weights, shapes, starts):
+        ctx.save_for_backward(value, locations, weights, shapes, starts)
+        return ms_deform_attn_sample(value, shapes, starts, locations, weights)
+
+    @staticmethod
+    def backward(ctx, grad):
+        value, locations, weights, shapes, starts = ctx.saved_tensors
+        with torch.enable_grad():
+            inputs = [t.detach().requires_grad_() for t in (value, weights)]
+            out = ms_deform_attn_sample(inputs[0], shapes, starts, locations, inputs[1])
+            grad_value, grad_weights = torch.autograd.grad(out, inputs, grad)
+        return grad_value, torch.zeros_like(locations), grad_weights, None, None
+
+
+def _scaled_forward(value, shapes, starts, locations, weights):
+    return ms_deform_attn_sample(value, shapes, starts, locations, weights) * 1.01
+
+
+def _dropped_location_grad(value, shapes, starts, locations, weights):
+    return _WrongLocationGrad.apply(value, locations, weights, shapes, starts)
+
+
+def _raises(*args):
+    raise RuntimeError("PassManager::run failed (an injected compile error)\nsecond line")
+
+
+def _auto_with_kernel(monkeypatch, kernel):
+    """Backend "auto" on a CPU treated like CUDA with triton (so "auto" tries the kernel), ``kernel`` in place of
+    the Triton kernel, no cached verdict; returns the list of the kernel's calls."""
+    from disco_detr.modeling.layers import ms_deform_attn_triton as kernel_module
+
+    calls = []
+
+    def spy(*args):
+        calls.append(args[0].dtype)
+        return kernel(*args)
+
+    monkeypatch.setattr(kernel_module, "ms_deform_attn_triton", spy)
+    monkeypatch.setattr(msda, "auto_prefers_triton", lambda device: True)
+    monkeypatch.setitem(msda._backend, "name", "auto")
+    monkeypatch.setitem(msda._backend, "logged", set())
+    monkeypatch.setitem(msda._backend, "verdicts", {})
+    return calls
+
+
+def _self_check_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "self-check" in r.getMessage()]
+
+
+@pytest.mark.parametrize("kernel,cause", [
+    (_scaled_forward, "the forward output differs from the PyTorch path by"),
+    (_dropped_location_grad, "the locations gradient differs from the PyTorch path by"),
+    (_raises, "the kernel raised RuntimeError: PassManager::run failed (an injected compile error)"),
+])
+def test_a_faulty_kernel_fails_its_self_check_once_and_the_pytorch_path_runs(monkeypatch, caplog, kernel, cause):
+    import logging
+
+    calls = _auto_with_kernel(monkeypatch, kernel)
+    shapes = [(5, 7), (3, 3)]
+    value, locations, weights = random_inputs(shapes, nq=6, dtype=torch.float32)
+    spatial_shapes, starts = level_layout(shapes)
+    inputs = [t.clone().requires_grad_() for t in (value, locations, weights)]
+    with caplog.at_level(logging.INFO, logger="detectron2"):
+        outs = [msda.ms_deform_attn(inputs[0], spatial_shapes, starts, inputs[1], inputs[2]) for _ in range(3)]
+    warnings = _self_check_warnings(caplog)
+    assert len(warnings) == 1 and cause in warnings[0] and "Using the PyTorch path" in warnings[0], warnings
+    assert "on cpu (value torch.float32, locations torch.float32)" in warnings[0]
+    assert calls == [torch.float32]                  # the check's problem only; the calls took the PyTorch path
+    want = ms_deform_attn_sample(value, spatial_shapes, starts, locations, weights)
+    assert all(torch.equal(out, want) for out in outs)
+    outs[0].sum().backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in inputs)
+    verdicts = msda._backend["verdicts"]
+    assert list(verdicts) == [("cpu", torch.float32, torch.float32)] and cause in verdicts["cpu", torch.float32,
+                                                                                              torch.float32]
+
+
+def test_the_verdict_is_cached_per_device_and_dtype(monkeypatch):
+    checks = []
+
+    def check(device, value_dtype, locations_dtype, heads, head_dim, levels, points):
+        checks.append((device.type, value_dtype, locations_dtype, heads, head_dim, levels, points))
+        return "an injected mismatch"
+
+    monkeypatch.setattr(msda, "kernel_self_check", check)
+    _auto_with_kernel(monkeypatch, _raises)
+    shapes = [(2, 3)]
+    spatial_shapes, starts = level_layout(shapes)
+    for dtype in (torch.float64, torch.float32, torch.float64, torch.float32):
+        value, locations, weights = random_inputs(shapes, nq=2, heads=2, head_dim=3, points=4, dtype=dtype)
+        msda.ms_deform_attn(value, spatial_shapes, starts, locations, weights)
+    # one check per (device, dtypes), on the caller's H, Dh, L, P
+    assert checks == [("cpu", torch.float64, torch.float64, 2, 3, 1, 4), ("cpu", torch.float32, torch.float32, 2, 3, 1, 4)]
+
+
+def test_a_forced_backend_skips_the_self_check(monkeypatch):
+    from disco_detr.modeling.layers import ms_deform_attn_triton as kernel_module
+
+    monkeypatch.setattr(msda, "kernel_self_check", lambda *a: pytest.fail("the self-check ran"))
+    calls = _auto_with_kernel(monkeypatch, _scaled_forward)
+    monkeypatch.setattr(kernel_module, "triton_usable_on", lambda device: True)
+    value, locations, weights = random_inputs([(3, 3)], nq=4)
+    spatial_shapes, starts = level_layout([(3, 3)])
+    want = ms_deform_attn_sample(value, spatial_shapes, starts, locations, weights)
+    msda.set_ms_deform_attn_backend("triton")
+    assert torch.allclose(msda.ms_deform_attn(value, spatial_shapes, starts, locations, weights), want * 1.01)
+    msda.set_ms_deform_attn_backend("pytorch")
+    assert torch.equal(msda.ms_deform_attn(value, spatial_shapes, starts, locations, weights), want)
+    assert calls == [torch.float64] and msda._backend["verdicts"] == {}
+
+
+@kernel_case
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_real_kernel_passes_its_self_check_without_a_warning(monkeypatch, caplog, dtype):
+    import logging
+
+    calls = _auto_with_kernel(monkeypatch, ms_deform_attn_triton)
+    monkeypatch.setattr(msda, "auto_prefers_triton", lambda device: True)
+    shapes = [(5, 7), (3, 3), (1, 2)]
+    value, locations, weights = random_inputs(shapes, seed=5, nq=7, dtype=torch.float32)
+    spatial_shapes, starts = _on(DEVICE, *level_layout(shapes))
+    value, locations, weights = _on(DEVICE, value.to(dtype), locations, weights)
+    with caplog.at_level(logging.INFO, logger="detectron2"):
+        got = msda.ms_deform_attn(value, spatial_shapes, starts, locations, weights)
+    assert _self_check_warnings(caplog) == []
+    assert any("passed its self-check" in r.getMessage() for r in caplog.records)
+    assert calls == [dtype, dtype]                   # the check, then the call itself on the kernel
+    want = ms_deform_attn_sample(value.double(), spatial_shapes, starts, locations.double(), weights.double())
+    assert (got.double() - want).abs().max() < msda.SELF_CHECK_TOLERANCE[dtype] * max(1.0, want.abs().max())

@@ -14,6 +14,11 @@ train = dict(
     ms_deform_attn_backend="auto",
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
     clip_grad_norm=0.1,  # max L2 norm of all gradients; 0 disables clipping
+    # a NaN / inf summed loss: "raise" = detectron2's FloatingPointError (stops the run); "skip" = every process skips
+    # that step (no backward, no optimizer step; logged with its loss terms and image ids; metrics.json counts
+    # nonfinite_skipped) and the run saves a checkpoint and stops after nonfinite_max_consecutive skips in a row
+    nonfinite="raise",
+    nonfinite_max_consecutive=10,
     checkpointer=dict(period=5000, max_to_keep=100),
     eval_period=5000,  # 0 = evaluate only at the end
     log_period=20,

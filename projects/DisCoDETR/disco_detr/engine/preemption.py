@@ -16,7 +16,7 @@ import threading
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-__all__ = ["STOP_SIGNALS", "StopOnSignal", "TrainingStopped"]
+__all__ = ["STOP_SIGNALS", "StopOnSignal", "TrainingStopped", "save_and_wait"]
 
 logger = logging.getLogger("detectron2")
 
@@ -34,6 +34,16 @@ class TrainingStopped(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+
+def save_and_wait(checkpointer, iteration: int) -> str:
+    """Saves ``model_<iteration>.pth`` (main process) and waits until every process gets here; returns the
+    checkpoint's name. For hooks that stop every process at the same iteration."""
+    name = f"model_{iteration:07d}"
+    if comm.is_main_process():
+        checkpointer.save(name, iteration=iteration)
+    comm.synchronize()
+    return name
 
 
 class StopOnSignal(HookBase):
@@ -69,10 +79,7 @@ class StopOnSignal(HookBase):
         if received is None:
             return
         it = self.trainer.iter
-        name = f"model_{it:07d}"
-        if comm.is_main_process():
-            self.checkpointer.save(name, iteration=it)
-        comm.synchronize()
+        name = save_and_wait(self.checkpointer, it)
         message = (f"Received {signal.Signals(received).name}: saved {name}.pth after iteration {it} of "
                    f"{self.trainer.max_iter}; continue with --resume.")
         logger.warning(message)

@@ -14,10 +14,11 @@ import weakref
 
 import torch
 from detectron2.config import instantiate
-from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
+from detectron2.engine import DefaultTrainer, HookBase, SimpleTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.engine.defaults import default_writers
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 
 from ..analysis.hooks import build_analysis_hooks
@@ -27,9 +28,9 @@ from ..modeling.layers.ms_deform_attn import set_ms_deform_attn_backend
 from ..structures import PairedViewBatch, SingleViewBatch
 from ..utils.seeding import mix_seeds
 from .ema import EMAHook, ModelEMA
-from .preemption import StopOnSignal
+from .preemption import StopOnSignal, save_and_wait
 
-__all__ = ["Trainer", "DETRTrainLoop", "resolve_device", "TRAIN_KEYS"]
+__all__ = ["Trainer", "DETRTrainLoop", "NonFiniteLossError", "NonFiniteStop", "resolve_device", "TRAIN_KEYS"]
 
 logger = logging.getLogger("detectron2")
 
@@ -37,8 +38,11 @@ logger = logging.getLogger("detectron2")
 TRAIN_KEYS = {
     "output_dir", "init_checkpoint", "max_iter", "device", "seed", "amp", "ddp", "clip_grad_norm",
     "checkpointer", "eval_period", "log_period", "checkpoint_allow_pickle", "epochs", "transfer_mismatch", "analysis",
-    "ema", "compile", "ms_deform_attn_backend", "require_backbone_weights",
+    "ema", "compile", "ms_deform_attn_backend", "require_backbone_weights", "nonfinite", "nonfinite_max_consecutive",
 }
+
+#: The values of ``train.nonfinite``: what a step whose summed loss is NaN or inf does.
+NONFINITE_POLICIES = ("raise", "skip")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -110,6 +114,38 @@ def validate_train_config(train_cfg) -> None:
                        f"Known keys: {', '.join(sorted(TRAIN_KEYS))}")
 
 
+class NonFiniteLossError(FloatingPointError):
+    """Raised by :class:`NonFiniteStop` after ``train.nonfinite_max_consecutive`` skipped steps in a row."""
+
+
+def batch_image_ids(data) -> list:
+    """The images of a fine-tuning batch (a list of dataset dicts), by ``file_name`` (else ``image_id``), for
+    messages; pre-training batches (:mod:`disco_detr.structures`) carry no image ids: an empty list."""
+    if not isinstance(data, (list, tuple)):
+        return []
+    return [d.get("file_name", d.get("image_id")) for d in data if isinstance(d, dict)]
+
+
+def all_processes_finite(losses: torch.Tensor | None) -> bool:
+    """Whether the summed loss is finite on every process (None: the forward failed, not finite). With several
+    processes one all_reduce (MIN) of a flag, so every process takes the same branch before any backward."""
+    finite = losses is not None and bool(torch.isfinite(losses.detach()).all())
+    if comm.get_world_size() == 1:
+        return finite
+    dist = torch.distributed
+    nccl = dist.get_backend() == "nccl"   # NCCL reduces CUDA tensors only; GLOO takes CPU tensors
+    flag = torch.tensor([int(finite)], device=torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu")
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def describe_nonfinite(report: dict) -> str:
+    """One process's part of the skip message: its loss terms (or the forward's error) and its images."""
+    what = report["error"] or ", ".join(f"{k}={v:.4g}" for k, v in report["losses"].items())
+    images = ", ".join(str(i) for i in report["images"]) or "no image ids in the batch"
+    return f"rank {report['rank']}: {what}; images: {images}"
+
+
 class DETRTrainLoop(SimpleTrainer):
     """SimpleTrainer with optional CUDA AMP, ``torch.compile``, gradient clipping and reproducible dropout.
 
@@ -127,6 +163,16 @@ class DETRTrainLoop(SimpleTrainer):
     the first step or at a later recompilation), the loop logs why, names the variant, and
     runs the same step and all later ones eagerly.
 
+    ``nonfinite``: ``"raise"`` (detectron2's FloatingPointError when the logged loss is NaN / inf) or ``"skip"``:
+    after the forward every process learns whether any process's summed loss is non-finite (one all_reduce,
+    before backward, so DDP's gradient all-reduce never waits for a process that skipped); if so, every process
+    skips backward and the optimizer step (weights, optimizer and GradScaler state stay as they were), the
+    iteration still counts (data position, LR schedule), rank 0 logs the iteration, the loss terms and image ids
+    of the offending processes, and ``nonfinite_skipped`` (skips so far) goes to the event storage.
+    A FloatingPointError raised by the forward (the Hungarian matcher refuses non-finite predictions) counts as a
+    non-finite loss. :class:`NonFiniteStop` ends the run after ``nonfinite_max_consecutive`` skips in a row.
+    Under float16 AMP a finite loss with non-finite gradients stays the GradScaler's business.
+
     Pre-training batches (:mod:`disco_detr.structures`) are moved to ``device`` and given to
     ``batch_transform`` (``dataloader.batch_transform``, e.g. the device-side colour augmentation
     :class:`~disco_detr.data.photometric.PairedViewPhotometric`) before the forward (:meth:`prepare_batch`);
@@ -135,8 +181,16 @@ class DETRTrainLoop(SimpleTrainer):
 
     def __init__(self, model, data_loader, optimizer, *, amp: bool = False, clip_grad_norm: float = 0.0,
                  seed: int = 0, compile_kwargs: dict | None = None, device: torch.device | str | None = None,
-                 batch_transform=None):
+                 batch_transform=None, nonfinite: str = "raise", nonfinite_max_consecutive: int = 10):
         super().__init__(model, data_loader, optimizer)
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"train.nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
+        if int(nonfinite_max_consecutive) < 1:
+            raise ValueError(f"train.nonfinite_max_consecutive must be at least 1, got {nonfinite_max_consecutive}")
+        self.nonfinite = nonfinite
+        self.nonfinite_max_consecutive = int(nonfinite_max_consecutive)
+        self.nonfinite_skipped = 0        # skipped steps in this process's run
+        self.nonfinite_consecutive = 0    # skipped steps in a row, up to the current iteration
         self.device = None if device is None else torch.device(device)
         self.batch_transform = batch_transform
         self.amp = amp
@@ -191,7 +245,15 @@ class DETRTrainLoop(SimpleTrainer):
         data = self.prepare_batch(data)
         torch.manual_seed(mix_seeds(self.seed, self.iter, comm.get_rank()))
 
-        loss_dict, losses = self.forward_losses(data)
+        if self.nonfinite == "skip":
+            loss_dict, losses, error = self.guarded_forward_losses(data)
+            if not all_processes_finite(losses):
+                self.skip_step(loss_dict, error, data)
+                return
+            self.nonfinite_consecutive = 0
+            get_event_storage().put_scalar("nonfinite_skipped", self.nonfinite_skipped, smoothing_hint=False)
+        else:
+            loss_dict, losses = self.forward_losses(data)
         self.optimizer.zero_grad(set_to_none=True)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(losses).backward()
@@ -209,6 +271,32 @@ class DETRTrainLoop(SimpleTrainer):
         else:
             self.optimizer.step()
 
+    def guarded_forward_losses(self, data) -> tuple[dict, torch.Tensor | None, str | None]:
+        """:meth:`forward_losses` under ``nonfinite="skip"``: (loss dict, summed loss, None), or ({}, None, the
+        error in one line) when the forward raised FloatingPointError."""
+        try:
+            return (*self.forward_losses(data), None)
+        except FloatingPointError as error:
+            return {}, None, f"{type(error).__name__} in the forward: {(str(error).splitlines() or [''])[0][:300]}"
+
+    def skip_step(self, loss_dict: dict, error: str | None, data) -> None:
+        """The step of an iteration whose loss is non-finite on some process: no backward, no optimizer step; the
+        offending processes' loss terms and images are gathered and logged on rank 0 (every process is here, so
+        the gather cannot hang) and the counter goes to the event storage."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_skipped += 1
+        self.nonfinite_consecutive += 1
+        terms = {k: float(v.detach()) for k, v in loss_dict.items()}
+        report = {"rank": comm.get_rank(), "losses": terms, "error": error, "images": batch_image_ids(data),
+                  "finite": error is None and math.isfinite(sum(terms.values()))}
+        reports = comm.gather(report) if comm.get_world_size() > 1 else [report]
+        if comm.is_main_process():
+            logger.warning("train.nonfinite='skip': non-finite loss at iteration %d, step skipped on every process "
+                           "(%d skipped so far, %d in a row; the run stops at %d in a row). %s", self.iter,
+                           self.nonfinite_skipped, self.nonfinite_consecutive, self.nonfinite_max_consecutive,
+                           " | ".join(describe_nonfinite(r) for r in reports if not r["finite"]))
+        get_event_storage().put_scalar("nonfinite_skipped", self.nonfinite_skipped, smoothing_hint=False)
+
     def state_dict(self):
         ret = super().state_dict()
         if self.grad_scaler is not None:
@@ -219,6 +307,30 @@ class DETRTrainLoop(SimpleTrainer):
         super().load_state_dict(state_dict)
         if self.grad_scaler is not None and "grad_scaler" in state_dict:
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+
+
+class NonFiniteStop(HookBase):
+    """Under ``train.nonfinite="skip"``: after the step that makes ``nonfinite_max_consecutive`` skips in a row,
+    save ``model_<iter>.pth`` (main process; every process agrees on the count) and raise
+    :class:`NonFiniteLossError` with the reason. The weights are those of the last finite step; ``--resume``
+    continues after the skipped batches."""
+
+    def __init__(self, checkpointer):
+        self.checkpointer = checkpointer
+
+    def after_step(self):
+        loop = self.trainer._trainer
+        if loop.nonfinite != "skip" or loop.nonfinite_consecutive < loop.nonfinite_max_consecutive:
+            return
+        it = self.trainer.iter
+        name = save_and_wait(self.checkpointer, it)
+        message = (f"train.nonfinite='skip': the loss was NaN or inf at {loop.nonfinite_consecutive} iterations in a "
+                   f"row ({it - loop.nonfinite_consecutive + 1} to {it}; train.nonfinite_max_consecutive="
+                   f"{loop.nonfinite_max_consecutive}), so training stops. Saved {name}.pth with the weights of the "
+                   "last finite step; --resume continues after these batches. A loss that diverged (rather than a "
+                   "few bad batches) needs a lower learning rate or train.clip_grad_norm.")
+        logger.error(message)
+        raise NonFiniteLossError(message)
 
 
 class Trainer(DefaultTrainer):
@@ -252,7 +364,9 @@ class Trainer(DefaultTrainer):
         self._trainer = DETRTrainLoop(model, data_loader, optimizer, amp=amp,
                                       clip_grad_norm=cfg.train.get("clip_grad_norm", 0.0),
                                       seed=cfg.train.seed, compile_kwargs=compile_options(cfg.train.get("compile", {})),
-                                      device=self.device, batch_transform=self.build_batch_transform(cfg))
+                                      device=self.device, batch_transform=self.build_batch_transform(cfg),
+                                      nonfinite=cfg.train.get("nonfinite", "raise"),
+                                      nonfinite_max_consecutive=cfg.train.get("nonfinite_max_consecutive", 10))
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.require_backbone_weights = bool(cfg.train.get("require_backbone_weights", False))
         self.checkpointer = DisCoCheckpointer(
@@ -316,6 +430,8 @@ class Trainer(DefaultTrainer):
         ret.extend(build_analysis_hooks(cfg))  # train.analysis (off by default); before the writer
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.train.log_period))
+        if self._trainer.nonfinite == "skip":  # after the writers: the skipped iteration is written first
+            ret.append(NonFiniteStop(self.checkpointer))
         ret.append(StopOnSignal(self.checkpointer))  # last: SIGTERM / SIGUSR1 save and stop after the step
         return ret
 

@@ -1,9 +1,11 @@
-"""Multi-scale deformable attention (Deformable DETR, Zhu et al. 2021) in pure PyTorch.
+"""Multi-scale deformable attention (Deformable DETR, Zhu et al. 2021): the module, the PyTorch path and the dispatch.
 
-There is no compiled kernel for our stack: sampling is ``F.grid_sample`` per level, which runs on every
-device and dtype PyTorch supports (float16/bfloat16/float32/float64 on CPU and CUDA). Unlike a fused
-kernel it materialises every level's samples, (B*H, Dh, P, Nq) per level, before the weighted sum; the
-cost against dense attention is measured by ``tools/benchmarks/benchmark_ms_deform_attn.py``.
+The PyTorch path (:func:`ms_deform_attn_sample`) samples with ``F.grid_sample`` per level, which runs on every
+device and dtype PyTorch supports (float16/bfloat16/float32/float64 on CPU and CUDA) and is the reference. Unlike
+a fused kernel it materialises every level's samples, (B*H, Dh, P, Nq) per level, before the weighted sum; the
+cost against dense attention is measured by ``tools/benchmarks/benchmark_ms_deform_attn.py``. On CUDA the
+dispatch (:func:`ms_deform_attn`, end of this file) takes the Triton kernel of ``ms_deform_attn_triton.py``
+instead, once the kernel has passed a self-check against this path on that device and dtype (docs/gpu.md).
 
 Conventions used throughout this file:
 
@@ -27,7 +29,8 @@ from torch.nn import functional as F
 from .ms_deform_attn_checks import check_inputs
 from .recording import emit, is_recording
 
-__all__ = ["MultiScaleDeformableAttention", "ms_deform_attn", "ms_deform_attn_sample", "set_ms_deform_attn_backend"]
+__all__ = ["MultiScaleDeformableAttention", "kernel_self_check", "ms_deform_attn", "ms_deform_attn_sample",
+           "set_ms_deform_attn_backend"]
 
 
 class _WeightedPointSum(torch.autograd.Function):
@@ -241,11 +244,19 @@ class MultiScaleDeformableAttention(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ dispatch
-# "auto": the Triton kernel (ms_deform_attn_triton.py) on CUDA when triton imports, else this file's PyTorch path;
-# "pytorch" / "triton" force one. Set by train.ms_deform_attn_backend (the Trainer), by
-# set_ms_deform_attn_backend, or by the environment variable DISCO_MS_DEFORM_ATTN_BACKEND.
+# "auto": the Triton kernel (ms_deform_attn_triton.py) on CUDA when triton imports and the kernel passes its
+# self-check on that (device, dtypes), else this file's PyTorch path; "pytorch" / "triton" force one (no check).
+# Set by train.ms_deform_attn_backend (the Trainer), by set_ms_deform_attn_backend, or by the environment
+# variable DISCO_MS_DEFORM_ATTN_BACKEND.
 MS_DEFORM_ATTN_BACKENDS = ("auto", "pytorch", "triton")
-_backend = {"name": os.environ.get("DISCO_MS_DEFORM_ATTN_BACKEND", "auto"), "logged": set()}
+# verdicts: (device, value dtype, locations dtype) -> None (the kernel passed) or the cause of its failure
+_backend = {"name": os.environ.get("DISCO_MS_DEFORM_ATTN_BACKEND", "auto"), "logged": set(), "verdicts": {}}
+
+#: Largest relative difference (to max(1, |reference|)) the self-check accepts, by value dtype: a few units in
+#: the last place of the output's dtype (float32 accumulation in the kernel against float64 in the reference).
+SELF_CHECK_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 8e-3, torch.bfloat16: 6.4e-2}
+# The self-check problem's level sizes (h, w), cycled over the caller's L levels: odd, non-square, 1-pixel sides.
+_SELF_CHECK_LEVELS = ((5, 7), (3, 3), (1, 2), (2, 1), (4, 3))
 
 
 def set_ms_deform_attn_backend(name: str) -> None:
@@ -255,17 +266,24 @@ def set_ms_deform_attn_backend(name: str) -> None:
     _backend["name"] = name
 
 
+def auto_prefers_triton(device: torch.device) -> bool:
+    """Whether "auto" tries the kernel on ``device``: CUDA with triton importable (then the self-check decides)."""
+    from .ms_deform_attn_triton import triton_usable_on
+
+    return device.type == "cuda" and triton_usable_on(device)
+
+
 def ms_deform_attn_backend(device: torch.device) -> str:
-    """The backend ("pytorch" or "triton") that runs on tensors of ``device`` under the current setting; the
-    choice is logged once per (setting, device type)."""
+    """The backend ("pytorch" or "triton") that runs on tensors of ``device`` under the current setting, before
+    the kernel's self-check (see :func:`ms_deform_attn`); the choice is logged once per (setting, device type)."""
     from .ms_deform_attn_triton import triton_available, triton_usable_on
 
     name = _backend["name"]
     if name not in MS_DEFORM_ATTN_BACKENDS:
         raise ValueError(f"DISCO_MS_DEFORM_ATTN_BACKEND must be one of {MS_DEFORM_ATTN_BACKENDS}, got {name!r}")
     if name == "auto":
-        chosen = "triton" if device.type == "cuda" and triton_usable_on(device) else "pytorch"
-        why = ("CUDA with triton" if chosen == "triton" else
+        chosen = "triton" if auto_prefers_triton(device) else "pytorch"
+        why = ("CUDA with triton, after its self-check" if chosen == "triton" else
                f"{device.type}" if device.type != "cuda" else "triton is not importable")
     elif name == "triton" and not triton_usable_on(device):
         raise RuntimeError(f"ms_deform_attn backend 'triton' cannot run on {device} "
@@ -281,6 +299,85 @@ def ms_deform_attn_backend(device: torch.device) -> str:
     return chosen
 
 
+def _self_check_problem(device: torch.device, value_dtype: torch.dtype, locations_dtype: torch.dtype, heads: int,
+                        head_dim: int, levels: int, points: int):
+    """A small random problem with the caller's H, Dh, L, P: value (1, S, H, Dh), spatial_shapes (L, 2),
+    level_start_index (L,), locations (1, Nq, H, L, P, 2) normalised (x, y), weights (1, Nq, H, L, P), grad_out
+    (1, Nq, H * Dh), on ``device``. Locations lie 0.2-0.8 pixel away from pixel-centre lines (where bilinear
+    sampling has kinks and the two paths may take different one-sided derivatives), inside, across the border
+    and outside the maps. Drawn from a private generator: the process's random stream is left alone."""
+    gen = torch.Generator().manual_seed(20261207)
+    shapes = torch.tensor([_SELF_CHECK_LEVELS[lvl % len(_SELF_CHECK_LEVELS)] for lvl in range(levels)])
+    areas = shapes.prod(1)
+    starts = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
+    # more queries than one program's block (``_launch_config``), so a full and a masked block both run
+    nq = min(max(16, 2048 // (1 << max(head_dim - 1, 0).bit_length())), 128) + 5
+    value = torch.randn(1, int(areas.sum()), heads, head_dim, generator=gen).to(value_dtype)
+    size = shapes.flip(-1).double()                                                     # (L, 2) as (w, h)
+    cells = torch.randint(-2, int(shapes.max()) + 1, (1, nq, heads, levels, points, 2), generator=gen).double()
+    frac = 0.2 + 0.6 * torch.rand(cells.shape, generator=gen, dtype=torch.float64)
+    locations = ((cells + frac + 0.5) / size[:, None, :]).to(locations_dtype)
+    weights = torch.rand(1, nq, heads, levels, points, generator=gen).to(locations_dtype)
+    grad_out = torch.randn(1, nq, heads * head_dim, generator=gen).to(value_dtype)
+    return [t.to(device) for t in (value, shapes, starts, locations, weights, grad_out)]
+
+
+def kernel_self_check(device: torch.device, value_dtype: torch.dtype, locations_dtype: torch.dtype, heads: int,
+                      head_dim: int, levels: int, points: int) -> str | None:
+    """Runs the Triton kernel's forward and backward on a small random problem (:func:`_self_check_problem`) and
+    compares the output and the gradients of value, locations and weights with the float64 PyTorch path on the
+    same (rounded) inputs. Returns None when every difference is within :data:`SELF_CHECK_TOLERANCE` of
+    ``value_dtype``, else the cause in one line (the kernel raised: its exception; a mismatch: which tensor and by
+    how much). Costs one compilation of each kernel for these sizes and one tiny launch of each."""
+    from .ms_deform_attn_triton import ms_deform_attn_triton  # looked up at each check (tests swap it)
+
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        value, shapes, starts, locations, weights, grad_out = _self_check_problem(
+            device, value_dtype, locations_dtype, heads, head_dim, levels, points)
+        inputs = [t.detach().requires_grad_() for t in (value, locations, weights)]
+        try:
+            out = ms_deform_attn_triton(inputs[0], shapes, starts, inputs[1], inputs[2])
+            got = [out, *torch.autograd.grad(out, inputs, grad_out)]
+        except Exception as error:  # a compile error, a launch failure, a wrong shape: the kernel is not usable
+            first = (str(error).strip().splitlines() or [""])[0][:300]
+            return f"the kernel raised {type(error).__name__}: {first}"
+        ref_inputs = [t.detach().cpu().double().requires_grad_() for t in (value, locations, weights)]
+        ref_out = ms_deform_attn_sample(ref_inputs[0], shapes.cpu(), starts.cpu(), ref_inputs[1], ref_inputs[2])
+        want = [ref_out, *torch.autograd.grad(ref_out, ref_inputs, grad_out.cpu().double())]
+    tol = SELF_CHECK_TOLERANCE.get(value_dtype, 1e-4)
+    for name, g, w in zip(("forward output", "value gradient", "locations gradient", "weights gradient"), got, want):
+        if tuple(g.shape) != tuple(w.shape):
+            return f"the {name} has shape {tuple(g.shape)}, the PyTorch path's {tuple(w.shape)}"
+        w = w.detach()
+        diff = ((g.detach().cpu().double() - w).abs().max() / max(1.0, float(w.abs().max()))).item()
+        if not diff <= tol:  # NaN fails too
+            return f"the {name} differs from the PyTorch path by {diff:.3g} (tolerance {tol:g} for {value_dtype})"
+    return None
+
+
+def kernel_trusted(value: Tensor, sampling_locations: Tensor, attention_weights: Tensor) -> bool:
+    """Whether "auto" may run the kernel on these inputs: the verdict of :func:`kernel_self_check` for
+    (device, value dtype, locations dtype), computed on first use with the inputs' H, Dh, L, P and cached for the
+    process. A failure logs one warning naming the cause; that (device, dtypes) then uses the PyTorch path."""
+    key = (str(value.device), value.dtype, sampling_locations.dtype)
+    if key not in _backend["verdicts"]:
+        _, _, heads, head_dim = value.shape
+        _, _, _, levels, points, _ = sampling_locations.shape
+        cause = torch.compiler.disable(kernel_self_check)(value.device, value.dtype, sampling_locations.dtype,
+                                                         heads, head_dim, levels, points)
+        _backend["verdicts"][key] = cause
+        log = logging.getLogger("detectron2")
+        if cause is None:
+            log.info("Multi-scale deformable attention: the Triton kernel passed its self-check on %s (value %s, "
+                     "locations %s)", value.device, value.dtype, sampling_locations.dtype)
+        else:
+            log.warning("Multi-scale deformable attention: the Triton kernel failed its self-check on %s (value %s, "
+                        "locations %s): %s. Using the PyTorch path there (train.ms_deform_attn_backend='triton' "
+                        "forces the kernel without the check).", value.device, value.dtype,
+                        sampling_locations.dtype, cause)
+    return _backend["verdicts"][key] is None
+
+
 def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor | None,
                    sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
     """:func:`ms_deform_attn_sample`'s contract (same shapes and conventions) on the chosen backend.
@@ -289,6 +386,8 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
     attention weights are at least float32 (half-precision ones are cast up: a bfloat16 location is off by up to
     1/256 of the map); ``value`` is read in its own dtype (the autocast dtype under AMP); sums accumulate in
     float32 (float64 for float64 inputs); the result has ``value``'s dtype.
+
+    Under "auto" the kernel runs only after :func:`kernel_trusted` (its self-check on this device and dtype).
     """
     half = (torch.float16, torch.bfloat16)
     if sampling_locations.dtype in half:
@@ -296,7 +395,8 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
     if attention_weights.dtype in half:
         attention_weights = attention_weights.float()
     with torch.autocast(value.device.type, enabled=False):
-        if ms_deform_attn_backend(value.device) == "triton":
+        if ms_deform_attn_backend(value.device) == "triton" and (
+                _backend["name"] == "triton" or kernel_trusted(value, sampling_locations, attention_weights)):
             from .ms_deform_attn_triton import ms_deform_attn_triton
 
             return ms_deform_attn_triton(value, spatial_shapes, level_start_index, sampling_locations,
