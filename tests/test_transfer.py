@@ -164,3 +164,15 @@ def test_finetune_configs_follow_the_naming_convention():
     for name in os.listdir(configs):  # every pre-training config has a counterpart that exists
         if name.split("_")[0] in ("disco", "siamese", "detreg"):
             assert finetune_configs_for(os.path.join(configs, name)), name
+
+
+def test_the_run_folder_names_the_matching_config(tmp_path):
+    """config.yaml's finetune_config key wins over the log.txt convention; a folder with neither names none."""
+    from disco_detr.checkpoint.transfer import matching_finetune_configs
+
+    ckpt = str(tmp_path / "model_final.pth")
+    assert matching_finetune_configs(ckpt) == []
+    (tmp_path / "log.txt").write_text(f"Contents of args.config_file={DEMO_DISCO}:\n")
+    assert matching_finetune_configs(ckpt) == [os.path.join(REPO, "configs", "demo", "cond.py")]
+    (tmp_path / "config.yaml").write_text("dataloader:\n  train: {}\nfinetune_config: configs/my_finetune.py\n")
+    assert matching_finetune_configs(ckpt) == ["configs/my_finetune.py"]
