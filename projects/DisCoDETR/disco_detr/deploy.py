@@ -51,6 +51,7 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 
 from .checkpoint import DisCoCheckpointer
+from .engine.num_classes import resolve_num_classes
 from .modeling.detectors.base import DETRDetector
 
 __all__ = ["ExportableDetector", "FinetunedCheckpointer", "OnnxDetector", "build_finetuned_detector",
@@ -109,6 +110,7 @@ def build_finetuned_detector(cfg, weights: str, device: str | torch.device = "cp
     config), and naming ``weights`` when it is a pre-training checkpoint or lacks detector weights;
     ``FileNotFoundError`` when the file does not exist.
     """
+    resolve_num_classes(cfg)  # model.num_classes = None: the training dataset's count, as in training
     model = instantiate(cfg.model)
     if not isinstance(model, DETRDetector):
         raise ValueError(f"{config_file} builds a {type(model).__name__}, not a fine-tuning DETR detector; "

@@ -26,6 +26,7 @@ from detectron2.utils.file_io import PathManager
 from torch import nn
 
 from ..model_zoo import check_against_model, conversion_report, is_zoo_path, resolve_for_load
+from .transfer import GROUPS, architecture, describe_architecture, load_shares, matching_finetune_configs
 
 __all__ = ["DisCoCheckpointer", "UnreadableCheckpoint", "atomic_write", "pretrained_to_finetune", "TRANSFER_DROP",
            "TRANSFER_MISMATCH_POLICIES"]
@@ -66,7 +67,21 @@ def atomic_write(path: str, write) -> None:
 TRANSFER_DROP = ("class_embed.",)
 #: What transfer does with a pre-trained tensor whose shape differs from the fine-tuning
 #: model's (e.g. 100 pre-trained queries into a 300-query detector).
-TRANSFER_MISMATCH_POLICIES = ("error", "fresh")
+TRANSFER_MISMATCH_POLICIES = ("error", "fresh", "force")
+#: The groups whose loaded share (numel) a transfer checks against ``transfer_min_share``.
+FLOORED_GROUPS = ("backbone", "encoder", "decoder")
+
+
+def _few(keys, n: int = 8) -> str:
+    """At most ``n`` keys, comma-separated, then how many more."""
+    keys = list(keys)
+    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _share_summary(shares: dict) -> str:
+    """"backbone 100 %, encoder 100 %, decoder 99 %, heads 40 %; 98 % of the model" (groups the model has)."""
+    parts = [f"{g} {shares[g]['share']:.0%}" for g in GROUPS if shares[g]["share"] is not None]
+    return ", ".join(parts) + f"; {shares['overall']['share'] or 0:.0%} of the model's parameters"
 
 
 def pretrained_to_finetune(state: dict, drop: tuple[str, ...] = TRANSFER_DROP) -> tuple[dict, list[str]]:
@@ -95,21 +110,33 @@ class DisCoCheckpointer(DetectionCheckpointer):
     """detectron2's checkpointer, plus:
 
     * transfer: a pre-training checkpoint (keys ``detector.*``) loaded into a bare detector
-      becomes a fine-tuning one. Kept / dropped / freshly initialised / shape-mismatched
-      keys are logged and written in full to ``<save_dir>/transfer_report.json``. A
-      pre-trained tensor whose shape differs from the model's (e.g. 100 pre-trained queries
-      into a 300-query detector) is an error under ``transfer_mismatch="error"`` (default);
-      ``"fresh"`` leaves those tensors freshly initialised on purpose.
+      becomes a fine-tuning one. Only keys the model has with the same shape load; the log and
+      ``<save_dir>/transfer_report.json`` give, per group (backbone / encoder / decoder / heads /
+      other, :mod:`.transfer`), the keys and the share of elements loaded, and list every
+      dropped / freshly initialised / shape-mismatched / foreign key. A checkpoint of another
+      backbone family or width d is refused with both named (and the fine-tuning config that fits
+      the pre-training run, when its folder tells). A pre-trained tensor whose shape differs from
+      the model's (e.g. 100 pre-trained queries into a 300-query detector) is an error under
+      ``transfer_mismatch="error"`` (default); ``"fresh"`` leaves those tensors freshly initialised
+      on purpose. Under both, a transfer that loads less than ``transfer_min_share`` (default 0.9)
+      of the backbone, encoder or decoder is refused: a legitimate transfer loads all of them but
+      the query embeddings (< 1 % of the decoder), while DisCo pre-trains a frozen backbone, so its
+      value sits in the transformer and a whole-model share could hide a random one. ``"force"``
+      loads whatever fits; a transfer that leaves any of the three groups partly fresh always warns
+      with the shares.
     * with ``require_backbone_weights`` (``train.require_backbone_weights``, pre-training) a
       checkpoint that does not hold every weight of the model's frozen backbone
       (``detector.backbone.*``) is refused.
     """
 
     def __init__(self, model, save_dir: str = "", *, allow_pickle: bool = False, transfer_mismatch: str = "error",
-                 require_backbone_weights: bool = False, **checkpointables):
+                 require_backbone_weights: bool = False, transfer_min_share: float = 0.9, **checkpointables):
         super().__init__(model, save_dir, **checkpointables)
         if transfer_mismatch not in TRANSFER_MISMATCH_POLICIES:
             raise ValueError(f"transfer_mismatch must be one of {TRANSFER_MISMATCH_POLICIES}, got {transfer_mismatch!r}")
+        if not 0.0 <= transfer_min_share <= 1.0:
+            raise ValueError(f"transfer_min_share must be a share in [0, 1], got {transfer_min_share!r}")
+        self.transfer_min_share = transfer_min_share
         self.allow_pickle = allow_pickle
         self.transfer_mismatch = transfer_mismatch
         self.require_backbone_weights = require_backbone_weights
@@ -218,35 +245,71 @@ class DisCoCheckpointer(DetectionCheckpointer):
 
     def _transfer(self, state: dict, model: nn.Module, model_state: dict) -> dict:
         kept, dropped = pretrained_to_finetune(state, getattr(model, "transfer_drop", TRANSFER_DROP))
+        loaded = {k: v for k, v in kept.items() if k in model_state and tuple(v.shape) == tuple(model_state[k].shape)}
         mismatched = [{"key": k, "checkpoint_shape": list(v.shape), "model_shape": list(model_state[k].shape)}
-                      for k, v in kept.items() if k in model_state and tuple(v.shape) != tuple(model_state[k].shape)]
-        if mismatched and self.transfer_mismatch == "error":
-            shapes = "; ".join(f"{m['key']}: {m['checkpoint_shape']} in the checkpoint, {m['model_shape']} in the model"
-                               for m in mismatched)
-            raise ValueError(
-                f"Pre-trained checkpoint {self._source!r} does not fit the fine-tuning model: {shapes}. A different query "
-                "count loses the pre-trained queries; use a fine-tuning config with the pre-training's query count "
-                "(e.g. configs/finetune_cond_voc_q100.py), or set train.transfer_mismatch=fresh to initialise these "
-                "tensors freshly on purpose.")
-        for m in mismatched:
-            kept.pop(m["key"])
+                      for k, v in kept.items() if k in model_state and k not in loaded]
         unexpected = sorted(k for k in kept if k not in model_state)
-        fresh = sorted(set(model_state) - set(kept))
-        report = {"checkpoint": self._source, "policy": self.transfer_mismatch, "kept": sorted(kept),
-                  "dropped": sorted(dropped), "fresh": fresh, "mismatched": mismatched, "unexpected": unexpected}
+        fresh = sorted(set(model_state) - set(loaded))
+        shares = load_shares(loaded, model_state)
+        arch = {"checkpoint": architecture(kept), "model": architecture(model_state)}
+        report = {"checkpoint": self._source, "policy": self.transfer_mismatch, "min_share": self.transfer_min_share,
+                  "architecture": arch, "shares": shares, "kept": sorted(loaded), "dropped": sorted(dropped),
+                  "fresh": fresh, "mismatched": mismatched, "unexpected": unexpected}
         if self._zoo_conversion is not None:
             report["conversion"] = self._zoo_conversion
-        self.logger.info("Pre-trained -> fine-tuning transfer: kept %d keys, dropped %d (%s), freshly initialised %d "
-                         "(%s), shape-mismatched %d (%s), unexpected %d", len(kept), len(dropped),
-                         ", ".join(sorted(dropped)), len(fresh), ", ".join(fresh), len(mismatched),
-                         ", ".join(m["key"] for m in mismatched), len(unexpected))
+        self.logger.info("Pre-trained -> fine-tuning transfer: loaded %d of the model's %d tensors (%s), dropped %d "
+                         "(%s), freshly initialised %d (%s), shape-mismatched %d (%s), not in this model %d (%s)",
+                         len(loaded), len(model_state), _share_summary(shares), len(dropped), _few(dropped),
+                         len(fresh), _few(fresh), len(mismatched), _few([m["key"] for m in mismatched]),
+                         len(unexpected), _few(unexpected))
         if self.save_dir:
             PathManager.mkdirs(self.save_dir)
             path = os.path.join(self.save_dir, "transfer_report.json")
             with PathManager.open(path, "w") as f:
                 json.dump(report, f, indent=1)
             self.logger.info("Transfer report (every key): %s", path)
-        return kept
+        self._check_transfer(arch, shares, mismatched)
+        return loaded
+
+    def _check_transfer(self, arch: dict, shares: dict, mismatched: list[dict]) -> None:
+        """Refuse a transfer between different architectures, a shape mismatch under "error", and any
+        share of backbone / encoder / decoder below ``transfer_min_share``, unless the policy is "force";
+        warn with the shares whenever one of them is not loaded in full."""
+        force = self.transfer_mismatch == "force"
+        short = _share_summary(shares)
+        ours, theirs = arch["checkpoint"], arch["model"]
+        if not force and all(ours.values()) and all(theirs.values()) and ours != theirs:
+            configs = matching_finetune_configs(self._source) if os.path.isfile(self._source) else []
+            fit = (f"Fine-tune it with {' or '.join(configs)}" if configs else
+                   "Fine-tune it with the fine-tuning config of the pre-training's variant and size "
+                   "(configs/demo/<v>.py for configs/demo/<method>_<v>.py; configs/finetune_<v>_voc.py or _coco.py for "
+                   "configs/<method>_<v>.py)")
+            raise ValueError(
+                f"Pre-trained checkpoint {self._source!r} does not fit this config: pre-trained with "
+                f"{describe_architecture(ours)}; this config builds {describe_architecture(theirs)} (only {short} "
+                f"would load). {fit}, or set train.transfer_mismatch=force to load what fits and train the rest from "
+                "random initialisation.")
+        if mismatched and self.transfer_mismatch == "error":
+            examples = "; ".join(f"{m['key']}: {m['checkpoint_shape']} in the checkpoint, {m['model_shape']} in the "
+                                 "model" for m in mismatched[:3])
+            more = f" (and {len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
+            queries = any(m["key"].split(".", 1)[0] in ("query_embed", "anchor_embed", "tgt_embed") for m in mismatched)
+            hint = ("A different query count loses the pre-trained queries; use a fine-tuning config with the "
+                    "pre-training's query count (e.g. configs/finetune_cond_voc_q100.py), or set "
+                    "train.transfer_mismatch=fresh to initialise these tensors freshly on purpose." if queries else
+                    "Set train.transfer_mismatch=fresh to initialise these tensors freshly on purpose.")
+            raise ValueError(f"Pre-trained checkpoint {self._source!r} does not fit the fine-tuning model: {examples}"
+                             f"{more}. {hint}")
+        low = [g for g in FLOORED_GROUPS if shares[g]["share"] is not None and shares[g]["share"] < self.transfer_min_share]
+        if low and not force:
+            raise ValueError(
+                f"Pre-trained checkpoint {self._source!r} would load only {short}: below the floor of "
+                f"{self.transfer_min_share:.0%} for the {' and '.join(low)}, which would train from random "
+                "initialisation. Use the fine-tuning config that matches the pre-training, or set "
+                "train.transfer_mismatch=force to train from what loads.")
+        if any(shares[g]["share"] is not None and shares[g]["share"] < 1 for g in FLOORED_GROUPS):
+            self.logger.warning("Transfer from %s loads only %s; the rest is freshly initialised (%s, every key in "
+                                "transfer_report.json).", self._source, short, self.transfer_mismatch)
 
     def _torch_load(self, f: str):
         with PathManager.open(f, "rb") as fh:

@@ -28,6 +28,7 @@ from ..modeling.layers.ms_deform_attn import set_ms_deform_attn_backend
 from ..structures import PairedViewBatch, SingleViewBatch
 from ..utils.seeding import mix_seeds
 from .ema import EMAHook, ModelEMA
+from .num_classes import check_num_classes, resolve_num_classes
 from .preemption import StopOnSignal, save_and_wait
 
 __all__ = ["Trainer", "DETRTrainLoop", "NonFiniteLossError", "NonFiniteStop", "resolve_device", "TRAIN_KEYS"]
@@ -385,6 +386,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
+        resolve_num_classes(cfg)  # model.num_classes = None -> the dataset's count; a wrong count fails here
         model = instantiate(cfg.model)
         model.to(resolve_device(cfg.train.device))
         logger.info("Model:\n%s", model)
@@ -400,7 +402,9 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return instantiate(cfg.dataloader.train)
+        loader = instantiate(cfg.dataloader.train)
+        check_num_classes(cfg)  # now that every training dataset's classes are known
+        return loader
 
     @classmethod
     def build_batch_transform(cls, cfg):
