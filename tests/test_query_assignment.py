@@ -1,10 +1,12 @@
-"""DMOQF query-to-proposal assignment: exactness against scipy, ownership invariants, baseline grouping."""
+"""DMOQF query-to-proposal assignment: exactness against scipy (the replicated Hungarian of
+``naive_assign_queries``), the tie-break rule on tie-heavy inputs, ownership invariants, baseline grouping."""
 import numpy as np
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
 from disco_detr.modeling.matching.query_assignment import (
+    QueryAssignment,
     assign_queries_to_proposals,
     fixed_group_assignment,
     naive_assign_queries,
@@ -47,15 +49,28 @@ def _check_image(centres, refs, owner, first):
 
 
 
-@pytest.fixture(params=["compiled", "numpy"], autouse=True)
+_SOLVER_PARTS = ("_cheapest_moves_row", "_ssp_image", "_ssp_batch")
+
+
+def _interpreted(monkeypatch):
+    """Make the stage-2 solver run as plain Python (what happens without numba)."""
+    import disco_detr.modeling.matching.query_assignment as qa
+
+    for name in _SOLVER_PARTS:
+        monkeypatch.setattr(qa, name, getattr(getattr(qa, name), "py_func", getattr(qa, name)))
+
+
+@pytest.fixture(params=["compiled", "python"], autouse=True)
 def solver(request, monkeypatch):
-    """Run every test with the numba stage-2 solver and with the pure-numpy fallback."""
+    """Run every test with the numba-compiled stage-2 solver and with the same code interpreted."""
     import disco_detr.modeling.matching.query_assignment as qa
 
     if request.param == "compiled" and qa.numba is None:
         pytest.skip("numba is not installed")
-    monkeypatch.setattr(qa, "_USE_NUMBA", request.param == "compiled")
+    if request.param == "python":
+        _interpreted(monkeypatch)
     return request.param
+
 
 def _check_batch(centres, refs, result):
     refs = refs.expand(centres.shape[0], -1, -1) if refs.dim() == 2 else refs
@@ -96,6 +111,88 @@ def test_ties_duplicates_and_grid():
     # All centres identical.
     centres, refs = torch.full((2, 5, 2), 0.5), torch.rand(2, 33, 2, generator=gen)
     _check_batch(centres, refs, assign_queries_to_proposals(centres, refs))
+
+
+def _tie_heavy_cases(gen):
+    """(name, centres (B, n, 2), refs (B, N, 2)) with many exactly equal costs and cost differences, N = 300."""
+    cases = []
+    spots = torch.rand(3, 12, 2, generator=gen)                                          # duplicate references
+    cases.append(("duplicate_refs", torch.rand(3, 10, 2, generator=gen),
+                  torch.gather(spots, 1, torch.randint(0, 12, (3, 300, 1), generator=gen).expand(-1, -1, 2))))
+    centres = torch.rand(3, 10, 2, generator=gen)                                         # duplicate proposals
+    centres[:, 5:] = centres[:, :5]
+    cases.append(("duplicate_proposals", centres, torch.rand(3, 300, 2, generator=gen)))
+    middles = torch.rand(3, 4, 2, generator=gen)                                          # clustered references
+    member = torch.randint(0, 4, (3, 300), generator=gen)
+    offsets = torch.randint(-2, 3, (3, 300, 2), generator=gen).float() / 256
+    clustered = torch.gather(middles, 1, member[..., None].expand(-1, -1, 2)) + offsets
+    cases.append(("clustered_refs", torch.rand(3, 10, 2, generator=gen), clustered))
+    lattice = torch.randint(0, 6, (3, 300, 2), generator=gen).float() / 5                 # a coarse lattice
+    cases.append(("lattice", torch.randint(0, 6, (3, 10, 2), generator=gen).float() / 5, lattice))
+    line = torch.rand(3, 300, 1, generator=gen)                                           # one dimension
+    cases.append(("collinear", torch.cat([torch.rand(3, 10, 1, generator=gen), torch.full((3, 10, 1), 0.5)], 2),
+                  torch.cat([line, torch.full((3, 300, 1), 0.5)], 2)))
+    return cases
+
+
+def test_tie_heavy_cases_reach_the_reference_cost():
+    for name, centres, refs in _tie_heavy_cases(torch.Generator().manual_seed(21)):
+        fast = _check_batch(centres, refs, assign_queries_to_proposals(centres, refs))
+        assert fast == pytest.approx(_check_batch(centres, refs, naive_assign_queries(centres, refs)), abs=1e-6), name
+
+
+def test_choices_do_not_depend_on_numba(solver, monkeypatch):
+    """The compiled and the interpreted solver are one code: the same queries under every tie."""
+    import disco_detr.modeling.matching.query_assignment as qa
+
+    if solver != "compiled":
+        pytest.skip("compares the compiled run with the interpreted one")
+    cases = _tie_heavy_cases(torch.Generator().manual_seed(22))
+    compiled = [assign_queries_to_proposals(centres, refs).owner for _, centres, refs in cases]
+    _interpreted(monkeypatch)
+    assert all(not hasattr(getattr(qa, name), "py_func") for name in _SOLVER_PARTS)
+    for (name, centres, refs), owner in zip(cases, compiled):
+        assert torch.equal(assign_queries_to_proposals(centres, refs).owner, owner), name
+
+
+def test_clusters_with_duplicates_give_the_reference_assignment():
+    """Every query strictly nearest to its own cluster's proposal(s), clusters sized to the capacities: the
+    assignment is defined (two proposals at one centre share a cluster) although most costs are tied."""
+    gen = torch.Generator().manual_seed(23)
+    n, total = 10, 300                                                                  # 30 queries per proposal
+    sites = torch.stack(torch.meshgrid(torch.arange(3), torch.arange(3), indexing="ij"), -1).reshape(9, 2) * 0.4
+    centres = torch.cat([sites, sites[4:5]]).double() - 0.1                             # proposal 9 = proposal 4
+    cluster = torch.tensor([k if k < 9 else 4 for k in range(n)]).repeat_interleave(30)
+    shuffle = torch.randperm(total, generator=gen)
+    cluster = cluster[shuffle]
+    jitter = torch.randint(-3, 4, (total, 2), generator=gen).double() / 64               # many duplicates
+    refs = centres[cluster] + jitter
+    expected = cluster.clone()
+    for fn in (assign_queries_to_proposals, naive_assign_queries):
+        result = fn(centres, refs)
+        _check_batch(centres[None], refs[None], QueryAssignment(result.owner[None], result.first[None]))
+        owner = torch.where(result.owner == 9, 4, result.owner)
+        assert torch.equal(owner, expected), fn.__name__
+    fast, naive = assign_queries_to_proposals(centres, refs), naive_assign_queries(centres, refs)
+    assert torch.equal(fast.first, naive.first)                                        # the same scipy stage 1
+    assert (fast.owner == 9).sum() == 30 and (fast.owner == 4).sum() == 30
+
+
+def test_tie_break_rule_by_hand():
+    """Two proposals on a line at x = 0.25 and 0.75, four queries at x = 0.5 (equally far from both).
+
+    Stage 1: proposal 0 -> q0, 1 -> q2. Stage 2 (c = [3, 3]) starts with every tied query at the lowest index,
+    proposal 0 with members [q1, q3, q4, q5, q7] (two too many) and proposal 1 with [q6]. Each round moves the
+    first cheapest member, q1, whose slot then holds the list's last member, q7: [q7, q3, q4, q5]; the next
+    round moves q7. The reference reaches the same cost with its own choice among the tied queries.
+    """
+    xs = [0.25, 0.5, 0.75, 0.5, 0.2, 0.5, 0.8, 0.5]
+    centres = torch.tensor([[0.25, 0.5], [0.75, 0.5]])
+    refs = torch.tensor([[x, 0.5] for x in xs])
+    result = assign_queries_to_proposals(centres, refs)
+    assert result.first.tolist() == [0, 2]
+    assert result.owner.tolist() == [0, 1, 1, 0, 0, 0, 1, 1]
+    _check_batch(centres[None], refs[None], QueryAssignment(result.owner[None], result.first[None]))
 
 
 def test_centres_outside_the_image():

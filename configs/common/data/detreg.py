@@ -20,7 +20,6 @@ dataloader.train = L(build_pretrain_loader)(
         num_proposals=30,  # the first 30 in selective search's order (no score sort)
         min_boxes=2,  # a view with fewer boxes is replaced by another image
         crop_size=128,
-        decoder="fast",
     ),
     total_batch_size=192,
     num_workers=8,

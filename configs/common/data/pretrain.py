@@ -26,7 +26,6 @@ dataloader.train = L(build_pretrain_loader)(
         crop_size=128,
         photometric="device",  # colour augmentation on the training device (batch_transform); "cpu": in the workers
         crops_on_device=True,  # the 128 x 128 crops are cut on the device too (same RoIAlign, from the uint8 views)
-        decoder="fast",  # simplejpeg for plain JPEGs (same pixels as PIL), PIL otherwise
     ),
     total_batch_size=256,
     num_workers=8,

@@ -5,8 +5,8 @@ and ``tools/benchmarks/benchmark_onnx.py`` share.
   ``zoo://`` name, loaded by :class:`~disco_detr.checkpoint.DisCoCheckpointer`); a pre-training checkpoint,
   or one that leaves detector weights uninitialised, is refused with a message naming the file.
 * :func:`dataset_class_names`: the class names of the dataset the config fine-tunes on.
-* :func:`read_image`: any image file -> (H, W, 3) uint8 RGB, EXIF orientation applied; grey, palette,
-  CMYK, RGBA (composited on white) and 16-bit images (scaled to 8 bits) work.
+* ``read_image``: the project's one image reader, :func:`disco_detr.data.image_io.read_rgb_image` (any
+  image file -> (H, W, 3) uint8 RGB, the pixels training and the proposal tool see).
 * :class:`ExportableDetector` / :func:`export_onnx`: the inference graph of a detector as ONNX, and
   :class:`OnnxDetector` to run it with onnxruntime.
 
@@ -51,6 +51,7 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 
 from .checkpoint import DisCoCheckpointer
+from .data.image_io import read_rgb_image as read_image  # the one reader, under deploy's public name
 from .engine.num_classes import resolve_num_classes
 from .modeling.detectors.base import DETRDetector
 
@@ -179,34 +180,6 @@ def dataset_category_ids(cfg, num_classes: int) -> list[int]:
 
 
 # ---- images --------------------------------------------------------------------------------------------
-def read_image(path: str) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB, EXIF orientation applied.
-
-    Grey, palette and CMYK images are converted; an alpha channel is composited on white; 16-bit (and
-    32-bit integer) grey images are scaled to 8 bits by their type's range (65535 for 16-bit). Raises
-    ``OSError`` naming the file when it is missing, truncated or not an image.
-    """
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-                arr = np.asarray(im).astype(np.float64)
-                top = 65535.0 if im.mode.startswith("I;16") or (im.mode == "I" and arr.max() <= 65535) \
-                    else max(float(arr.max()), 1.0)
-                grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                return np.repeat(grey[..., None], 3, axis=2)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(white, rgba)
-            return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
-    except Exception as e:  # PIL raises several types; all mean "unusable image"
-        raise OSError(f"Cannot read image {path!r}: {e}") from e
-
-
 def resize_for_onnx(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """(h, w, 3) uint8 RGB -> (3, height, width) float32 in [0, 255] (bilinear, as detectron2's ``T.Resize``),
     the ``images`` input of an exported graph (stack them for a batch)."""

@@ -7,7 +7,8 @@ from .datasets import (
     register_demo_datasets,
     register_voc_dataset,
 )
-from .detr_mapper import DetrDatasetMapper, read_rgb_image
+from .detr_mapper import DetrDatasetMapper
+from .image_io import IMAGE_EXTENSIONS, read_rgb_image
 from .label_splits import (
     LabelSplit,
     LabelSplitError,

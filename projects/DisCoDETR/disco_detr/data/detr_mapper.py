@@ -9,20 +9,11 @@ import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-__all__ = ["DetrDatasetMapper", "detr_train_augmentations", "detr_test_augmentations", "read_rgb_image"]
+from .image_io import read_rgb_image
+
+__all__ = ["DetrDatasetMapper", "detr_train_augmentations", "detr_test_augmentations"]
 
 logger = logging.getLogger(__name__)
-
-
-def read_rgb_image(file_name: str) -> np.ndarray:
-    """Read any image PIL can open (grey, CMYK, alpha, 16-bit) as (H, W, 3) uint8 RGB.
-
-    Raises ``OSError`` naming the file when it is missing, truncated or not an image.
-    """
-    try:
-        return utils.read_image(file_name, format="RGB")
-    except Exception as e:  # PIL raises several types; all mean "unusable image"
-        raise OSError(f"Cannot read image {file_name!r}: {e}") from e
 
 
 def detr_train_augmentations(min_sizes=tuple(range(480, 801, 32)), max_size=1333,

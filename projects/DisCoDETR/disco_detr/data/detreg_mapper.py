@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from ..structures import SingleViewBatch
-from .detr_mapper import read_rgb_image
+from .image_io import read_rgb_image
 from .photometric import apply_photometric, draw_photometric_params
-from .pretrain_mapper import ProposalReader, crop_and_resize, decode_rgb_image, to_uint8
+from .pretrain_mapper import ProposalReader, crop_and_resize, to_uint8
 
 __all__ = ["DETRegMapper", "collate_single_views"]
 
@@ -53,11 +53,9 @@ class DETRegMapper:
     def __init__(self, *, scales=DETREG_SCALES, max_size: int = 600, crop_resize_sizes=(400, 500, 600),
                  crop_size_range=(384, 600), flip_prob: float = 0.5, num_proposals: int = 30, min_boxes: int = 2,
                  crop_size: int = 128, color_jitter=(0.4, 0.4, 0.4, 0.1), color_jitter_prob: float = 0.8,
-                 grayscale_prob: float = 0.2, blur_sigma=(0.1, 2.0), blur_prob: float = 0.5, decoder: str = "fast"):
+                 grayscale_prob: float = 0.2, blur_sigma=(0.1, 2.0), blur_prob: float = 0.5):
         if num_proposals < min_boxes or min_boxes < 1:
             raise ValueError(f"need num_proposals >= min_boxes >= 1, got {num_proposals} and {min_boxes}")
-        if decoder not in ("fast", "pil"):
-            raise ValueError(f"decoder must be 'fast' or 'pil', got {decoder!r}")
         if crop_size_range[0] > crop_size_range[1]:
             raise ValueError(f"crop_size_range must be (min, max), got {crop_size_range}")
         self.scales = tuple(scales)
@@ -70,7 +68,6 @@ class DETRegMapper:
         self.crop_size = crop_size
         self.photometric_kwargs = dict(color_jitter=tuple(color_jitter), color_jitter_prob=color_jitter_prob,
                                        grayscale_prob=grayscale_prob, blur_sigma=tuple(blur_sigma), blur_prob=blur_prob)
-        self.read_image = decode_rgb_image if decoder == "fast" else read_rgb_image
         self.load_proposals = ProposalReader()
 
     @staticmethod
@@ -103,7 +100,7 @@ class DETRegMapper:
     def __call__(self, dataset_dict: dict) -> dict:
         record = copy.copy(dataset_dict)
         rng = np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))
-        image = self.read_image(record["file_name"])
+        image = read_rgb_image(record["file_name"])
         h0, w0 = image.shape[:2]
         proposals, _ = self.load_proposals(record, (h0, w0))
         proposals = proposals.reshape(-1, 4)[: self.num_proposals]

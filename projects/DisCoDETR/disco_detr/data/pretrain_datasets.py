@@ -14,10 +14,10 @@ import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from .image_io import IMAGE_EXTENSIONS
 from .proposal_store import METHODS, ProposalStore
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "list_images",
     "load_unlabelled_images",
     "load_unlabelled_dicts",
@@ -25,8 +25,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def list_images(image_root: str) -> list[str]:

@@ -20,67 +20,22 @@ as for the detector's fine-tuning inputs.
 from __future__ import annotations
 
 import copy
-import io
 import math
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.ops import roi_align
 from torchvision.transforms import v2 as TV
 
 from ..structures import PairedViewBatch
-from .detr_mapper import read_rgb_image
+from .image_io import read_rgb_image
 from .photometric import PARAM_KEYS, draw_photometric_params
 from .proposal_store import ProposalStore
-
-try:  # libjpeg-turbo without PIL's overhead; optional (PIL decodes everything without it)
-    import simplejpeg
-except ImportError:  # pragma: no cover - exercised only where simplejpeg is not installed
-    simplejpeg = None
-
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_EXIF_ORIENTATION = 0x0112
-
-
-def _plain_jpeg(data: bytes) -> bool:
-    """True for a JPEG that PIL would open as RGB or L with no EXIF rotation (PIL reads only the
-    header here): those are the files a bare libjpeg-turbo decode gives the same pixels for."""
-    if not data.startswith(_JPEG_MAGIC):
-        return False
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.format == "JPEG" and im.mode in ("RGB", "L") and im.getexif().get(_EXIF_ORIENTATION, 1) == 1
-    except Exception:  # PIL will raise the real error in read_rgb_image
-        return False
-
-
-def decode_rgb_image(file_name: str) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8 RGB with the same pixels as :func:`read_rgb_image`.
-
-    Plain JPEGs (YCbCr or grey, no EXIF rotation) are decoded by simplejpeg (libjpeg-turbo,
-    accurate integer DCT and fancy upsampling, as PIL's own libjpeg-turbo: the tests check the
-    pixels are equal); everything else (CMYK / YCCK JPEGs, EXIF-rotated JPEGs, PNG of any mode,
-    16-bit, palette, alpha, ...) goes through PIL as before. Errors name the file.
-    """
-    if simplejpeg is not None:
-        try:
-            with open(file_name, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise OSError(f"Cannot read image {file_name!r}: {e}") from e
-        if _plain_jpeg(data):
-            try:
-                return simplejpeg.decode_jpeg(data, colorspace="RGB")
-            except ValueError:  # a JPEG libjpeg-turbo rejects: PIL gives the verdict (and the error)
-                pass
-    return read_rgb_image(file_name)
 
 __all__ = [
     "PairedViewMapper",
     "intersection_height",
     "two_view_boxes",
-    "decode_rgb_image",
     "crop_and_resize",
     "collate_paired_views",
 ]
@@ -217,7 +172,7 @@ class PairedViewMapper:
     "cpu" applies torchvision's transforms here, one image at a time (the original path).
     ``crops_on_device`` (only with ``photometric="device"``): leave cutting the crops to the
     device too (about half of the remaining CPU work and of the bytes a worker sends per sample).
-    ``decoder``: "fast" (simplejpeg for plain JPEGs, PIL otherwise; same pixels) or "pil".
+    Images are read by :func:`disco_detr.data.image_io.read_rgb_image` (the project's one reader).
 
     Errors (logged and skipped by the training loader): unreadable image, no proposals
     entry for the image, proposals computed on an image of another size.
@@ -229,15 +184,13 @@ class PairedViewMapper:
                  min_area_fraction: float = 0.05, jitter: float = 0.1, crop_size: int = 128,
                  color_jitter=(0.4, 0.4, 0.4, 0.1), color_jitter_prob: float = 0.8,
                  grayscale_prob: float = 0.2, blur_sigma=(0.1, 2.0), blur_prob: float = 0.5,
-                 photometric: str = "device", crops_on_device: bool = False, decoder: str = "fast"):
+                 photometric: str = "device", crops_on_device: bool = False):
         if num_boxes < 1:
             raise ValueError(f"num_boxes must be >= 1, got {num_boxes}")
         if photometric not in ("device", "cpu"):
             raise ValueError(f"photometric must be 'device' or 'cpu', got {photometric!r}")
         if crops_on_device and photometric != "device":
             raise ValueError("crops_on_device=True needs photometric='device' (CPU crops are colour-augmented here)")
-        if decoder not in ("fast", "pil"):
-            raise ValueError(f"decoder must be 'fast' or 'pil', got {decoder!r}")
         if not (0 <= corner_shift_prob <= 1 and 0 <= max_corner_shift <= 1):
             raise ValueError(f"corner_shift_prob and max_corner_shift must be in [0, 1], got {corner_shift_prob}, "
                              f"{max_corner_shift}")
@@ -261,7 +214,6 @@ class PairedViewMapper:
         self.crops_on_device = crops_on_device
         self.photometric_kwargs = dict(color_jitter=tuple(color_jitter), color_jitter_prob=color_jitter_prob,
                                        grayscale_prob=grayscale_prob, blur_sigma=self.blur_sigma, blur_prob=blur_prob)
-        self.read_image = decode_rgb_image if decoder == "fast" else read_rgb_image
         self.load_proposals = ProposalReader()
 
     @staticmethod
@@ -330,7 +282,7 @@ class PairedViewMapper:
     def __call__(self, dataset_dict: dict) -> dict:
         record = copy.copy(dataset_dict)
         rng = self._rng()
-        image = self.read_image(record["file_name"])
+        image = read_rgb_image(record["file_name"])
         h0, w0 = image.shape[:2]
         proposals, _ = self.load_proposals(record, (h0, w0))
 

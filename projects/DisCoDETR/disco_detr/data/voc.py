@@ -43,7 +43,8 @@ Folder layouts (:func:`voc_layout`):
 
 The image of annotation ``<id>`` is the first that exists of: ``<images>/<id>.jpg``
 (detectron2's convention), ``<images>/<basename of <filename>>``, ``<images>/<id>.<ext>``
-for the common image extensions. When none exists the record still points at
+for ``ext`` in :data:`disco_detr.data.image_io.IMAGE_EXTENSIONS`, lower case then upper case.
+When none exists the record still points at
 ``<images>/<id>.jpg`` and the image check of the evaluation set (or the training mapper)
 reports it by name.
 """
@@ -59,8 +60,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .image_io import IMAGE_EXTENSIONS
+
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "UnreadableAnnotationsError",
     "VOCAnnotation",
     "VOCFormatError",
@@ -79,8 +81,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".JPG", ".JPEG", ".PNG")
 _EXIF_ORIENTATION = 0x0112
+_UPPER_EXTENSIONS = tuple(ext.upper() for ext in IMAGE_EXTENSIONS)  # case-sensitive file systems
 _PROGRESS_MIN_FILES = 2000  # show a progress bar when reading at least this many files
 
 
@@ -215,7 +217,7 @@ def find_voc_image(image_dir: str, image_id: str, filename: str | None = None) -
     candidates = [os.path.join(image_dir, image_id + ".jpg")]
     if filename:
         candidates.append(os.path.join(image_dir, os.path.basename(filename.replace("\\", "/"))))
-    candidates += [os.path.join(image_dir, image_id + ext) for ext in IMAGE_EXTENSIONS]
+    candidates += [os.path.join(image_dir, image_id + ext) for ext in (*IMAGE_EXTENSIONS, *_UPPER_EXTENSIONS)]
     return next((c for c in candidates if os.path.isfile(c)), None)
 
 

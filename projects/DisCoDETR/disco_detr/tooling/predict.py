@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+from disco_detr.data.image_io import IMAGE_EXTENSIONS
 
 
 def parse_args(argv=None):

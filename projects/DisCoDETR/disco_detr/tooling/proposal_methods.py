@@ -26,6 +26,7 @@ import zlib
 import cv2
 import numpy as np
 
+from ..data.image_io import read_rgb_image as read_image_rgb  # the one reader, under this module's public name
 from ..data.proposal_store import METHODS, Proposals, ProposalStore
 
 __all__ = [
@@ -127,41 +128,6 @@ def merge_stores(out: str, shards: list[str], *, progress=None) -> dict[str, int
     finally:
         target.close()
     return copied
-
-
-# ----------------------------------------------------------------------------- images
-
-
-def read_image_rgb(path: str) -> np.ndarray:
-    """Reads any PIL-readable image as an ``H x W x 3`` uint8 RGB array, EXIF orientation
-    applied (as detectron2's ``read_image`` does). Grey, palette, CMYK, 16-bit and float
-    images are converted; transparent pixels are composited onto white. Raises ``OSError``
-    (or another exception from PIL) for unreadable or truncated files."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as img:
-        img.load()  # decodes now: truncated data raises here
-        img = ImageOps.exif_transpose(img)
-        return _pil_to_rgb(img)
-
-
-def _pil_to_rgb(img) -> np.ndarray:
-    from PIL import Image
-
-    mode = img.mode
-    if mode in ("I", "F") or mode.startswith("I;16"):
-        arr = np.asarray(img).astype(np.float64)
-        if mode == "F":
-            hi = 1.0 if arr.size and float(np.nanmax(arr)) <= 1.0 else 255.0
-        else:
-            hi = 65535.0 if arr.size and float(arr.max()) > 255 else 255.0
-        grey = np.clip(np.nan_to_num(arr) / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
-    if mode in ("RGBA", "LA", "PA") or (mode in ("P", "L", "RGB") and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
 def _downscale(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
@@ -416,5 +382,5 @@ def compute_proposals(image_rgb: np.ndarray, method: str = "edgeboxes", max_boxe
 
 def proposals_for_file(path: str, method: str = "edgeboxes", max_boxes: int = 512,
                        sed_model: str | None = None) -> Proposals:
-    """Reads ``path`` (see :func:`read_image_rgb`) and computes its proposals."""
+    """Reads ``path`` (:func:`disco_detr.data.image_io.read_rgb_image`) and computes its proposals."""
     return compute_proposals(read_image_rgb(path), method=method, max_boxes=max_boxes, sed_model=sed_model)

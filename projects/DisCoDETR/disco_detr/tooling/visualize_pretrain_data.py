@@ -19,7 +19,7 @@ from detectron2.data import DatasetCatalog  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import disco_detr  # noqa: E402,F401  (registers the datasets)
-from disco_detr.data.detr_mapper import read_rgb_image  # noqa: E402
+from disco_detr.data.image_io import read_rgb_image  # noqa: E402
 from disco_detr.data.pretrain_mapper import PairedViewMapper  # noqa: E402
 
 COLOURS = ("tab:red", "tab:blue")

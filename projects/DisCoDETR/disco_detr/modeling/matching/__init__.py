@@ -3,7 +3,6 @@ from .query_assignment import (
     QueryAssignment,
     assign_queries_to_proposals,
     fixed_group_assignment,
-    naive_assign_queries,
     queries_per_proposal,
 )
 
@@ -13,7 +12,6 @@ __all__ = [
     "assign_queries_to_proposals",
     "fixed_group_assignment",
     "focal_class_cost",
-    "naive_assign_queries",
     "queries_per_proposal",
     "solve_assignment",
 ]

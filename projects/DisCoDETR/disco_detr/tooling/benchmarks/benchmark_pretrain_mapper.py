@@ -3,7 +3,7 @@
 At the paper's settings (short side 320-480, long side <= 600, n = 10, 128 x 128 crops) it
 times, in one process with one thread (= one DataLoader worker):
 
-* old: ``PairedViewMapper(photometric="cpu", decoder="pil")``, the all-on-CPU path (decode,
+* old: ``PairedViewMapper(photometric="cpu")``, the all-on-CPU path (decode,
   geometry and torchvision colour augmentation of 2 views + 20 crops per sample);
 * new: ``PairedViewMapper()`` (decode with simplejpeg, geometry only, colour parameters drawn),
   plus the batched colour augmentation it leaves to the training device
@@ -14,7 +14,8 @@ times, in one process with one thread (= one DataLoader worker):
 The two mappers alternate sample by sample (same records, same seeds), so that other load on
 the machine affects both alike.
 
-* decoding alone: PIL (the old ``read_rgb_image``) vs torchvision's ``decode_jpeg`` vs simplejpeg.
+* decoding alone: the project's reader (``read_rgb_image``, "pil_read_rgb_image") vs PIL vs torchvision's
+  ``decode_jpeg`` vs simplejpeg; simplejpeg's pixels are compared with PIL's.
 
 Then the DataLoader workers one GPU needs to feed ``--batch-per-gpu`` images per step for a few
 step times. Images: by default ``--num-images`` JPEGs of 500 x 375 (ImageNet-like) cut at random
@@ -38,7 +39,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from disco_detr.data.detr_mapper import read_rgb_image
+from disco_detr.data.image_io import read_rgb_image
 from disco_detr.data.photometric import PairedViewPhotometric
 from disco_detr.data.pretrain_mapper import PairedViewMapper, collate_paired_views
 from disco_detr.data.proposal_store import Proposals, ProposalStore
@@ -119,7 +120,7 @@ def time_decoders(files, repeats=3):
             for i in range(len(files)):
                 fn(i)
         out[name] = round(1000 * (time.perf_counter() - start) / (repeats * len(files)), 3)
-    same = all(np.array_equal(decoders["simplejpeg"](i), decoders["pil_read_rgb_image"](i)) for i in range(len(files)))
+    same = all(np.array_equal(decoders["simplejpeg"](i), decoders["pil_bytes"](i)) for i in range(len(files)))
     return out, same
 
 
@@ -157,7 +158,7 @@ def main(argv=None):
             records = DatasetCatalog.get(args.dataset)
         else:
             records = make_photo_dataset(tmp, args.num_images)
-        wall, cpu, samples = time_mappers({"old": PairedViewMapper(photometric="cpu", decoder="pil"),
+        wall, cpu, samples = time_mappers({"old": PairedViewMapper(photometric="cpu"),
                                            "new": PairedViewMapper(),
                                            "new_device_crops": PairedViewMapper(crops_on_device=True)},
                                           records, args.num)
