@@ -39,6 +39,7 @@ __all__ = [
     "label_split_name",
     "load_detection_dicts",
     "read_label_split",
+    "IMAGE_EXTENSIONS",
     "read_rgb_image",
     "read_ssod_split",
     "register_coco_dataset",
