@@ -1,8 +1,8 @@
 """DETReg pre-training (Bar et al., "DETReg: Unsupervised Pretraining with Region Priors for Object
 Detection", CVPR 2022) around any detector of the family.
 
-``DETRegPretrain`` owns an unchanged detector (the class used for fine-tuning, built with
-``num_classes=1``: every proposal is an "object") and one extra head. It talks to the detector only
+``DETRegPretrain`` is a :class:`~.base.PretrainingModel`: it owns an unchanged detector (the class used
+for fine-tuning, built with ``num_classes=1``: every proposal is an "object") and one extra head. It talks to the detector only
 through the pre-training contract of :mod:`disco_detr.modeling.detectors.base` (``preprocess_images``,
 ``encode``, ``initial_queries``, ``decode``, ``backbone``, ``d_model``), so every variant gets it.
 

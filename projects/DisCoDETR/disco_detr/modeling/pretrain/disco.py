@@ -1,8 +1,9 @@
 """DisCo DETR / Siamese DETR pre-training meta-architecture.
 
-``DisCoDETR`` owns an unchanged detector (the class used for fine-tuning) and adds the pre-training
-heads (:mod:`.heads`) and losses (:mod:`.losses`). It talks to the detector only through the
-pre-training contract of :mod:`disco_detr.modeling.detectors.base`: ``preprocess_padded``, ``encode``,
+``DisCoDETR`` is a :class:`~.base.PretrainingModel`: it owns an unchanged detector (the class used for
+fine-tuning) and adds the pre-training heads (:mod:`.heads`) and losses (:mod:`.losses`). It talks to
+the detector only through the pre-training contract of :mod:`disco_detr.modeling.detectors.base`:
+``preprocess_padded``, ``encode``,
 ``initial_queries`` (whose references DMOQF matches proposals to, per image), ``fusion_target`` (the
 query field a fused object feature enters), ``decode`` (every layer's logits and boxes),
 ``num_queries``, ``num_classes``, ``d_model``, ``backbone``.
