@@ -54,6 +54,7 @@ from .checkpoint import DisCoCheckpointer
 from .data.image_io import read_rgb_image as read_image  # the one reader, under deploy's public name
 from .engine.num_classes import resolve_num_classes
 from .modeling.detectors.base import DETRDetector
+from .modeling.pretrain.base import DETECTOR_PREFIX
 
 __all__ = ["ExportableDetector", "FinetunedCheckpointer", "OnnxDetector", "build_finetuned_detector",
            "dataset_category_ids", "dataset_class_names", "export_onnx", "read_image", "resize_for_onnx",
@@ -81,8 +82,8 @@ class FinetunedCheckpointer(DisCoCheckpointer):
     def _load_model(self, checkpoint):
         state = checkpoint["model"]
         model_state = self.model.state_dict()
-        if any(k.startswith("detector.") for k in state) and not any(k.startswith("detector.") for k in model_state):
-            pretrain_only = sorted({k.split(".")[0] for k in state if not k.startswith("detector.")})
+        if any(k.startswith(DETECTOR_PREFIX) for k in state) and not any(k.startswith(DETECTOR_PREFIX) for k in model_state):
+            pretrain_only = sorted({k.split(".")[0] for k in state if not k.startswith(DETECTOR_PREFIX)})
             raise ValueError(
                 f"{self._source!r} is a pre-training checkpoint (its keys are 'detector.*'"
                 + (f", with the pre-training modules {', '.join(pretrain_only)}" if pretrain_only else "")

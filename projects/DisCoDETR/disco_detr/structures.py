@@ -1,5 +1,9 @@
 """The batches of pre-training, as the data loader hands them to the training loop.
 
+Every one is a :class:`PretrainBatch`: the training loop moves it to the device (``to``) and gives it to
+the configured batch transform; a pre-training method (``modeling/pretrain/base.py``) declares the
+subclass it reads.
+
 Both are made by a mapper's ``collate`` (:func:`disco_detr.data.pretrain_mapper.collate_paired_views`,
 :func:`disco_detr.data.detreg_mapper.collate_single_views`) and read by the meta-architectures of
 ``disco_detr.modeling.pretrain``. Images are uint8 RGB in [0, 255], zero-padded to the batch's largest
@@ -8,21 +12,39 @@ Boxes are xyxy in pixels of the (un-padded) image they belong to.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-__all__ = ["PairedViewBatch", "SingleViewBatch"]
+__all__ = ["PairedViewBatch", "PretrainBatch", "SingleViewBatch"]
 
 
 def _move(params: dict[str, Tensor] | None, device: torch.device) -> dict[str, Tensor] | None:
     return None if params is None else {k: v.to(device, non_blocking=True) for k, v in params.items()}
 
 
+class PretrainBatch(abc.ABC):
+    """What the training loop and the pre-training method base rely on in a batch."""
+
+    #: Whether colour parameters are still to be applied on the device (by ``dataloader.batch_transform``).
+    photometric_pending: bool = False
+
+    @property
+    def device_work_pending(self) -> bool:
+        """Whether anything (colour augmentation, cutting crops) is left to the device's batch transform
+        before a model may read the batch."""
+        return self.photometric_pending
+
+    @abc.abstractmethod
+    def to(self, device: torch.device | str) -> PretrainBatch:
+        """The same batch with every tensor on ``device``."""
+
+
 @dataclass
-class PairedViewBatch:
+class PairedViewBatch(PretrainBatch):
     """B samples of DisCo / Siamese DETR pre-training: two views of each image, n boxes that are the
     same physical regions in both views, and a crop of each box.
 
@@ -62,6 +84,10 @@ class PairedViewBatch:
         device (by :class:`disco_detr.data.photometric.PairedViewPhotometric`)."""
         return self.view_photometric is not None
 
+    @property
+    def device_work_pending(self) -> bool:
+        return self.photometric_pending or self.crops is None
+
     def to(self, device: torch.device | str) -> PairedViewBatch:
         """The same batch with every tensor on ``device``."""
         device = torch.device(device)
@@ -72,7 +98,7 @@ class PairedViewBatch:
 
 
 @dataclass
-class SingleViewBatch:
+class SingleViewBatch(PretrainBatch):
     """B samples of DETReg pre-training: one augmented view of each image, its proposals and their crops.
 
     images: (B, 3, H, W) uint8 RGB, each view in the top-left ``image_sizes`` corner, zero padding.
@@ -89,8 +115,8 @@ class SingleViewBatch:
     num_boxes: list[int]
     crops: Tensor
 
-    #: DETReg's mapper augments everything in the data workers: nothing is left to the device.
-    photometric_pending = False
+    # DETReg's mapper augments everything in the data workers: nothing is left to the device
+    # (PretrainBatch's photometric_pending = False).
 
     def to(self, device: torch.device | str) -> SingleViewBatch:
         """The same batch with every tensor on ``device``."""

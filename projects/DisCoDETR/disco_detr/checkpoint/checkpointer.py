@@ -26,6 +26,7 @@ from detectron2.utils.file_io import PathManager
 from torch import nn
 
 from ..model_zoo import check_against_model, conversion_report, is_zoo_path, resolve_for_load
+from ..modeling.pretrain.base import DETECTOR_ATTRIBUTE, DETECTOR_PREFIX
 from .transfer import GROUPS, architecture, describe_architecture, load_shares, matching_finetune_configs
 
 __all__ = ["DisCoCheckpointer", "UnreadableCheckpoint", "atomic_write", "pretrained_to_finetune", "TRANSFER_DROP",
@@ -85,21 +86,28 @@ def _share_summary(shares: dict) -> str:
 
 
 def pretrained_to_finetune(state: dict, drop: tuple[str, ...] = TRANSFER_DROP) -> tuple[dict, list[str]]:
-    """A DisCo/Siamese pre-training state dict -> the detector's state dict for fine-tuning.
+    """A pre-training state dict (any :class:`~disco_detr.modeling.pretrain.base.PretrainingModel`) -> the
+    detector's state dict for fine-tuning.
 
-    Keeps every ``detector.*`` key (backbone, input projection, encoder, decoder, query
-    embeddings, box head) without the prefix, except those starting with one of ``drop``
-    (the class head: the pre-training head is object/no-object); drops every
-    pre-training-only module (object feature projection, reconstruction
-    MLP, encoder head, CLD heads). Returns (kept state dict, dropped keys).
+    Keeps every key of the wrapped detector (:data:`~disco_detr.modeling.pretrain.base.DETECTOR_PREFIX`,
+    ``detector.*``: backbone, input projection, encoder, decoder, query embeddings, box head) without
+    the prefix, except those starting with one of ``drop`` (the class head: the pre-training head is
+    object/no-object); drops every pre-training-only module (DisCo's object feature projection,
+    reconstruction MLP, encoder head, CLD heads; DETReg's embedding head). Returns (kept state dict,
+    dropped keys).
     """
     kept, dropped = {}, []
     for key, value in state.items():
-        if key.startswith("detector.") and not key[len("detector."):].startswith(tuple(drop)):
-            kept[key[len("detector."):]] = value
+        if key.startswith(DETECTOR_PREFIX) and not key[len(DETECTOR_PREFIX):].startswith(tuple(drop)):
+            kept[key[len(DETECTOR_PREFIX):]] = value
         else:
             dropped.append(key)
     return kept, dropped
+
+
+def _wraps_detector(state: dict) -> bool:
+    """Whether ``state`` is a pre-training model's (it holds wrapped-detector keys, ``detector.*``)."""
+    return any(k.startswith(DETECTOR_PREFIX) for k in state)
 
 
 def _bare(model: nn.Module) -> nn.Module:
@@ -207,28 +215,27 @@ class DisCoCheckpointer(DetectionCheckpointer):
         model = _bare(self.model)
         model_state = model.state_dict()
         state = checkpoint["model"]
-        if any(k.startswith("detector.") for k in model_state) and not any(k.startswith("detector.") for k in state):
+        if _wraps_detector(model_state) and not _wraps_detector(state):
             # detector weights (e.g. a converted backbone) into a pre-training wrapper
-            checkpoint["model"] = state = {f"detector.{k}": v for k, v in state.items()}
+            checkpoint["model"] = state = {DETECTOR_PREFIX + k: v for k, v in state.items()}
         if self.require_backbone_weights:
-            missing = [k for k in model_state if k.startswith("detector.backbone.") and k not in state]
+            missing = [k for k in model_state if k.startswith(DETECTOR_PREFIX + "backbone.") and k not in state]
             if missing:
                 raise ValueError(
                     f"Checkpoint {self._source!r} lacks {len(missing)} weights of the frozen backbone "
                     f"(e.g. {missing[0]}): pre-training against a partly random frozen backbone would waste the run. "
                     "Pass the converted backbone weights as train.init_checkpoint (see the README).")
-        is_pretrained = any(k.startswith("detector.") for k in state)
-        if is_pretrained and not any(k.startswith("detector.") for k in model_state):
+        if _wraps_detector(state) and not _wraps_detector(model_state):
             checkpoint["model"] = self._transfer(state, model, model_state)
         elif self._zoo_conversion is not None:
             checkpoint["model"] = self._zoo_check(state, model, model_state)
         return super()._load_model(checkpoint)
 
     def _zoo_check(self, state: dict, model: nn.Module, model_state: dict) -> dict:
-        heads = getattr(model, "transfer_drop", None) or getattr(getattr(model, "detector", None), "transfer_drop",
+        heads = getattr(model, "transfer_drop", None) or getattr(getattr(model, DETECTOR_ATTRIBUTE, None), "transfer_drop",
                                                                  TRANSFER_DROP)
-        if any(k.startswith("detector.") for k in model_state):
-            heads = tuple(f"detector.{h}" for h in heads)
+        if _wraps_detector(model_state):
+            heads = tuple(DETECTOR_PREFIX + h for h in heads)
         kept, report = check_against_model(state, model_state, source=self._source, class_heads=tuple(heads),
                                            policy=self.transfer_mismatch, conversion=self._zoo_conversion)
         self.logger.info("Model zoo %s: kept %d keys, dropped %d in conversion, freshly initialised %d, shape-mismatched "

@@ -25,7 +25,7 @@ from ..analysis.hooks import build_analysis_hooks
 from ..checkpoint import DisCoCheckpointer
 from ..data.build import set_loader_start
 from ..modeling.layers.ms_deform_attn import set_ms_deform_attn_backend
-from ..structures import PairedViewBatch, SingleViewBatch
+from ..structures import PretrainBatch
 from ..utils.seeding import mix_seeds
 from .ema import EMAHook, ModelEMA
 from .num_classes import check_num_classes, resolve_num_classes
@@ -174,7 +174,7 @@ class DETRTrainLoop(SimpleTrainer):
     non-finite loss. :class:`NonFiniteStop` ends the run after ``nonfinite_max_consecutive`` skips in a row.
     Under float16 AMP a finite loss with non-finite gradients stays the GradScaler's business.
 
-    Pre-training batches (:mod:`disco_detr.structures`) are moved to ``device`` and given to
+    Pre-training batches (any :class:`~disco_detr.structures.PretrainBatch`) are moved to ``device`` and given to
     ``batch_transform`` (``dataloader.batch_transform``, e.g. the device-side colour augmentation
     :class:`~disco_detr.data.photometric.PairedViewPhotometric`) before the forward (:meth:`prepare_batch`);
     fine-tuning batches (lists of dicts) go to the model as they come.
@@ -227,11 +227,11 @@ class DETRTrainLoop(SimpleTrainer):
     def prepare_batch(self, data):
         """A pre-training batch on ``device`` (when set), through ``batch_transform``; a batch whose
         photometric augmentation is left to the device but no transform is configured is refused."""
-        if isinstance(data, (PairedViewBatch, SingleViewBatch)) and self.device is not None:
+        if isinstance(data, PretrainBatch) and self.device is not None:
             data = data.to(self.device)
         if self.batch_transform is not None:
             return self.batch_transform(data)
-        if isinstance(data, PairedViewBatch) and data.photometric_pending:
+        if isinstance(data, PretrainBatch) and data.photometric_pending:
             raise ValueError("The batch carries photometric parameters for the device (PairedViewMapper("
                              "photometric='device')) but dataloader.batch_transform is None; set "
                              "dataloader.batch_transform=L(PairedViewPhotometric)() (configs/common/data/pretrain.py), "

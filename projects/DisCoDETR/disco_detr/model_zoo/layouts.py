@@ -20,6 +20,7 @@ from detectron2.config import LazyConfig, instantiate
 from torch import Tensor
 
 from ..convert import detrex, resnet_vd, rtdetr, siamese_detr, torchvision_resnet
+from ..modeling.pretrain.base import DETECTOR_PREFIX
 from .catalog import get_config_file
 
 __all__ = ["MissingConverterError", "ZooConversion", "check_converter", "convert_entry"]
@@ -83,7 +84,7 @@ def _detrex(variant: str):
 def _siamese(obj, entry):
     variant = entry.options.get("variant")
     out, report = siamese_detr.convert_siamese_detr(siamese_detr.unwrap_siamese_detr(obj), variant)
-    return {f"detector.{k}": v for k, v in out.items()}, dict(report.dropped), report.to_dict()
+    return {f"{DETECTOR_PREFIX}{k}": v for k, v in out.items()}, dict(report.dropped), report.to_dict()
 
 
 def _ours(obj, entry):

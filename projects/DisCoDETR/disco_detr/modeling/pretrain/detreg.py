@@ -1,8 +1,8 @@
 """DETReg pre-training (Bar et al., "DETReg: Unsupervised Pretraining with Region Priors for Object
 Detection", CVPR 2022) around any detector of the family.
 
-``DETRegPretrain`` owns an unchanged detector (the class used for fine-tuning, built with
-``num_classes=1``: every proposal is an "object") and one extra head. It talks to the detector only
+``DETRegPretrain`` is a :class:`~.base.PretrainingModel`: it owns an unchanged detector (the class used
+for fine-tuning, built with ``num_classes=1``: every proposal is an "object") and one extra head. It talks to the detector only
 through the pre-training contract of :mod:`disco_detr.modeling.detectors.base` (``preprocess_images``,
 ``encode``, ``initial_queries``, ``decode``, ``backbone``, ``d_model``), so every variant gets it.
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.ops import box_iou
 
 from ...structures import SingleViewBatch
@@ -34,15 +34,15 @@ from ..criterion import SetCriterion, flatten_indices, num_boxes_across_workers
 from ..detectors.base import DETRDetector
 from ..layers import MLP, box_cxcywh_to_xyxy, normalized_cxcywh
 from ..matching import HungarianMatcher
-from .common import check_pretraining_detector, pooled_backbone_features
-from .health import due_storage, put_health, reference_health
+from .base import PretrainingModel
+from .health import put_health
 from .losses import embedding_loss
 
 __all__ = ["DETRegPretrain"]
 
 
 @META_ARCH_REGISTRY.register()
-class DETRegPretrain(nn.Module):
+class DETRegPretrain(PretrainingModel):
     """DETReg pre-training around a DETR detector.
 
     Args:
@@ -59,30 +59,23 @@ class DETRegPretrain(nn.Module):
             cosine to their targets); 0 turns them off.
     """
 
+    batch_type = SingleViewBatch
+
     def __init__(self, *, detector: DETRDetector, embedding_levels: tuple[str, ...] = ("res3",),
                  weight_class: float = 2.0, weight_bbox: float = 5.0, weight_giou: float = 2.0,
                  weight_embedding: float = 1.0, cost_class: float = 2.0, cost_bbox: float = 5.0,
                  cost_giou: float = 2.0, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
                  health_period: int = 10):
-        super().__init__()
-        shapes = check_pretraining_detector(detector, 1, embedding_levels, "embedding_levels", "DETRegPretrain")
-        if health_period < 0:
-            raise ValueError(f"health_period must be >= 0, got {health_period}")
-        self.detector = detector
+        super().__init__(detector=detector, num_classes=1, levels=embedding_levels, levels_name="embedding_levels",
+                         health_period=health_period)
         self.embedding_levels = tuple(embedding_levels)
-        self.embedding_dim = sum(shapes[f].channels for f in embedding_levels)
+        self.embedding_dim = sum(self.backbone_shapes[f].channels for f in embedding_levels)
         matcher = HungarianMatcher(cost_class, cost_bbox, cost_giou, class_cost="focal", focal_alpha=focal_alpha,
                                    focal_gamma=focal_gamma)
         self.criterion = SetCriterion(1, matcher, weight_class, weight_bbox, weight_giou, focal_alpha, focal_gamma)
         self.weight_embedding = weight_embedding
         d = detector.d_model
         self.embed_head = MLP(d, d, self.embedding_dim, 2) if weight_embedding > 0 else None
-        self.health_period = health_period
-        self.register_buffer("health_start_reference", torch.full((detector.num_queries, 2), float("nan")))
-
-    @property
-    def device(self) -> torch.device:
-        return self.detector.device
 
     @property
     def matcher(self) -> HungarianMatcher:
@@ -91,7 +84,7 @@ class DETRegPretrain(nn.Module):
 
     def crop_features(self, crops: Tensor) -> Tensor:
         """(P, 3, s, s) uint8 crops -> (P, C) frozen backbone features pooled at ``embedding_levels``."""
-        return pooled_backbone_features(self.detector, crops, self.embedding_levels)
+        return self.pooled_backbone_features(crops, self.embedding_levels)
 
     @staticmethod
     def targets(boxes: Tensor, num_boxes: list[int], image_sizes: list[tuple[int, int]]) -> list[dict]:
@@ -110,10 +103,8 @@ class DETRegPretrain(nn.Module):
         target = self.crop_features(crops.to(self.device)[batch_ids, box_ids])
         return embedding_loss(predicted, target)
 
-    def forward(self, batch: SingleViewBatch) -> dict[str, Tensor]:
-        if not self.training:
-            raise RuntimeError("DETRegPretrain is a pre-training model; evaluate the fine-tuned detector instead.")
-        batch = batch.to(self.device)
+    def losses(self, batch: SingleViewBatch) -> dict[str, Tensor]:
+        """The weighted losses on a :class:`SingleViewBatch` on the device."""
         det = self.detector
         encoded = det.encode(det.preprocess_padded(batch.images, batch.image_sizes))
         queries = det.initial_queries(encoded)
@@ -134,7 +125,7 @@ class DETRegPretrain(nn.Module):
         if self.embed_head is not None:
             loss, cosine = self.embedding_loss(decoded.hidden[-1], batch.crops, indices)
             losses["loss_embedding"] = self.weight_embedding * loss
-        storage = due_storage(self.health_period)
+        storage = self.health_storage()
         if storage is not None:
             put_health(storage, self.health_metrics(queries.reference, decoded, targets, indices, cosine))
         return losses
@@ -145,8 +136,7 @@ class DETRegPretrain(nn.Module):
         """:func:`~disco_detr.modeling.pretrain.health.reference_health` of the step, plus
         ``matched_iou`` (mean IoU of the last layer's matched boxes with their proposals) and
         ``embedding_cosine`` (mean cosine of the matched embeddings to their crop features)."""
-        start = None if self.detector.references_depend_on_image else self.health_start_reference
-        out = reference_health(bare_reference, None, start)
+        out = self.reference_health(bare_reference, None)
         batch_ids, query_ids, box_ids = flatten_indices(indices, decoded.boxes.device)
         predicted = box_cxcywh_to_xyxy(decoded.boxes[-1][batch_ids, query_ids].float())
         proposals = box_cxcywh_to_xyxy(torch.cat([t["boxes"][i] for t, (_, i) in zip(targets, indices)]).float())

@@ -1,8 +1,9 @@
 """DisCo DETR / Siamese DETR pre-training meta-architecture.
 
-``DisCoDETR`` owns an unchanged detector (the class used for fine-tuning) and adds the pre-training
-heads (:mod:`.heads`) and losses (:mod:`.losses`). It talks to the detector only through the
-pre-training contract of :mod:`disco_detr.modeling.detectors.base`: ``preprocess_padded``, ``encode``,
+``DisCoDETR`` is a :class:`~.base.PretrainingModel`: it owns an unchanged detector (the class used for
+fine-tuning) and adds the pre-training heads (:mod:`.heads`) and losses (:mod:`.losses`). It talks to
+the detector only through the pre-training contract of :mod:`disco_detr.modeling.detectors.base`:
+``preprocess_padded``, ``encode``,
 ``initial_queries`` (whose references DMOQF matches proposals to, per image), ``fusion_target`` (the
 query field a fused object feature enters), ``decode`` (every layer's logits and boxes),
 ``num_queries``, ``num_classes``, ``d_model``, ``backbone``.
@@ -30,9 +31,9 @@ from ..detectors.base import DETRDetector, QueryInit
 from ..layers import MLP, normalized_cxcywh
 from ..matching import HungarianMatcher, assign_queries_to_proposals, fixed_group_assignment
 from ..precision import float32_policy
-from .common import check_pretraining_detector, pooled_backbone_features
+from .base import PretrainingModel
 from .heads import CLDHeads, EncoderConsistencyHead
-from .health import due_storage, put_health, reference_health
+from .health import put_health
 from .losses import localisation_losses, reconstruction_loss
 
 __all__ = ["DisCoDETR"]
@@ -46,7 +47,7 @@ HEALTH_WARMUP_ITERS = 20
 
 
 @META_ARCH_REGISTRY.register()
-class DisCoDETR(nn.Module):
+class DisCoDETR(PretrainingModel):
     """DisCo DETR pre-training around a DETR detector.
 
     Args:
@@ -73,17 +74,19 @@ class DisCoDETR(nn.Module):
             0 turns them off. They reuse tensors of the step: no extra forward pass.
     """
 
+    batch_type = PairedViewBatch
+
     def __init__(self, *, detector: DETRDetector, feature_levels: tuple[str, ...] = ("res5",), use_dmoqf: bool = True,
                  fusion: str = "add", weight_loc: float = 1.0, weight_rec: float = 5.0, weight_enc: float = 10.0,
                  weight_contrast: float = 2.0, cld_projector: bool = True, cld_predictor: bool = True,
                  box_jitter: float = 0.1, no_object_weight: float = 0.1, cost_class: float = 1.0,
                  cost_bbox: float = 5.0, cost_giou: float = 2.0, loss_bbox: float = 5.0, loss_giou: float = 2.0,
                  loss_class: float = 1.0, enc_hidden: int = 256, health_period: int = 10):
-        super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        shapes = check_pretraining_detector(detector, 2, feature_levels, "feature_levels", "DisCoDETR")
-        self.detector = detector
+        super().__init__(detector=detector, num_classes=2, levels=feature_levels, levels_name="feature_levels",
+                         health_period=health_period)
+        shapes = self.backbone_shapes
         d = detector.d_model
         self.feature_levels = tuple(feature_levels)
         self.feature_dim = sum(shapes[f].channels for f in feature_levels)
@@ -103,18 +106,8 @@ class DisCoDETR(nn.Module):
         if self.cld is not None:
             logger.info("CLD heads (f_proj=%s, f_pred=%s): %s parameters", cld_projector, cld_predictor,
                         f"{sum(p.numel() for p in self.cld.parameters()):,}")
-        if health_period < 0:
-            raise ValueError(f"health_period must be >= 0, got {health_period}")
-        self.health_period = health_period
-        # the bare reference centres at the run's first step (NaN until then; kept in checkpoints so a
-        # resumed run measures displacement from the same start); learned-query variants only
-        self.register_buffer("health_start_reference", torch.full((detector.num_queries, 2), float("nan")))
         self._agreement_history: deque[tuple[float, float]] = deque(maxlen=3)  # the warning's window
         self._warned_agreement = False
-
-    @property
-    def device(self) -> torch.device:
-        return self.detector.device
 
     # ---- features of the frozen backbone --------------------------------------------------
     def pooled_box_features(self, features: dict[str, Tensor], boxes: Tensor) -> Tensor:
@@ -129,7 +122,7 @@ class DisCoDETR(nn.Module):
 
     def crop_features(self, crops: Tensor) -> Tensor:
         """(M, n, 3, s, s) crops in [0, 255] -> (M, n, C) pooled backbone features (no grad)."""
-        pooled = pooled_backbone_features(self.detector, crops.flatten(0, 1), self.feature_levels)
+        pooled = self.pooled_backbone_features(crops.flatten(0, 1), self.feature_levels)
         return pooled.view(*crops.shape[:2], -1)
 
     def jitter_boxes(self, boxes: Tensor, image_sizes: Tensor) -> Tensor:
@@ -192,16 +185,15 @@ class DisCoDETR(nn.Module):
             group_size = (owner[i][None] == t[:, None]).sum(1).float()
             chance += (group_size / num_queries).sum().item()
             matched += len(q)
-        start = None if self.detector.references_depend_on_image else self.health_start_reference
         return {"group_agreement": hits / max(matched, 1), "group_agreement_chance": chance / max(matched, 1),
-                **reference_health(bare.reference, used_references, start)}
+                **self.reference_health(bare.reference, used_references)}
 
     def log_health(self, bare: QueryInit, used_references: Tensor, owner: Tensor, indices) -> None:
         """Every ``health_period`` iterations (and at the first) inside a trainer: put the
         :meth:`health_metrics` into detectron2's event storage as ``pretrain_health/<name>``, and warn
         once when the group agreement sits at chance with DMOQF on (mean of the last three values
         from iteration :data:`HEALTH_WARMUP_ITERS` on, at most 1.25 x chance)."""
-        storage = due_storage(self.health_period)
+        storage = self.health_storage()
         if storage is None:
             return
         it = storage.iter
@@ -228,14 +220,8 @@ class DisCoDETR(nn.Module):
             out[i, t.to(hs.device)] = hs[i, q.to(hs.device)]
         return out
 
-    def forward(self, batch: PairedViewBatch) -> dict[str, Tensor]:
-        if not self.training:
-            raise RuntimeError("DisCoDETR is a pre-training model; evaluate the fine-tuned detector instead.")
-        if batch.photometric_pending or batch.crops is None:
-            raise ValueError("DisCoDETR got a batch whose colour augmentation or crops are still to be done on the "
-                             "device: the training loop applies dataloader.batch_transform (PairedViewPhotometric) "
-                             "before the forward; apply it first when calling the model directly")
-        batch = batch.to(self.device)
+    def losses(self, batch: PairedViewBatch) -> dict[str, Tensor]:
+        """The weighted losses on a colour-augmented :class:`PairedViewBatch` with crops, on the device."""
         det = self.detector
         b, n = batch.num_samples, batch.boxes.shape[1]
 
