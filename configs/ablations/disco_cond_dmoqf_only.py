@@ -1,7 +1,12 @@
 # Table 3 (Conditional DETR, VOC 51.4): DMOQF on (distance-aware groups, additive fusion), CLD off.
-from ..common.models.conditional_detr_r50 import model as _detector
-from ..common.pretrain import disco_pretraining
+from ..common.pretrain import pretraining
 
-dataloader, lr_multiplier, model, optimizer, train = disco_pretraining(_detector, ("res5",), "cond")
+_cfg = pretraining("disco", "cond")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 model.weight_contrast = 0.0
 train.output_dir = "./output/disco_cond_dmoqf_only"
