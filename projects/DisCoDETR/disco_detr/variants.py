@@ -128,9 +128,9 @@ class PretrainingMethod:
     proposals: str
 
 
-def _detrex(layout: str) -> Callable:
-    """detrex's converter for its ``layout`` ("conditional", "deformable", "dab", "dino")."""
-    return functools.partial(convert_detrex, variant=layout)
+def _detrex(name: str) -> Callable:
+    """detrex's converter for our variant ``name`` (convert.detrex.LAYOUT_OF picks detrex's layout)."""
+    return functools.partial(convert_detrex, variant=name)
 
 
 def _weights(rec: float, contrast: float) -> Mapping[str, float]:
@@ -149,7 +149,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             model_config="configs/common/models/conditional_detr_r50.py", demo_config="configs/demo/cond.py",
             finetune_coco_config="configs/finetune_cond_coco.py", paper_image_hw=_COCO_HW, batch_per_gpu=2,
             feature_levels=_RES5, demo_feature_levels=_STRIDE16, disco_loss_weights=_weights(5.0, 2.0),
-            shrink=_shrink_single_level, converter=_detrex("conditional"), converter_source="detrex",
+            shrink=_shrink_single_level, converter=_detrex("cond"), converter_source="detrex",
             detreg_lr_factor_keys={}),
     Variant(name="dab", detector=DABDETR,
             model_config="configs/common/models/dab_detr_r50.py", demo_config="configs/demo/dab.py",
@@ -164,13 +164,13 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             batch_per_gpu=2, feature_levels=_RES5, demo_feature_levels=_STRIDE16,
             disco_loss_weights=_weights(3.0, 2.0),
             shrink=functools.partial(_shrink_deformable, features=("res4",), extra_levels=0),
-            converter=_detrex("deformable"), converter_source="detrex", lr_factor_keys=SLOW_DEFORMABLE,
+            converter=_detrex("deformable_ss"), converter_source="detrex", lr_factor_keys=SLOW_DEFORMABLE,
             demo_pretrain_iters=150),
     Variant(name="deformable_ms", detector=DeformableDETR,
             model_config="configs/common/models/deformable_detr_r50.py", demo_config="configs/demo/deformable_ms.py",
             finetune_coco_config="configs/finetune_deformable_ms_coco.py", paper_image_hw=_COCO_HW,
             batch_per_gpu=2, feature_levels=_RES3_5, demo_feature_levels=_STRIDE8_32,
-            disco_loss_weights=_weights(3.0, 5.0), shrink=_shrink_deformable, converter=_detrex("deformable"),
+            disco_loss_weights=_weights(3.0, 5.0), shrink=_shrink_deformable, converter=_detrex("deformable_ms"),
             converter_source="detrex", lr_factor_keys=SLOW_DEFORMABLE, demo_pretrain_iters=150),
     Variant(name="dino", detector=DINO,
             model_config="configs/common/models/dino_r50.py", demo_config="configs/demo/dino.py",
