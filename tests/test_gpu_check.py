@@ -90,8 +90,8 @@ def test_variant_steps_run_through_the_train_loop_on_cpu(monkeypatch):
     import types
 
     tool = _tool()
-    monkeypatch.setattr(tool, "STEPS", {"cond": ("configs/demo/cond.py", (64, 64), 1),
-                                           "broken": ("configs/no_such_config.py", (64, 64), 1)})
+    monkeypatch.setattr(tool, "variant_steps", lambda: {"cond": ("configs/demo/cond.py", (64, 64), 1),
+                                                        "broken": ("configs/no_such_config.py", (64, 64), 1)})
     args = types.SimpleNamespace(variants=["broken", "cond"], iters=2, warmup=1)
     rows = tool.variant_figures(torch.device("cpu"), args, None, compiled=False)
     assert [r["variant"] for r in rows] == ["broken", "cond"]

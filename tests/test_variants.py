@@ -103,7 +103,7 @@ def test_the_entry_point_builds_fresh_objects_and_siamese_is_disco_without_dmoqf
 def test_tools_read_the_table():
     from disco_detr.tooling import demo_runs, gpu_check, studies
 
-    assert set(gpu_check.STEPS) == set(VARIANTS)
+    assert set(gpu_check.variant_steps()) == set(VARIANTS) and set(gpu_check.PRETRAIN.values()) <= set(VARIANTS)
     assert demo_runs.variants() == sorted(VARIANTS)
     assert set(demo_runs.METHOD_OF) == set(METHODS) and set(METHODS) <= set(studies.LABELS)
 

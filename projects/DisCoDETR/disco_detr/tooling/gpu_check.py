@@ -43,18 +43,23 @@ import subprocess
 import sys
 import time
 import types
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from ..variants import REPO_ROOT, VARIANTS
-
-REPO = str(REPO_ROOT)
+REPO = str(Path(__file__).resolve().parents[4])
 DINO_LEVELS = [(100, 167), (50, 84), (25, 42), (13, 21)]
-#: variant -> (COCO fine-tuning config, (H, W) of the paper's training images, batch per GPU), from the table
-STEPS = {v.name: (v.finetune_coco_config, v.paper_image_hw, v.batch_per_gpu) for v in VARIANTS.values()}
-PRETRAIN = {300: (VARIANTS["cond"].pretrain_config("disco"), VARIANTS["cond"].pretrain_config("siamese")),
-            900: (VARIANTS["dino"].pretrain_config("disco"), VARIANTS["dino"].pretrain_config("siamese"))}
+#: the pre-training cases of section 4: queries -> the variant whose DisCo / Siamese configs run
+PRETRAIN = {300: "cond", 900: "dino"}
+
+
+def variant_steps() -> dict[str, tuple[str, tuple[int, int], int]]:
+    """variant -> (COCO fine-tuning config, (H, W) of the paper's training images, batch per GPU), from the
+    variant table (imported here: detectron2's import warnings would precede the one-line CUDA refusal)."""
+    from ..variants import VARIANTS
+
+    return {v.name: (v.finetune_coco_config, v.paper_image_hw, v.batch_per_gpu) for v in VARIANTS.values()}
 TEST_FILES = ["tests/test_ms_deform_attn_triton.py", "tests/test_amp.py",
               "tests/test_compile.py::test_inductor_compiles_the_tiny_detector_on_cuda"]
 
@@ -72,7 +77,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(REPO, "output", "gpu_check"))
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--variants", nargs="+", default=list(STEPS), choices=list(STEPS))
+    parser.add_argument("--variants", nargs="+", default=None, help="default: every variant of the table")
     parser.add_argument("--kernel-batches", type=int, nargs="+", default=[2, 8])
     parser.add_argument("--kernel-queries", type=int, default=900, help="decoder queries (DINO: 900)")
     parser.add_argument("--iters", type=int, default=5, help="timed steps / calls per measurement")
@@ -145,7 +150,7 @@ def variant_step(name: str, compiled: bool, device, args, peak) -> dict:
     from disco_detr.engine.trainer import DETRTrainLoop
 
     gpu = load_tool("benchmark_gpu")
-    config, (h, w), batch_size = STEPS[name]
+    config, (h, w), batch_size = variant_steps()[name]
     cfg = gpu.load(config, [])
     model, optimizer = gpu.build(cfg, device)
     batch = gpu.detection_batch(batch_size, h, w, model.num_classes)
@@ -230,7 +235,10 @@ def add_speedups(rows: list[dict]) -> list[dict]:
 def pretrain_figures(device, args) -> dict:
     gpu = load_tool("benchmark_gpu")
     out = {}
-    for n, (disco, siamese) in PRETRAIN.items():
+    from ..variants import VARIANTS
+
+    for n, variant in PRETRAIN.items():
+        disco, siamese = VARIANTS[variant].pretrain_config("disco"), VARIANTS[variant].pretrain_config("siamese")
         argv = ["--device", str(device), "--disco-config", disco, "--siamese-config", siamese, "--no-finetune",
                 "--iters", str(max(args.iters, 5)), "--warmup", str(args.warmup)]
         if args.peak_tflops:
@@ -324,6 +332,12 @@ def main(argv=None) -> dict:
               file=sys.stderr)
         raise SystemExit(2)
     import triton
+
+    known = variant_steps()
+    args.variants = args.variants or list(known)
+    unknown = sorted(set(args.variants) - set(known))
+    if unknown:
+        raise SystemExit(f"gpu_check.py: unknown --variants {unknown}; the table has {sorted(known)}")
 
     device = torch.device(args.device)
     start = time.perf_counter()
