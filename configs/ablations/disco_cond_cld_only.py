@@ -1,13 +1,6 @@
 # Table 3 (Conditional DETR, VOC 51.14): CLD on (lambda_3 = 2), DMOQF off: Siamese DETR's fixed
 # query groups (additive fusion, as every DisCo config), plus CLD.
-from ..common.pretrain import pretraining
-
-_cfg = pretraining("disco", "cond")
-dataloader = _cfg.dataloader
-lr_multiplier = _cfg.lr_multiplier
-model = _cfg.model
-optimizer = _cfg.optimizer
-train = _cfg.train
+from ..disco_cond import dataloader, lr_multiplier, model, optimizer, train
 
 model.use_dmoqf = False
 model.weight_contrast = 2.0
