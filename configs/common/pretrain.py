@@ -117,7 +117,6 @@ def _demo_budget(train, max_iter: int):
     return train
 
 
-
 def _with_embedding_level(detector, level: str):
     """DETReg's embedding targets come from backbone ``level``: add it to the backbone's outputs if missing."""
     if level not in detector.backbone.out_features:
@@ -125,11 +124,14 @@ def _with_embedding_level(detector, level: str):
 
 
 def _paper(method: str, variant, detector):
-    """The paper's pre-training of ``detector`` (DisCo / Siamese DETR: frozen SwAV R50 in train.init_checkpoint,
-    AdamW 1e-4, weight decay 1e-4, clip 0.1, 60 epochs of the training set the run loads (mini-ImageNet by
-    default), lr drop at epoch 40, batch 256. DETReg, the release's: selective-search proposals (the first 30
-    per image), C3 embedding targets, AdamW 2e-4 with the variant's DETReg lr factors, weight decay 1e-4, clip
-    0.1, batch 192, 50 epochs with the drop at 40 (the release: ImageNet-100))."""
+    """The paper's pre-training of ``detector``, a frozen R50 whose weights train.init_checkpoint must hold (SwAV
+    weights converted with tools/convert/convert_torchvision_resnet.py).
+
+    DisCo / Siamese DETR: AdamW 1e-4 (the variant's lr factors), weight decay 1e-4, clip 0.1, 60 epochs of the
+    training set the run loads (mini-ImageNet by default), lr drop at epoch 40 ("40/60"), batch 256.
+    DETReg, the release's: selective-search proposals (the first 30 per image), C3 embedding targets, AdamW
+    2e-4 with the variant's DETReg lr factors, weight decay 1e-4, clip 0.1, batch 192, 50 epochs with the drop
+    at 40 (the release: ImageNet-100; here the training set the run loads)."""
     optimizer, train = copy.deepcopy(_optimizer), copy.deepcopy(_train)
     optimizer.weight_decay = 1e-4
     if method == "detreg":
