@@ -24,7 +24,7 @@ from .convert.rtdetr import convert_rtdetr
 from .modeling.backbone import build_tiny_resnet
 from .modeling.detectors import DABDETR, DINO, RTDETR, ConditionalDETR, DeformableDETR
 
-__all__ = ["METHODS", "VARIANTS", "PretrainingMethod", "Variant", "config_path"]
+__all__ = ["METHODS", "REPO_ROOT", "SLOW_DEFORMABLE", "VARIANTS", "PretrainingMethod", "Variant", "config_path"]
 
 #: the repository root: row paths are relative to it
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -103,7 +103,8 @@ class Variant:
     shrink: Callable[..., tuple[str, ...]]
     converter: Callable
     converter_source: str
-    lr_factor_keys: Mapping[str, float] | None = None  # fine-tuning / DisCo optimiser; None: its default
+    # DisCo / Siamese and demo optimiser (as the variant's fine-tuning configs); None: the optimiser's default
+    lr_factor_keys: Mapping[str, float] | None = None
     # DETReg's optimiser (the release slows deformable attention's offsets and reference points)
     detreg_lr_factor_keys: Mapping[str, float] = field(default_factory=lambda: SLOW_DEFORMABLE)
     demo_pretrain_iters: int = 50
