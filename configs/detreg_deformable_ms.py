@@ -6,9 +6,13 @@
 # without it), AdamW 2e-4 with the sampling offsets and reference points at x0.1, weight decay 1e-4, clip
 # 0.1, batch 192, 50 epochs with the drop at 40 (the release: ImageNet-100; here the training set the run
 # loads, mini-ImageNet by default, as the DisCo / Siamese configs).
-from .common.models.deformable_detr_r50 import model as _detector
-from .common.pretrain import detreg_pretraining
+from .common.pretrain import pretraining
 
-_detector.backbone.out_features = ("res3", "res4", "res5")  # res3 (C3): the embedding targets
-dataloader, lr_multiplier, model, optimizer, train = detreg_pretraining(_detector)
+_cfg = pretraining("detreg", "deformable_ms")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.output_dir = "./output/detreg_deformable_ms"

@@ -3,8 +3,13 @@
 # Denoising is off: DETReg's pretext task is the proposals themselves, and the pre-training contract's
 # decode() takes the matching queries only. DINO's encoder-proposal heads are supervised like a decoder
 # layer (``*_enc``; the decision: disco_detr/modeling/detectors/dino.py).
-from .common.models.dino_r50 import model as _detector
-from .common.pretrain import detreg_pretraining
+from .common.pretrain import pretraining
 
-dataloader, lr_multiplier, model, optimizer, train = detreg_pretraining(_detector)
+_cfg = pretraining("detreg", "dino")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.output_dir = "./output/detreg_dino"

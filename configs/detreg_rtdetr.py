@@ -3,8 +3,13 @@
 # In training RT-DETR's decoder output starts with its encoder's top-300 selection, which is matched and
 # supervised like every decoder layer (as the release does with two-stage Deformable DETR's encoder
 # output). Denoising is off, as in DisCo pre-training.
-from .common.models.rt_detr_r50vd import model as _detector
-from .common.pretrain import detreg_pretraining
+from .common.pretrain import pretraining
 
-dataloader, lr_multiplier, model, optimizer, train = detreg_pretraining(_detector)
+_cfg = pretraining("detreg", "rtdetr")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.output_dir = "./output/detreg_rtdetr"

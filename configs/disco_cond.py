@@ -4,8 +4,13 @@
 # 1e-4, clip 0.1, 60 epochs of the training set the run loads, lr drop at epoch 40
 # ("40/60"), batch 256. Fusion adds the other view's object feature to the positional query and
 # lets the detector's own layers process the sum (eq. 3 read as the detector's own path).
-from .common.models.conditional_detr_r50 import model as _detector
-from .common.pretrain import disco_pretraining
+from .common.pretrain import pretraining
 
-dataloader, lr_multiplier, model, optimizer, train = disco_pretraining(_detector, ("res5",), "cond")
+_cfg = pretraining("disco", "cond")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.output_dir = "./output/disco_cond"

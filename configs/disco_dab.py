@@ -4,8 +4,13 @@
 # fused object feature enters the content query (the positional query is recomputed from the anchor in every
 # layer). lambda_0 = 5 (L_rec; the authors released no DAB-DETR pre-training, so Conditional DETR's value),
 # lambda_1 = 10, lambda_3 = 2; AdamW 1e-4, 60 epochs, drop at 40, batch 256 (configs/common/pretrain.py).
-from .common.models.dab_detr_r50 import model as _detector
-from .common.pretrain import disco_pretraining
+from .common.pretrain import pretraining
 
-dataloader, lr_multiplier, model, optimizer, train = disco_pretraining(_detector, ("res5",), "dab")
+_cfg = pretraining("disco", "dab")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.output_dir = "./output/disco_dab"

@@ -3,11 +3,13 @@
 # (train.init_checkpoint), lambda_0 = 3 (L_rec, the release's Deformable value), lambda_1 = 10,
 # lambda_3 = 2; AdamW 1e-4 with the sampling offsets and reference points at x0.1, as in
 # fine-tuning; 60 epochs, drop at 40, batch 256 (configs/common/pretrain.py).
-from .common.models.deformable_detr_r50 import model as _detector
-from .common.models.deformable_detr_r50 import single_scale
-from .common.pretrain import disco_pretraining
+from .common.pretrain import pretraining
 
-single_scale(_detector)
-dataloader, lr_multiplier, model, optimizer, train = disco_pretraining(_detector, ("res5",), "deformable_ss")
-optimizer.params.lr_factor_keys = {"sampling_offsets": 0.1, "reference_points": 0.1}
+_cfg = pretraining("disco", "deformable_ss")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.output_dir = "./output/disco_deformable_ss"

@@ -6,8 +6,13 @@
 # disco_detr/modeling/detectors/dino.py). lambda_0 (L_rec) = 3 as for the other deformable-attention
 # variants in the released configs (the paper gives none for DINO); lambda_3 = 2 (paper default).
 # Frozen backbone: SSL ResNet-50-vd weights in train.init_checkpoint.
-from .common.models.dino_r50 import model as _detector
-from .common.pretrain import disco_pretraining
+from .common.pretrain import pretraining
 
-dataloader, lr_multiplier, model, optimizer, train = disco_pretraining(_detector, ("res3", "res4", "res5"), "dino")
+_cfg = pretraining("disco", "dino")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.output_dir = "./output/disco_dino"

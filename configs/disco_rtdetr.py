@@ -5,8 +5,13 @@
 # additive fusion into the content queries of the encoder's top-300 selection, and the paper's DisCo data,
 # optimiser and 40/60 schedule. IoU-aware selection stays on and its heads are trained by the per-layer
 # localisation loss; denoising is off (reasons in disco_detr/modeling/detectors/rt_detr.py).
-from .common.models.rt_detr_r50vd import model as _detector
-from .common.pretrain import disco_pretraining
+from .common.pretrain import pretraining
 
-dataloader, lr_multiplier, model, optimizer, train = disco_pretraining(_detector, ("res3", "res4", "res5"), "rtdetr")
+_cfg = pretraining("disco", "rtdetr")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.output_dir = "./output/disco_rtdetr"

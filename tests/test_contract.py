@@ -1,64 +1,22 @@
-"""The pre-training contract, held for every registered DETR variant.
-
-A new variant joins by adding one entry to VARIANTS: a function that returns its tiny
-pre-training model (DisCoDETR around the variant, with a tiny frozen backbone).
+"""The pre-training contract, held for every registered DETR variant (a row of disco_detr.variants.VARIANTS):
+each test builds the variant's tiny pre-training model (tiny_detectors.tiny_pretraining: DisCoDETR around the
+variant's detector shrunk by the table's rule, with a tiny frozen backbone).
 """
-import os
-
 import pytest
 import torch
-from detectron2.config import LazyCall as L
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
+from tiny_detectors import tiny_pretraining
 
 from disco_detr.checkpoint.checkpointer import pretrained_to_finetune
-from disco_detr.modeling import build_tiny_resnet
 from disco_detr.modeling.detectors.base import DecoderOutput, DETRDetector, QueryInit
 from disco_detr.structures import PairedViewBatch
+from disco_detr.variants import VARIANTS
 
-from conftest import REPO, perturb_parameters_, train_on_one_batch
-
-
-def _tiny_backbone(features):
-    return L(build_tiny_resnet)(widths=(8, 16, 32), blocks=(1, 1, 1), stem_width=8, out_features=features,
-                                norm="FrozenBN", freeze_at=4)
-
-
-def _conditional():
-    return LazyConfig.load(os.path.join(REPO, "tests", "configs", "tiny_disco.py")).model
-
-
-def _deformable(scale):
-    def build():
-        cfg = LazyConfig.load(os.path.join(REPO, "configs", f"disco_deformable_{scale}.py"))
-        model, det = cfg.model, cfg.model.detector
-        features = ("res2", "res3", "res4") if scale == "ms" else ("res4",)
-        det.backbone = _tiny_backbone(features)
-        det.in_features = features
-        det.num_extra_levels = 1 if scale == "ms" else 0
-        det.norm_groups = 8
-        for part, layers in ((det.encoder, 1), (det.decoder, 2)):
-            part.update(num_layers=layers, d_model=32, num_heads=4, dim_feedforward=64, num_points=2,
-                        num_levels=len(features) + det.num_extra_levels)
-        det.num_queries = 12
-        model.feature_levels = features
-        model.enc_hidden = 32
-        return model
-    return build
-
-
-#: variant -> its tiny pre-training model config (one line per variant)
-VARIANTS = {
-    "conditional": _conditional,
-    "deformable_ss": _deformable("ss"),
-    "deformable_ms": _deformable("ms"),
-    "dab": lambda: LazyConfig.load(os.path.join(REPO, "tests", "configs", "tiny_disco_dab.py")).model,
-    "dino": lambda: LazyConfig.load(os.path.join(REPO, "tests", "configs", "tiny_disco_dino.py")).model,
-    "rt_detr": lambda: LazyConfig.load(os.path.join(REPO, "tests", "configs", "tiny_disco_rtdetr.py")).model,
-}
+from conftest import perturb_parameters_, train_on_one_batch
 
 
 def _build(variant, **overrides):
-    cfg = VARIANTS[variant]()
+    cfg = tiny_pretraining(variant).model
     for key, value in overrides.items():
         setattr(cfg, key, value)
     torch.manual_seed(0)
@@ -120,7 +78,7 @@ def test_supervised_layers_are_the_encoder_prediction_then_every_decoder_layer(v
     decoded = det.decode(encoded, det.initial_queries(encoded))
     layers = list(decoded.supervised_layers())
     num_layers = decoded.logits.shape[0]
-    two_stage = variant in ("dino", "rt_detr")
+    two_stage = VARIANTS[variant].two_stage
     assert [s for s, *_ in layers] == ["_enc"] * two_stage + [f"_{i}" for i in range(num_layers - 1)] + [""]
     b, n = 2, det.num_queries
     for _, logits, boxes, hidden in layers:

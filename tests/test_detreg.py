@@ -9,7 +9,7 @@ import torch
 from detectron2.config import LazyCall as L
 from detectron2.config import LazyConfig, instantiate
 from PIL import Image
-from test_contract import VARIANTS
+from tiny_detectors import tiny_pretraining
 
 from disco_detr.checkpoint.checkpointer import pretrained_to_finetune
 from disco_detr.config import load_config
@@ -17,6 +17,7 @@ from disco_detr.data.detreg_mapper import DETRegMapper, collate_single_views
 from disco_detr.data.proposal_store import Proposals, ProposalStore
 from disco_detr.modeling.pretrain.detreg import DETRegPretrain
 from disco_detr.structures import SingleViewBatch
+from disco_detr.variants import VARIANTS
 
 from conftest import REPO, train_on_one_batch
 
@@ -28,14 +29,12 @@ DETREG_CONFIGS = {  # config -> (detector class, denoising queries or None)
     "detreg_dino.py": ("DINO", 0),
     "detreg_rtdetr.py": ("RTDETR", 0),
 }
-CONFIG_OF = {"conditional": "detreg_cond.py", "deformable_ss": "detreg_deformable_ss.py",
-             "deformable_ms": "detreg_deformable_ms.py", "dab": "detreg_dab.py", "dino": "detreg_dino.py",
-             "rt_detr": "detreg_rtdetr.py"}
+CONFIG_OF = {name: os.path.basename(row.pretrain_config("detreg")) for name, row in VARIANTS.items()}
 
 
 def _tiny_config(variant):
     """The tiny detector of the contract test's ``variant`` (num_classes=1) inside DETRegPretrain."""
-    disco = VARIANTS[variant]()
+    disco = tiny_pretraining(variant).model
     det = disco.detector
     det.num_classes = 1
     return L(DETRegPretrain)(detector=det, embedding_levels=tuple(disco.feature_levels[:1]))
@@ -68,7 +67,7 @@ def _batch(b=2, k=(4, 3), size=(80, 96), crop=32, seed=0):
 # ---- the losses by hand ---------------------------------------------------------------------------
 def test_objectness_focal_and_box_losses_by_hand():
     """Every proposal is an "object": the focal loss's positives are exactly the matched queries."""
-    model = _build("conditional")
+    model = _build("cond")
     logits = torch.tensor([[[0.5], [-1.0], [2.0]]])  # (B=1, Q=3, C=1)
     boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1], [0.7, 0.6, 0.3, 0.4]]])
     targets = [{"labels": torch.zeros(2, dtype=torch.long),
@@ -88,7 +87,7 @@ def test_objectness_focal_and_box_losses_by_hand():
 
 
 def test_embedding_loss_is_l1_against_a_direct_backbone_pass():
-    model = _build("conditional")
+    model = _build("cond")
     det = model.detector
     gen = torch.Generator().manual_seed(1)
     hidden = torch.randn(2, det.num_queries, det.d_model, generator=gen)
@@ -111,7 +110,7 @@ def test_embedding_loss_is_l1_against_a_direct_backbone_pass():
 
 def test_matching_does_not_see_the_embedding():
     """Other crops change the embedding loss only: the matching (and so every other loss) stays."""
-    model = _build("conditional")
+    model = _build("cond")
     model.train()
     batch = _batch()
     other = dataclasses.replace(batch, crops=torch.randint(0, 256, batch.crops.shape, dtype=torch.uint8))
@@ -126,7 +125,7 @@ def test_matching_does_not_see_the_embedding():
 
 
 def test_padded_boxes_are_not_targets():
-    model = _build("conditional")
+    model = _build("cond")
     batch = _batch(k=(4, 2))
     targets = model.targets(batch.boxes, batch.num_boxes, batch.image_sizes)
     assert [len(t["boxes"]) for t in targets] == [4, 2]
@@ -137,11 +136,11 @@ def test_padded_boxes_are_not_targets():
 
 
 def test_a_detector_with_two_classes_or_a_trainable_backbone_is_refused():
-    cfg = _tiny_config("conditional")
+    cfg = _tiny_config("cond")
     cfg.detector.num_classes = 2
     with pytest.raises(ValueError, match="num_classes=1"):
         instantiate(cfg)
-    cfg = _tiny_config("conditional")
+    cfg = _tiny_config("cond")
     cfg.detector.backbone.freeze_at = 0
     with pytest.raises(ValueError, match="frozen"):
         instantiate(cfg)
@@ -320,7 +319,7 @@ def test_each_detreg_config_trains_on_the_demo_data_with_a_tiny_detector(variant
         last = [json.loads(line) for line in f][-1]
     assert np.isfinite(last["loss_embedding"]) and np.isfinite(last["loss_class"])
     assert 0 <= last["pretrain_health/matched_iou"] <= 1 and -1 <= last["pretrain_health/embedding_cosine"] <= 1
-    if variant == "conditional":  # the analysis tools read a DETReg run: its view, proposals and matches
+    if variant == "cond":  # the analysis tools read a DETReg run: its view, proposals and matches
         from test_analysis import _png, _tool
 
         _tool("analyze").main(["arrows", str(tmp_path), "--images", "0", "--out", str(tmp_path / "arrows.png")])

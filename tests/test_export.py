@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from detectron2.config import LazyConfig
-from tiny_detectors import VARIANTS, tiny_config, tiny_detector
+from tiny_detectors import tiny_config, tiny_detector
 
 from disco_detr.data.datasets import DEMO_CLASSES
 from disco_detr.deploy import (
@@ -22,6 +22,7 @@ from disco_detr.deploy import (
     resize_for_onnx,
     supports_dynamic_size,
 )
+from disco_detr.variants import VARIANTS
 
 BOX_TOL, SCORE_TOL = 1e-4, 1e-5
 #: (export size, original size) of the two test images
@@ -80,7 +81,7 @@ def test_the_graph_holds_no_training_part(tmp_path):
     assert [o.name for o in model.graph.output] == ["boxes", "scores", "labels"]
 
 
-@pytest.mark.parametrize("variant", ["conditional", "dab"])
+@pytest.mark.parametrize("variant", ["cond", "dab"])
 def test_dynamic_size_graph_of_the_single_level_variants(variant, tmp_path):
     detector = tiny_detector(variant)
     assert supports_dynamic_size(detector)
@@ -102,7 +103,7 @@ def test_dynamic_size_is_refused_for_deformable_attention(tmp_path):
 def test_batch_of_two(tmp_path):
     """A batch of two: the same image for two original sizes gives the same scores and boxes scaled by the
     sizes' ratio; row 0 equals the PyTorch model."""
-    detector = tiny_detector("rt_detr")
+    detector = tiny_detector("rtdetr")
     session = OnnxDetector(export_onnx(detector, str(tmp_path / "b2.onnx"), 64, 64, batch_size=2))
     image = resize_for_onnx(np.random.default_rng(2).integers(0, 256, (50, 70, 3), dtype=np.uint8), 64, 64)
     boxes, scores, labels = session(np.stack([image, image]), np.array([[50, 70], [100, 140]]))
@@ -120,7 +121,7 @@ def _export_tool():
     return export_model
 
 
-def _tiny_config_file(tmp_path, variant="conditional"):
+def _tiny_config_file(tmp_path, variant="cond"):
     """A config file (yaml) of the tiny detector: the demo config shrunk as :func:`tiny_config`."""
     path = str(tmp_path / "tiny.yaml")
     LazyConfig.save(tiny_config(variant), path)
@@ -128,7 +129,7 @@ def _tiny_config_file(tmp_path, variant="conditional"):
 
 
 def test_export_tool_writes_a_checked_graph_with_class_names(tmp_path, demo_root, capsys):
-    detector = tiny_detector("conditional")
+    detector = tiny_detector("cond")
     weights = tmp_path / "model_final.pth"
     torch.save({"model": detector.state_dict()}, weights)
     out = tmp_path / "m.onnx"
@@ -142,7 +143,7 @@ def test_export_tool_writes_a_checked_graph_with_class_names(tmp_path, demo_root
 
 
 def test_export_tool_refuses_a_pretraining_checkpoint(tmp_path, demo_root, capsys):
-    detector = tiny_detector("conditional")
+    detector = tiny_detector("cond")
     state = {f"detector.{k}": v for k, v in detector.state_dict().items()}
     state["object_proj.weight"] = torch.zeros(4, 4)
     weights = tmp_path / "pretrain.pth"
@@ -155,15 +156,15 @@ def test_export_tool_refuses_a_pretraining_checkpoint(tmp_path, demo_root, capsy
 
 
 def test_a_checkpoint_without_the_heads_or_of_other_shapes_is_refused(tmp_path):
-    detector = tiny_detector("conditional")
+    detector = tiny_detector("cond")
     weights = tmp_path / "backbone.pth"
     torch.save({"model": {k: v for k, v in detector.state_dict().items() if k.startswith("backbone.")}}, weights)
     with pytest.raises(ValueError, match="lacks .* weights"):
-        FinetunedCheckpointer(tiny_detector("conditional")).load(str(weights))
+        FinetunedCheckpointer(tiny_detector("cond")).load(str(weights))
     other = {k: (v[:1] if k == "class_embed.weight" else v) for k, v in detector.state_dict().items()}
     torch.save({"model": other}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="shapes differ.*class_embed.weight"):
-        FinetunedCheckpointer(tiny_detector("conditional")).load(str(tmp_path / "other.pth"))
+        FinetunedCheckpointer(tiny_detector("cond")).load(str(tmp_path / "other.pth"))
 
 
 def test_read_image_scales_16_bit_and_composites_alpha(tmp_path):

@@ -1,5 +1,5 @@
-"""tools/gpu_check.py on a machine without CUDA: it refuses in one line; its goals and tables from a result."""
-import importlib.util
+"""tools/gpu_check.py (disco_detr.tooling.gpu_check) on a machine without CUDA: it refuses in one line; its goals
+and tables from a result; its variant step on CPU."""
 import os
 import subprocess
 import sys
@@ -11,10 +11,9 @@ from conftest import REPO
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(REPO, "tools", "gpu_check.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    from disco_detr.tooling import gpu_check
+
+    return gpu_check
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
@@ -91,8 +90,8 @@ def test_variant_steps_run_through_the_train_loop_on_cpu(monkeypatch):
     import types
 
     tool = _tool()
-    monkeypatch.setattr(tool, "VARIANTS", {"cond": ("configs/demo/cond.py", (64, 64), 1),
-                                           "broken": ("configs/no_such_config.py", (64, 64), 1)})
+    monkeypatch.setattr(tool, "variant_steps", lambda: {"cond": ("configs/demo/cond.py", (64, 64), 1),
+                                                        "broken": ("configs/no_such_config.py", (64, 64), 1)})
     args = types.SimpleNamespace(variants=["broken", "cond"], iters=2, warmup=1)
     rows = tool.variant_figures(torch.device("cpu"), args, None, compiled=False)
     assert [r["variant"] for r in rows] == ["broken", "cond"]

@@ -23,11 +23,11 @@ def _tool():
 @pytest.fixture()
 def tiny_checkpoint(tmp_path):
     """A tiny Conditional DETR (tests/test_export.py's) saved as a fine-tuned checkpoint, with its config."""
-    detector = tiny_detector("conditional")
+    detector = tiny_detector("cond")
     weights = str(tmp_path / "model_final.pth")
     torch.save({"model": detector.state_dict()}, weights)
     config = str(tmp_path / "tiny.yaml")
-    cfg = tiny_config("conditional")
+    cfg = tiny_config("cond")
     cfg.dataloader.test.mapper.min_sizes = (80,)
     LazyConfig.save(cfg, config)
     return detector, config, weights

@@ -12,8 +12,8 @@
 5. print a table of fine-tuning AP / AP50 / AP75 on the val split with CS and distance, and
    write the analysis figures (tools/analyze.py) next to the runs.
 
-``--variant NAME`` runs the same story for another detector: it uses the presets
-``configs/demo/NAME.py`` (fine-tuning), ``configs/demo/disco_NAME.py``,
+``--variant NAME`` runs the same story for another detector (a row of disco_detr.variants.VARIANTS): it
+uses the row's presets ``configs/demo/NAME.py`` (fine-tuning), ``configs/demo/disco_NAME.py``,
 ``configs/demo/siamese_NAME.py`` and ``configs/demo/detreg_NAME.py`` (pre-training). ``make demo``
 is ``--variant cond``. ``--starts`` picks the arms (default all four).
 
@@ -28,96 +28,29 @@ runs share the machine. Whatever the table shows is reported as is: the seed and
 are printed with it.
 """
 import argparse
-import glob
 import json
 import os
 import subprocess
-import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WEIGHTS = "datasets/weights/mobilenet_v2_imagenet.pth"
-LABELS = {"none": "none (ImageNet)", "detreg": "DETReg", "siamese": "Siamese DETR", "disco": "DisCo DETR"}
-STARTS = tuple(LABELS)
-#: the proposal store of each pre-training method (tools/generate_proposals.py --method)
-PROPOSALS = {"edgeboxes": "unlabelled.sqlite", "selective_search": "unlabelled_ss.sqlite"}
-METHOD_OF = {"disco": "edgeboxes", "siamese": "edgeboxes", "detreg": "selective_search"}
-
-
-def variants() -> list[str]:
-    """Variants with a fine-tuning preset and a pre-training preset of every method."""
-    names = [os.path.basename(p)[: -len(".py")] for p in glob.glob(os.path.join(REPO, "configs", "demo", "*.py"))]
-    methods = [s for s in STARTS if s != "none"]
-    return sorted(n for n in names if not n.startswith(tuple(f"{m}_" for m in methods)) and
-                  {f"{m}_{n}" for m in methods} <= set(names))
-
-
-def run(cmd, log=None):
-    print(f"\n>>> {' '.join(cmd)}", flush=True)
-    start = time.time()
-    subprocess.run([sys.executable, *cmd], cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT if log else None)
-    return time.time() - start
-
-
-def make_proposals(data: str, methods) -> dict:
-    """The demo's unlabelled proposals of each method in ``methods`` (resumable: a complete store is
-    left as it is), each into its store of :data:`PROPOSALS`. Returns {"proposals_<method>": seconds}."""
-    return {f"proposals_{method}": run(["tools/generate_proposals.py", "--images", f"{data}/images/unlabelled",
-                                        "--method", method, "--out", f"{data}/proposals/{PROPOSALS[method]}",
-                                        "--workers", "2"])
-            for method in sorted(methods)}
-
-
-def run_graph(steps: dict, jobs: int, threads: int) -> dict:
-    """Run ``{name: (cmd, log_path, [dependencies])}`` at most ``jobs`` at a time, each as soon as
-    its dependencies are done, in the dict's order of preference. Returns {name: seconds}."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    pending, running, done, timings = dict(steps), {}, set(), {}
-    while pending or running:
-        for name, (cmd, log_path, deps) in list(pending.items()):
-            if len(running) < jobs and set(deps) <= done:
-                print(f">>> [{name}] {' '.join(cmd)}\n    log: {log_path}", flush=True)
-                log = open(log_path, "w")
-                running[name] = (subprocess.Popen([sys.executable, *cmd], cwd=REPO, env=env, stdout=log,
-                                                  stderr=subprocess.STDOUT), log, time.time())
-                del pending[name]
-        time.sleep(0.5)
-        for name, (proc, log, start) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            log.close()
-            del running[name]
-            if proc.returncode:
-                for p, _, _ in running.values():
-                    p.terminate()
-                with open(steps[name][1]) as f:
-                    tail = f.read()[-3000:]
-                raise SystemExit(f"step {name} failed (exit {proc.returncode}); end of {steps[name][1]}:\n{tail}")
-            timings[name] = time.time() - start
-            done.add(name)
-            print(f"    [{name}] done in {timings[name]:.0f} s ({len(done)} of {len(steps)} steps done)", flush=True)
-    return timings
-
-
-def final_metrics(output_dir):
-    """The last bbox AP / AP50 / AP75 that detectron2's EvalHook wrote to metrics.json."""
-    found = None
-    path = os.path.join(output_dir, "metrics.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: the run did not finish")
-    with open(path) as f:
-        for line in f:
-            record = json.loads(line)
-            if "bbox/AP" in record:
-                found = {k: record[f"bbox/{k}"] for k in ("AP", "AP50", "AP75")}
-    if found is None:
-        raise RuntimeError(f"No evaluation results in {output_dir}/metrics.json")
-    return found
+from disco_detr.tooling.demo_runs import (  # noqa: F401  (run_graph: tests load this file)
+    DEFAULT_VARIANT,
+    LABELS,
+    METHOD_OF,
+    STARTS,
+    VARIANTS,
+    WEIGHTS,
+    final_metrics,
+    make_proposals,
+    run,
+    run_graph,
+    variants,
+)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="cond",
+    parser.add_argument("--variant", default=DEFAULT_VARIANT,
                         help=f"detector preset under configs/demo/ (have: {', '.join(variants())})")
     parser.add_argument("--data", default="datasets/demo")
     parser.add_argument("--out", default=None, help="output folder (default output/demo, or output/demo_VARIANT)")
@@ -136,9 +69,9 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="rerun steps whose results exist")
     args = parser.parse_args(argv)
     if args.variant not in variants():
-        parser.error(f"--variant {args.variant!r}: no presets configs/demo/{{,disco_,siamese_,detreg_}}{args.variant}.py "
+        parser.error(f"--variant {args.variant!r}: not a row of disco_detr.variants.VARIANTS "
                      f"(have: {', '.join(variants())})")
-    out_root = args.out or ("output/demo" if args.variant == "cond" else f"output/demo_{args.variant}")
+    out_root = args.out or ("output/demo" if args.variant == DEFAULT_VARIANT else f"output/demo_{args.variant}")
     os.makedirs(out_root, exist_ok=True)
     timings = {}
     start = time.time()
@@ -153,7 +86,8 @@ def main(argv=None):
     names = [f"pretrain_{m}" for m in methods] + [f"finetune_{s}" for s in ["none", *methods] if s in starts]
     out = {name: os.path.join(out_root, name) for name in names}
     inits = {"none": WEIGHTS, **{m: f"{out[f'pretrain_{m}']}/model_final.pth" for m in methods}}
-    configs = {f"pretrain_{m}": f"configs/demo/{m}_{v}.py" for m in methods}
+    presets = VARIANTS[v]
+    configs = {f"pretrain_{m}": presets.demo_pretrain_config(m) for m in methods}
     steps = {}
     for name in names:
         if not args.force and os.path.exists(os.path.join(out[name], "model_final.pth")):
@@ -165,7 +99,7 @@ def main(argv=None):
             extra = [f"train.max_iter={args.finetune_iters}", f"train.init_checkpoint={inits[start_from]}", *analysis]
             deps = [f"pretrain_{start_from}"] if start_from != "none" else []
         os.makedirs(out[name], exist_ok=True)
-        cmd = ["tools/lazyconfig_train_net.py", "--config-file", configs.get(name, f"configs/demo/{v}.py"), *common,
+        cmd = ["tools/lazyconfig_train_net.py", "--config-file", configs.get(name, presets.demo_config), *common,
                f"train.output_dir={out[name]}", *extra]
         steps[name] = (cmd, os.path.join(out[name], "run.log"), [d for d in deps if d in steps])
     timings.update(run_graph(steps, args.jobs, args.threads))

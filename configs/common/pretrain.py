@@ -1,19 +1,27 @@
-# Pre-training configs from detector configs: DisCo / Siamese DETR (DisCoDETR) and DETReg (DETRegPretrain).
+# The pre-training config entry point: pretraining(method, variant) builds a DisCo DETR, Siamese DETR or
+# DETReg pre-training config of a detector variant (a row of disco_detr.variants.VARIANTS) and returns its
+# five sections by name. A leaf config reads:
 #
-# Every pre-training config is a detector config (configs/common/models/<variant>.py, or a demo detector)
-# turned into a pre-training one here, then patched by a few plain lines of its own:
+#   from .common.pretrain import pretraining
 #
-#   from .common.models.dab_detr_r50 import model as _detector
-#   from .common.pretrain import disco_pretraining
-#   dataloader, lr_multiplier, model, optimizer, train = disco_pretraining(_detector, ("res5",), "dab")
+#   _cfg = pretraining("disco", "dab")
+#   dataloader = _cfg.dataloader
+#   ...
 #   train.output_dir = "./output/disco_dab"
 #
-# Siamese DETR is DisCo without DMOQF and without CLD: its configs set model.use_dmoqf = False and
-# model.weight_contrast = 0.0 on a DisCo one.
+# Every call builds fresh copies (the imported pieces are deep-copied, the detector config is loaded anew), so
+# no call changes what another sees. Siamese DETR is DisCo without DMOQF and without CLD (use_dmoqf False,
+# weight_contrast 0). preset="demo" builds the CPU demo's pre-training of the demo detector instead.
+import copy
+from dataclasses import dataclass
+
 from detectron2.config import LazyCall as L
+from detectron2.config import LazyConfig
 
 from disco_detr.modeling.pretrain.detreg import DETRegPretrain
 from disco_detr.modeling.pretrain.disco import DisCoDETR
+from disco_detr.variants import VARIANTS as _VARIANTS
+from disco_detr.variants import config_path
 
 from .data.detreg import dataloader as _detreg_dataloader
 from .data.pretrain import dataloader as _disco_dataloader
@@ -21,18 +29,19 @@ from .optim import AdamW as _optimizer
 from .schedule import step_schedule
 from .train import train as _train
 
-#: DisCo's loss weights per detector variant: lambda_0 (weight_rec, L_rec) and lambda_3 (weight_contrast, CLD).
-#: lambda_0 is 5 for Conditional DETR (DAB-DETR takes its value: the authors released no DAB-DETR
-#: pre-training) and 3 for the deformable-attention variants (Deformable DETR, DINO, RT-DETR); lambda_3 is 2,
-#: 5 for multi-scale Deformable DETR (Table 3 (c)).
-DISCO_LOSS_WEIGHTS = {
-    "cond": {"weight_rec": 5.0, "weight_contrast": 2.0},
-    "dab": {"weight_rec": 5.0, "weight_contrast": 2.0},
-    "deformable_ms": {"weight_rec": 3.0, "weight_contrast": 5.0},
-    "deformable_ss": {"weight_rec": 3.0, "weight_contrast": 2.0},
-    "dino": {"weight_rec": 3.0, "weight_contrast": 2.0},
-    "rtdetr": {"weight_rec": 3.0, "weight_contrast": 2.0},
-}
+#: the demo's shared training setting (optimiser, train keys) of every demo pre-training
+DEMO_TRAINING = "configs/demo/cond.py"
+
+
+@dataclass(frozen=True)
+class PretrainingConfig:
+    """The five sections of a pre-training config, by name (LazyConfig nodes, fresh for each call)."""
+
+    dataloader: object
+    lr_multiplier: object
+    model: object
+    optimizer: object
+    train: object
 
 
 def pretraining_detector(detector, num_classes: int, freeze_backbone: bool = True):
@@ -50,9 +59,9 @@ def pretraining_detector(detector, num_classes: int, freeze_backbone: bool = Tru
     return detector
 
 
-def disco_model(detector, feature_levels, variant: str):
+def disco_model(detector, feature_levels, loss_weights):
     """DisCoDETR around ``detector`` (already a :func:`pretraining_detector`) with the paper's settings and
-    ``variant``'s loss weights (:data:`DISCO_LOSS_WEIGHTS`); object and crop features from ``feature_levels``."""
+    the variant's ``loss_weights`` (weight_rec, weight_contrast); object and crop features from ``feature_levels``."""
     return L(DisCoDETR)(
         detector=detector,
         feature_levels=feature_levels,
@@ -60,7 +69,7 @@ def disco_model(detector, feature_levels, variant: str):
         fusion="add",
         weight_loc=1.0,
         weight_enc=10.0,  # lambda_1
-        **DISCO_LOSS_WEIGHTS[variant],
+        **loss_weights,
         cld_projector=True,
         cld_predictor=True,
         health_period=10,  # log pre-training health (group agreement, reference offset/spread/displacement)
@@ -99,44 +108,6 @@ def _paper_budget(train, epochs: int, checkpoint_period: int):
     return train
 
 
-def disco_pretraining(detector, feature_levels, variant: str):
-    """The paper's DisCo pre-training of ``detector``: (dataloader, lr_multiplier, model, optimizer, train).
-
-    Frozen R50 (SwAV weights converted with tools/convert/convert_torchvision_resnet.py, in
-    train.init_checkpoint), AdamW 1e-4, weight decay 1e-4, clip 0.1, 60 epochs of the training set the run
-    loads (mini-ImageNet by default), lr drop at epoch 40 ("40/60"), batch 256."""
-    epochs, drop_epoch = 60, 40
-    model = disco_model(pretraining_detector(detector, num_classes=2), feature_levels, variant)
-    dataloader, optimizer, train = _disco_dataloader, _optimizer, _train
-    dataloader.train.dataset.names = "mini_imagenet_train"
-    dataloader.train.total_batch_size = 256
-    optimizer.lr = 1e-4
-    optimizer.weight_decay = 1e-4
-    train = _paper_budget(train, epochs, checkpoint_period=1200)  # about 5 epochs of mini-ImageNet at batch 256
-    lr_multiplier = step_schedule(drop_fraction=drop_epoch / epochs)
-    return dataloader, lr_multiplier, model, optimizer, train
-
-
-def detreg_pretraining(detector, embedding_levels=("res3",)):
-    """The DETReg release's pre-training of ``detector``: (dataloader, lr_multiplier, model, optimizer, train).
-
-    Selective-search proposals (the first 30 per image), frozen SwAV R50 (train.init_checkpoint), AdamW 2e-4
-    with the sampling offsets and reference points at x0.1 (detectors without them set
-    optimizer.params.lr_factor_keys = {}), weight decay 1e-4, clip 0.1, batch 192, 50 epochs with the drop at
-    40 (the release: ImageNet-100; here the training set the run loads, mini-ImageNet by default)."""
-    epochs, drop_epoch = 50, 40
-    model = detreg_model(pretraining_detector(detector, num_classes=1), embedding_levels)
-    dataloader, optimizer, train = _detreg_dataloader, _optimizer, _train
-    dataloader.train.dataset.names = "mini_imagenet_train_ss"
-    dataloader.train.total_batch_size = 192
-    optimizer.lr = 2e-4
-    optimizer.weight_decay = 1e-4
-    optimizer.params.lr_factor_keys = {"sampling_offsets": 0.1, "reference_points": 0.1}
-    train = _paper_budget(train, epochs, checkpoint_period=1500)  # about 5 epochs of mini-ImageNet at batch 192
-    lr_multiplier = step_schedule(drop_fraction=drop_epoch / epochs)
-    return dataloader, lr_multiplier, model, optimizer, train
-
-
 def _demo_budget(train, max_iter: int):
     train.max_iter = max_iter
     train.require_backbone_weights = True  # the demo backbone's weights come from train.init_checkpoint
@@ -146,36 +117,94 @@ def _demo_budget(train, max_iter: int):
     return train
 
 
-def demo_disco_pretraining(detector, feature_levels, variant: str, optimizer, train, max_iter: int = 50):
-    """The CPU demo's DisCo pre-training of the demo ``detector``, with the paper's DisCo settings for
-    ``variant`` and the demo fine-tuning config's ``optimizer`` and ``train``: (dataloader, lr_multiplier,
-    model, optimizer, train). 50 iterations of 8 images: chosen from the budget study (README, "Budget
-    study"); tools/run_demo.py passes --pretrain-iters."""
-    model = disco_model(pretraining_detector(detector, num_classes=2, freeze_backbone=False), feature_levels,
-                        variant)
-    dataloader = _disco_dataloader
-    dataloader.train.dataset.names = "disco_demo_unlabelled"
-    dataloader.train.mapper.update(min_sizes=(128, 144, 160), max_size=240, crop_size=64,
-                                   # on a CPU the data worker overlaps with the step: colour augmentation and
-                                   # crops stay in the worker (the same distribution as the device path)
-                                   photometric="cpu", crops_on_device=False)
-    dataloader.batch_transform = None  # nothing left to the device
-    dataloader.train.total_batch_size = 8
-    dataloader.train.num_workers = 1
-    lr_multiplier = step_schedule(drop_fraction=2 / 3, warmup_fraction=0.02)
-    return dataloader, lr_multiplier, model, optimizer, _demo_budget(train, max_iter)
+def _with_embedding_level(detector, level: str):
+    """DETReg's embedding targets come from backbone ``level``: add it to the backbone's outputs if missing."""
+    if level not in detector.backbone.out_features:
+        detector.backbone.out_features = (level, *detector.backbone.out_features)
 
 
-def demo_detreg_pretraining(detector, optimizer, train, max_iter: int = 50):
-    """The CPU demo's DETReg pre-training of the demo ``detector`` (its backbone must also output
-    ``stride8``, the embedding targets), with the release's DETReg settings and the demo fine-tuning
-    config's ``optimizer`` and ``train``: (dataloader, lr_multiplier, model, optimizer, train)."""
-    model = detreg_model(pretraining_detector(detector, num_classes=1, freeze_backbone=False), ("stride8",))
-    dataloader = _detreg_dataloader
-    dataloader.train.dataset.names = "disco_demo_unlabelled_ss"
-    dataloader.train.mapper.update(scales=(128, 144, 160), max_size=240, crop_resize_sizes=(140, 170, 200),
-                                   crop_size_range=(128, 200), crop_size=64, num_proposals=10)
+def _paper(method: str, variant, detector):
+    """The paper's pre-training of ``detector``, a frozen R50 whose weights train.init_checkpoint must hold (SwAV
+    weights converted with tools/convert/convert_torchvision_resnet.py).
+
+    DisCo / Siamese DETR: AdamW 1e-4 (the variant's lr factors), weight decay 1e-4, clip 0.1, 60 epochs of the
+    training set the run loads (mini-ImageNet by default), lr drop at epoch 40 ("40/60"), batch 256.
+    DETReg, the release's: selective-search proposals (the first 30 per image), C3 embedding targets, AdamW
+    2e-4 with the variant's DETReg lr factors, weight decay 1e-4, clip 0.1, batch 192, 50 epochs with the drop
+    at 40 (the release: ImageNet-100; here the training set the run loads)."""
+    optimizer, train = copy.deepcopy(_optimizer), copy.deepcopy(_train)
+    optimizer.weight_decay = 1e-4
+    if method == "detreg":
+        epochs, drop_epoch, period = 50, 40, 1500  # a checkpoint about every 5 epochs of mini-ImageNet
+        _with_embedding_level(detector, "res3")
+        model = detreg_model(pretraining_detector(detector, num_classes=1), ("res3",))
+        dataloader = copy.deepcopy(_detreg_dataloader)
+        dataloader.train.dataset.names = "mini_imagenet_train_ss"
+        dataloader.train.total_batch_size = 192
+        optimizer.lr = 2e-4
+        optimizer.params.lr_factor_keys = dict(variant.detreg_lr_factor_keys)
+    else:
+        epochs, drop_epoch, period = 60, 40, 1200
+        model = disco_model(pretraining_detector(detector, num_classes=2), variant.feature_levels,
+                            variant.disco_loss_weights)
+        dataloader = copy.deepcopy(_disco_dataloader)
+        dataloader.train.dataset.names = "mini_imagenet_train"
+        dataloader.train.total_batch_size = 256
+        optimizer.lr = 1e-4
+        if variant.lr_factor_keys is not None:
+            optimizer.params.lr_factor_keys = dict(variant.lr_factor_keys)
+    return PretrainingConfig(dataloader=dataloader, lr_multiplier=step_schedule(drop_fraction=drop_epoch / epochs),
+                             model=model, optimizer=optimizer, train=_paper_budget(train, epochs, period))
+
+
+def _demo(method: str, variant, detector):
+    """The CPU demo's pre-training of the demo ``detector`` with the method's paper settings and the demo's
+    optimiser and train keys (:data:`DEMO_TRAINING`, with the variant's lr factors): 8 images per iteration
+    for the variant's demo budget (50 iterations, 150 for Deformable DETR; chosen from the budget study,
+    README "Budget study"; tools/run_demo.py passes --pretrain-iters). DisCo / Siamese: views from a 128-160 px
+    resize, 64-px crops; DETReg: the same scales, crops resized from 140-200, the first 10 proposals, embedding
+    targets from the stride-8 stage (the release's C3 is stride 8 too)."""
+    demo = LazyConfig.load(config_path(DEMO_TRAINING))
+    optimizer, train = demo.optimizer, demo.train
+    if variant.lr_factor_keys is not None:
+        optimizer.params.lr_factor_keys = dict(variant.lr_factor_keys)
+    if method == "detreg":
+        _with_embedding_level(detector, "stride8")
+        model = detreg_model(pretraining_detector(detector, num_classes=1, freeze_backbone=False), ("stride8",))
+        dataloader = copy.deepcopy(_detreg_dataloader)
+        dataloader.train.dataset.names = "disco_demo_unlabelled_ss"
+        dataloader.train.mapper.update(scales=(128, 144, 160), max_size=240, crop_resize_sizes=(140, 170, 200),
+                                       crop_size_range=(128, 200), crop_size=64, num_proposals=10)
+    else:
+        model = disco_model(pretraining_detector(detector, num_classes=2, freeze_backbone=False),
+                            variant.demo_feature_levels, variant.disco_loss_weights)
+        dataloader = copy.deepcopy(_disco_dataloader)
+        dataloader.train.dataset.names = "disco_demo_unlabelled"
+        dataloader.train.mapper.update(min_sizes=(128, 144, 160), max_size=240, crop_size=64,
+                                       # on a CPU the data worker overlaps with the step: colour augmentation
+                                       # and crops stay in the worker (the same distribution as the device path)
+                                       photometric="cpu", crops_on_device=False)
+        dataloader.batch_transform = None  # nothing left to the device
     dataloader.train.total_batch_size = 8
     dataloader.train.num_workers = 1
-    lr_multiplier = step_schedule(drop_fraction=2 / 3, warmup_fraction=0.02)
-    return dataloader, lr_multiplier, model, optimizer, _demo_budget(train, max_iter)
+    return PretrainingConfig(dataloader=dataloader,
+                             lr_multiplier=step_schedule(drop_fraction=2 / 3, warmup_fraction=0.02), model=model,
+                             optimizer=optimizer, train=_demo_budget(train, variant.demo_pretrain_iters))
+
+
+def pretraining(method: str, variant: str, preset: str = "paper") -> PretrainingConfig:
+    """The ``method`` ("disco", "siamese", "detreg") pre-training config of ``variant`` (a key of
+    disco_detr.variants.VARIANTS): ``preset`` "paper" wraps the variant's paper detector
+    (configs/common/models/), "demo" its CPU demo detector (configs/demo/<variant>.py). Fresh objects on
+    every call."""
+    if method not in ("disco", "siamese", "detreg"):
+        raise KeyError(f"unknown pre-training method {method!r}; choose from disco, siamese, detreg")
+    if preset not in ("paper", "demo"):
+        raise KeyError(f"unknown preset {preset!r}; choose from paper, demo")
+    row = _VARIANTS[variant]
+    detector = LazyConfig.load(config_path(row.model_config if preset == "paper" else row.demo_config)).model
+    cfg = (_paper if preset == "paper" else _demo)(method, row, detector)
+    if method == "siamese":  # fixed query groups, no CLD
+        cfg.model.use_dmoqf = False
+        cfg.model.weight_contrast = 0.0
+    return cfg

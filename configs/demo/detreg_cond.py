@@ -6,10 +6,13 @@
 # release: 30; 10 keeps 3 queries per box as DisCo's n = 10 does with 30 queries), embedding targets from the
 # stride-8 stage (the release's C3 is stride 8 too). The same 50 iterations, batch and optimiser as the other
 # demo pre-trainings.
-from ..common.pretrain import demo_detreg_pretraining
-from .cond import model as _detector
-from .cond import optimizer, train
+from ..common.pretrain import pretraining
 
-_detector.backbone.out_features = ("stride8", "stride16")  # the detector reads stride16; stride8: the targets
-dataloader, lr_multiplier, model, optimizer, train = demo_detreg_pretraining(_detector, optimizer, train)
+_cfg = pretraining("detreg", "cond", preset="demo")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.output_dir = "./output/demo/pretrain_detreg"

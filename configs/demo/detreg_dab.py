@@ -1,9 +1,12 @@
 # CPU demo: DETReg pre-training of the demo DAB-DETR (configs/demo/dab.py), with configs/demo/detreg_cond.py's
 # data, budget and schedule and the release's DETReg settings.
-from ..common.pretrain import demo_detreg_pretraining
-from .cond import optimizer, train
-from .dab import model as _detector
+from ..common.pretrain import pretraining
 
-_detector.backbone.out_features = ("stride8", "stride16")  # the detector reads stride16; stride8: the targets
-dataloader, lr_multiplier, model, optimizer, train = demo_detreg_pretraining(_detector, optimizer, train)
+_cfg = pretraining("detreg", "dab", preset="demo")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.output_dir = "./output/demo/pretrain_detreg_dab"

@@ -2,10 +2,13 @@
 # ImageNet MobileNetV2, d=128, 3+3 layers, 30 queries -> 3 queries per box with n = 10) on
 # the demo's 300 unlabelled images with their EdgeBoxes proposals. Views are made from a
 # 128-160 px resize (the paper: 320-480) and crops are 64 px (the paper: 128) to fit a CPU.
-from ..common.pretrain import demo_disco_pretraining
-from .cond import model as _detector
-from .cond import optimizer, train
+from ..common.pretrain import pretraining
 
-dataloader, lr_multiplier, model, optimizer, train = demo_disco_pretraining(
-    _detector, ("stride16",), "cond", optimizer, train)
+_cfg = pretraining("disco", "cond", preset="demo")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.output_dir = "./output/demo/pretrain_disco"

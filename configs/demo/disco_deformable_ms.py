@@ -1,10 +1,13 @@
 # CPU demo: DisCo DETR pre-training of configs/demo/deformable_ms.py with the paper's DisCo settings for
 # Deformable DETR (configs/disco_deformable_ms.py) and the demo's pre-training data and schedule
 # (configs/common/pretrain.py).
-from ..common.pretrain import demo_disco_pretraining
-from .deformable_ms import FEATURES, optimizer, train
-from .deformable_ms import model as _detector
+from ..common.pretrain import pretraining
 
-dataloader, lr_multiplier, model, optimizer, train = demo_disco_pretraining(
-    _detector, FEATURES, "deformable_ms", optimizer, train, max_iter=150)
+_cfg = pretraining("disco", "deformable_ms", preset="demo")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.output_dir = "./output/demo_deformable_ms/pretrain_disco"

@@ -2,11 +2,13 @@
 # strides 8/16/32, d=128, 3 decoder layers, 30 queries selected from the encoder -> 3 per box with n = 10) on
 # the demo's unlabelled images, with the demo's pre-training data, budget and schedule and
 # configs/disco_rtdetr.py's DisCo settings (lambda_0 = 3, stride 8/16/32 features, no denoising).
-from ..common.pretrain import demo_disco_pretraining
-from .cond import optimizer, train
-from .rtdetr import FEATURES
-from .rtdetr import model as _detector
+from ..common.pretrain import pretraining
 
-dataloader, lr_multiplier, model, optimizer, train = demo_disco_pretraining(
-    _detector, FEATURES, "rtdetr", optimizer, train)
+_cfg = pretraining("disco", "rtdetr", preset="demo")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.output_dir = "./output/demo/pretrain_disco_rtdetr"

@@ -1,11 +1,12 @@
 # CPU demo: the Siamese DETR baseline of configs/demo/disco_deformable_ss.py (fixed query groups,
 # additive fusion, no CLD).
-from ..common.pretrain import demo_disco_pretraining
-from .deformable_ss import model as _detector
-from .deformable_ss import optimizer, train
+from ..common.pretrain import pretraining
 
-dataloader, lr_multiplier, model, optimizer, train = demo_disco_pretraining(
-    _detector, ("stride16",), "deformable_ss", optimizer, train, max_iter=150)
-model.use_dmoqf = False
-model.weight_contrast = 0.0
+_cfg = pretraining("siamese", "deformable_ss", preset="demo")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.output_dir = "./output/demo_deformable_ss/pretrain_siamese"

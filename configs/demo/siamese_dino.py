@@ -1,13 +1,13 @@
 # CPU demo: the Siamese DETR baseline of configs/demo/disco_dino.py (fixed query groups, additive fusion,
 # no CLD), as configs/siamese_dino.py.
-from ..common.pretrain import demo_disco_pretraining
-from .cond import optimizer, train
-from .dino import FEATURES
-from .dino import model as _detector
+from ..common.pretrain import pretraining
 
-dataloader, lr_multiplier, model, optimizer, train = demo_disco_pretraining(
-    _detector, FEATURES, "dino", optimizer, train)
-model.use_dmoqf = False
-model.weight_contrast = 0.0
+_cfg = pretraining("siamese", "dino", preset="demo")
+dataloader = _cfg.dataloader
+lr_multiplier = _cfg.lr_multiplier
+model = _cfg.model
+optimizer = _cfg.optimizer
+train = _cfg.train
+
 train.ddp.find_unused_parameters = True  # the encoder heads get no gradient in pre-training
 train.output_dir = "./output/demo/pretrain_siamese_dino"

@@ -1,6 +1,7 @@
 """Convert detrex checkpoints (IDEA-Research/detrex) to our detectors' key layout.
 
-Supported ``variant`` values and what changes on the way:
+Supported ``variant`` values (detrex's model names; our canonical variant names, :data:`LAYOUT_OF`, are
+accepted too) and what changes on the way:
 
 ``"conditional"``  detrex ``ConditionalDETR`` -> :class:`~disco_detr.modeling.ConditionalDETR`:
     the encoder's ``attn.in_proj_weight`` / ``in_proj_bias`` (rows q, k, v stacked) are split into
@@ -48,9 +49,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DETREX_VARIANTS", "DetrexConversion", "check_against", "convert_detrex", "load_detrex_state_dict"]
+__all__ = ["DETREX_VARIANTS", "LAYOUT_OF", "DetrexConversion", "check_against", "convert_detrex",
+           "load_detrex_state_dict"]
 
 DETREX_VARIANTS = ("conditional", "deformable", "dab", "dino")
+#: our canonical variant name (disco_detr.variants) -> the detrex layout its checkpoints use
+LAYOUT_OF = {"cond": "conditional", "deformable_ss": "deformable", "deformable_ms": "deformable", "dab": "dab",
+             "dino": "dino"}
 
 # A rule maps a regex match to [(our key, row slice index or None)]: index k of n means rows
 # k*R/n .. (k+1)*R/n of the source tensor (q/k/v split of an in_proj), None the whole tensor.
@@ -273,7 +278,7 @@ def convert_detrex(state: Mapping[str, Tensor], variant: str, *, strict: bool = 
 
     Args:
         state: detrex's model state dict (:func:`load_detrex_state_dict` reads one from a file).
-        variant: one of :data:`DETREX_VARIANTS`.
+        variant: one of :data:`DETREX_VARIANTS`, or a key of :data:`LAYOUT_OF` (our name for it).
         strict: raise ``KeyError`` naming every key no rule knows (else they are only reported).
         reference: our model (or its state dict) to check the result against with :func:`check_against`.
 
@@ -285,6 +290,7 @@ def convert_detrex(state: Mapping[str, Tensor], variant: str, *, strict: bool = 
         one of ours, box-refinement / two-stage keys; ValueError: shared-head copies that differ, a q/k/v
         projection whose rows do not divide by 3; and whatever :func:`check_against` raises.
     """
+    variant = LAYOUT_OF.get(variant, variant)
     if variant not in DETREX_VARIANTS:
         raise KeyError(f"unknown detrex variant {variant!r}; choose from {DETREX_VARIANTS}")
     refine = sorted(k for k in state if _REFINE.match(k))
