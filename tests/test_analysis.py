@@ -1,7 +1,6 @@
 """The paper's analysis: CS (eq. 13) and distances by hand, the recording hooks through the
 Trainer (kill + resume), and every tools/analyze.py subcommand on the resulting run folder."""
 import importlib
-import importlib.util
 import json
 import math
 import os
@@ -27,14 +26,8 @@ from conftest import REPO, tiny_config
 
 
 def _tool(name):
-    """The module behind tools/<name>.py: disco_detr.tooling.<name>; run_demo and pretrain_budget_study,
-    still whole scripts, by file path."""
-    if name not in ("run_demo", "pretrain_budget_study"):
-        return importlib.import_module(f"disco_detr.tooling.{name}")
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The module behind tools/<name>.py (tools/pretrain_budget_study.py runs disco_detr.tooling.studies)."""
+    return importlib.import_module(f"disco_detr.tooling.{'studies' if name == 'pretrain_budget_study' else name}")
 
 
 # ---------------------------------------------------------------------------- metrics by hand

@@ -55,6 +55,8 @@ import os
 
 import numpy as np
 
+from disco_detr.analysis.summary import ap_curve, summarize
+
 
 def parse_run(spec: str) -> tuple[str, str]:
     """"LABEL=PATH" or "PATH" (label = the folder name) -> (label, path); the folder must exist."""
@@ -179,31 +181,16 @@ def _init_run_dir(path):
     return folder if folder and os.path.exists(os.path.join(folder, "metrics.json")) else None
 
 
-def ap_curve(path):
-    """(seconds (K,), AP (K,), iterations (K,)) at the evaluations of a run's metrics.json."""
-    from disco_detr.analysis import cumulative_training_time, read_metrics_json
-
-    records = read_metrics_json(path)
-    iters, secs = cumulative_training_time(records)
-    ap = {}
-    for r in records:
-        if "bbox/AP" in r:
-            ap[int(r["iteration"])] = float(r["bbox/AP"])
-    if not ap:
-        raise SystemExit(f"error: {path}/metrics.json has no bbox/AP (no evaluation ran)")
-    if len(iters) == 0:
-        raise SystemExit(f"error: {path}/metrics.json has no training 'time' entries")
-    ap_iters = np.array(sorted(ap))
-    return np.interp(ap_iters, iters, secs), np.array([ap[i] for i in ap_iters]), ap_iters
-
-
 def cmd_ap_vs_time(args):
     from disco_detr.analysis import cumulative_training_time, read_metrics_json
     from disco_detr.analysis.plots import plot_ap_vs_time
 
     runs = []
     for label, path in _runs(args.runs):
-        secs, ap, _ = ap_curve(path)
+        try:
+            secs, ap, _ = ap_curve(path)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
         offset = 0.0
         if args.include_pretraining:
             pre = _init_run_dir(path)
@@ -214,47 +201,6 @@ def cmd_ap_vs_time(args):
         runs.append({"label": label, "seconds": secs + offset, "ap": ap, "offset_s": offset})
         print(f"{label}: " + ", ".join(f"{s:.0f} s: AP {a:.2f}" for s, a in zip(secs + offset, ap)))
     print(plot_ap_vs_time(runs, args.out, args.unit))
-
-
-HEALTH_PREFIX = "pretrain_health/"
-
-
-def pretrain_health(path: str) -> dict:
-    """{metric: value} of the last pre-training health log in a run's metrics.json, with the
-    iteration it was logged at as "iteration" ({} for a run that logged none)."""
-    from disco_detr.analysis import read_metrics_json
-
-    if not os.path.exists(os.path.join(path, "metrics.json")):
-        return {}
-    last = {}
-    for record in read_metrics_json(path):
-        values = {k[len(HEALTH_PREFIX):]: v for k, v in record.items() if k.startswith(HEALTH_PREFIX)}
-        if values:
-            last = {**values, "iteration": int(record["iteration"])}
-    return last
-
-
-def summarize(path: str) -> dict:
-    """{"run", "cs", "distance", "AP", "health"} of one run folder: CS (eq. 13) over its reference
-    records, its last query -> object distance, its last bbox AP (None where the run has no such
-    record) and its last pre-training health metrics ({} for a fine-tuning run)."""
-    from disco_detr.analysis import DistanceStore, ReferenceStore, convergence_stability
-
-    row = {"run": path, "cs": None, "distance": None, "AP": None, "health": pretrain_health(path)}
-    store = ReferenceStore(path)
-    if store.iterations():
-        iters, refs = store.load()
-        if len(iters) >= 2:
-            row["cs"] = convergence_stability(refs[..., :2].reshape(len(iters), -1, 2))[0]
-    records = DistanceStore(path).records()
-    if records:
-        row["distance"] = records[-1]["distance"]
-    if os.path.exists(os.path.join(path, "metrics.json")):
-        try:
-            row["AP"] = float(ap_curve(path)[1][-1])
-        except SystemExit:
-            pass
-    return row
 
 
 def cmd_summary(args):

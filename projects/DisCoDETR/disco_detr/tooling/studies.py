@@ -45,6 +45,7 @@ import time
 
 import numpy as np
 
+from ..analysis.summary import pretrain_health, summarize
 from ..variants import METHODS, REPO_ROOT, VARIANTS
 from . import demo_runs
 
@@ -172,11 +173,9 @@ def run_study(args) -> dict:
         demo_runs.run(["tools/prepare_demo_backbone.py", "--out", demo_runs.WEIGHTS])
         demo_runs.make_proposals(args.data, {PROPOSAL_METHOD.get(s, "edgeboxes") for s in pretrain_starts(args.starts)})
     timings = run_steps(args, study_steps(args, plan))
-    from . import analyze
-
 
     def measured(run_dir):  # AP / AP50 / AP75, and the fine-tuning's CS and last distance (None: not recorded)
-        row = analyze.summarize(run_dir)
+        row = summarize(run_dir)
         return {**demo_runs.final_metrics(run_dir), "cs": row["cs"], "distance": row["distance"]}
 
     results = {start: {} for start in args.starts}
@@ -188,7 +187,7 @@ def run_study(args) -> dict:
             for start in pretrain_starts(args.starts):
                 bdir = os.path.join(seed_dir, f"budget{budget}")
                 row = measured(os.path.join(bdir, f"finetune_{start}"))
-                row["pretrain_health"] = analyze.pretrain_health(os.path.join(bdir, f"pretrain_{start}"))
+                row["pretrain_health"] = pretrain_health(os.path.join(bdir, f"pretrain_{start}"))
                 results[start].setdefault(str(budget), {})[str(seed)] = row
     return {"variant": args.variant, "starts": list(args.starts), "budgets": list(args.budgets),
             "seeds": list(args.seeds), "finetune_iters": args.finetune_iters, "tiny": bool(args.tiny),
