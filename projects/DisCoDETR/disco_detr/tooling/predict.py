@@ -114,6 +114,7 @@ def main(argv=None) -> int:
     os.makedirs(args.output, exist_ok=True)
 
     results, images_meta, skipped, used = [], [], [], set()
+    best = [None]                     # the highest score over all images, before the --confidence cut
     progress = tqdm(total=len(files), desc="predict", unit="image")
 
     def run(batch):
@@ -127,6 +128,9 @@ def main(argv=None) -> int:
             outputs = detector(inputs)
         for (path, image), out in zip(batch, outputs):
             inst = out["instances"].to("cpu")
+            if len(inst):
+                top = float(inst.scores.max())
+                best[0] = top if best[0] is None else max(best[0], top)
             inst = inst[inst.scores >= args.confidence]
             image_id = len(images_meta) + 1
             name = output_name(path, used)
@@ -165,4 +169,18 @@ def main(argv=None) -> int:
     print(f"{len(images_meta)} images, {len(results)} detections with score >= {args.confidence} "
           f"-> {args.output}/ (predictions.json, images.json, pictures)"
           + (f"; skipped {len(skipped)} unreadable: {', '.join(skipped)}" if skipped else ""))
+    hint = empty_result_hint(len(results), best[0], args.confidence)
+    if hint:
+        print(hint)
     return 0
+
+
+def empty_result_hint(num_results: int, best_score: float | None, confidence: float) -> str:
+    """The line that follows a summary with no detection: the highest score seen and the --confidence that
+    would keep it, so that a weak model does not look like an empty one; "" when something was kept."""
+    if num_results:
+        return ""
+    if best_score is None:
+        return "The model returned no detection at all."
+    return (f"No detection reached --confidence {confidence}; the highest score was {best_score:.3f} "
+            f"(--confidence {np.floor(best_score * 100) / 100:.2f} keeps it).")
