@@ -8,8 +8,9 @@ Images are found recursively (a flat folder or ImageNet-style class sub-folders)
 stored under its path relative to --images with "/" separators. The run is resumable:
 images already in the store are skipped, and results are committed every --commit-every
 images, so a killed run loses at most the images in flight. Unreadable images are
-logged and skipped (not stored). An existing store made with another method, max_boxes,
-edge detector, image root or shard is refused.
+logged and skipped (not stored); the store's metadata names them with their errors (so that
+training tells them from images not computed yet), and a rerun tries them again. An existing
+store made with another method, max_boxes, edge detector, image root or shard is refused.
 
 Across machines: ``--shard I/N`` processes the images whose file name falls in shard I of N
 (CRC-32 of the path relative to --images, so every machine, a rerun and a resumed shard
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(store: ProposalStore, image_root: str, todo: list[str], args, sed_model: str | None) -> dict:
     stats = {"done": 0, "failed": 0, "enhanced": 0, "centre_box": 0, "seconds": 0.0}
+    failed: dict[str, str] = {}
     tasks = [(k, os.path.join(image_root, *k.split("/")), args.method, args.max_boxes, sed_model) for k in todo]
     pending: list = []
     start = time.perf_counter()
@@ -186,6 +188,7 @@ def _run(store: ProposalStore, image_root: str, todo: list[str], args, sed_model
             bar.update(1)
             if props is None:
                 stats["failed"] += 1
+                failed[key] = error
                 logger.warning("skipped %s: %s", os.path.join(image_root, key), error)
                 continue
             stats["done"] += 1
@@ -203,6 +206,7 @@ def _run(store: ProposalStore, image_root: str, todo: list[str], args, sed_model
     finally:
         try:
             flush()  # keep what was computed when interrupted
+            store.record_unreadable(failed)
         except Exception:
             logger.exception("could not store the last %d results", len(pending))
         if pool is not None:
