@@ -23,7 +23,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..analysis.hooks import build_analysis_hooks
 from ..checkpoint import DisCoCheckpointer
-from ..data.build import set_loader_start
+from ..data.build import cap_num_workers, set_loader_start
 from ..modeling.layers.ms_deform_attn import set_ms_deform_attn_backend
 from ..structures import PairedViewBatch, SingleViewBatch
 from ..utils.seeding import mix_seeds
@@ -31,7 +31,8 @@ from .ema import EMAHook, ModelEMA
 from .num_classes import check_num_classes, resolve_num_classes
 from .preemption import StopOnSignal, save_and_wait
 
-__all__ = ["Trainer", "DETRTrainLoop", "NonFiniteLossError", "NonFiniteStop", "resolve_device", "TRAIN_KEYS"]
+__all__ = ["Trainer", "DETRTrainLoop", "NonFiniteLossError", "NonFiniteStop", "instantiate_capped", "resolve_device",
+           "TRAIN_KEYS"]
 
 logger = logging.getLogger("detectron2")
 
@@ -476,9 +477,22 @@ class Trainer(DefaultTrainer):
     @classmethod
     def test(cls, cfg, model, evaluators=None):
         """Run ``cfg.dataloader.evaluator`` on ``cfg.dataloader.test``; returns its results."""
-        loader = instantiate(cfg.dataloader.test)
+        loader = instantiate_capped(cfg.dataloader.test)
         evaluator = evaluators if evaluators is not None else instantiate(cfg.dataloader.evaluator)
         results = inference_on_dataset(model, loader, evaluator)
         if comm.is_main_process():
             print_csv_format(results)
         return results
+
+
+def instantiate_capped(loader_cfg):
+    """``instantiate(loader_cfg)`` with its ``num_workers`` capped at the CPU cores this process may use
+    (detectron2's test loader does not cap them; the config is left as it was)."""
+    workers = loader_cfg.get("num_workers")
+    if workers is None or cap_num_workers(workers) == workers:
+        return instantiate(loader_cfg)
+    loader_cfg.num_workers = cap_num_workers(workers)
+    try:
+        return instantiate(loader_cfg)
+    finally:
+        loader_cfg.num_workers = workers

@@ -35,6 +35,7 @@ import time
 import cv2
 from tqdm import tqdm
 
+from disco_detr.data.build import available_cpus
 from disco_detr.data.pretrain_datasets import list_images
 from disco_detr.data.proposal_store import FORMAT_VERSION, METHODS, ProposalStore
 from disco_detr.tooling.proposal_methods import (
@@ -82,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="proposals store to create or append to (.sqlite)")
     parser.add_argument("--method", default="edgeboxes", choices=METHODS)
     parser.add_argument("--max-boxes", type=int, default=512, help="most proposals kept per image")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="worker processes (default: all CPUs; 1 runs in this process)")
+    parser.add_argument("--workers", type=int, default=available_cpus(),
+                        help="worker processes (default: the CPU cores this process may use; 1 runs in this process)")
     parser.add_argument("--sed-model", default=None,
                         help="OpenCV structured-edge model (model.yml.gz) for EdgeBoxes; default: gradient edges")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images (sorted order)")
