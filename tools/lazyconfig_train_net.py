@@ -13,6 +13,9 @@ detectron2's standard arguments (--num-gpus, --num-machines, --machine-rank, --d
 go to detectron2's ``launch``. Without GPUs, --num-gpus N starts N CPU processes that
 train together over the GLOO backend.
 """
+import disco_detr  # noqa: F401  (first: it imports detectron2 without the torch.jit.script FutureWarning)
+
+# isort: split
 from detectron2.engine import default_argument_parser, default_setup, launch
 
 from disco_detr.config import load_config
