@@ -138,11 +138,11 @@ def test_loaders_start_no_more_workers_than_cores(tmp_path, monkeypatch, caplog)
         assert available_cpus() == len(os.sched_getaffinity(0))
     monkeypatch.setattr(build, "available_cpus", lambda: 2)
     monkeypatch.setattr(build, "_capped_logged", set())
-    with caplog.at_level(logging.INFO, logger="disco_detr.data.build"):
+    with caplog.at_level(logging.INFO, logger="detectron2"):
         assert cap_num_workers(1) == 1 and cap_num_workers(2) == 2
         assert not caplog.records
         assert cap_num_workers(8) == 2 and cap_num_workers(8) == 2
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "detectron2"] == [
         "DataLoader num_workers=8 capped at 2, the CPU cores this process may use"]
     records = [_record(tmp_path / "r.png", [[5, 5, 20, 20]])]
     assert build_train_loader(records, _mapper(), total_batch_size=1, num_workers=6).num_workers == 2

@@ -27,3 +27,40 @@ def test_importing_the_package_and_detectron2_prints_no_torch_jit_warning_and_hi
     assert done.stdout.strip() == "imported"
     assert done.stderr.count("`torch.jit.script` is deprecated") == 1     # the script call after the imports
     assert "another FutureWarning" in done.stderr
+
+
+def test_help_shows_lazyconfig_examples(tmp_path):
+    from disco_detr.engine.launch import argument_parser
+
+    text = argument_parser("lazyconfig_train_net.py").format_help()
+    assert "--config-file configs/" in text and "train.init_checkpoint=" in text and "key=value" in text
+    assert "cfg.yaml" not in text and "MODEL.WEIGHTS" not in text and "Yacs" not in text
+    done = subprocess.run([sys.executable, "-W", "default", os.path.join(ROOT, "tools", "lazyconfig_train_net.py"),
+                           "--help"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "projects", "DisCoDETR")})
+    assert done.returncode == 0 and done.stdout == text and "torch.jit" not in done.stderr
+
+
+def test_a_training_run_keeps_the_console_short(demo_root, tmp_path):
+    """The model print, the config and the environment report go to files of the output folder; the loader's
+    workers are capped at the cores (one line, no DataLoader warning)."""
+    from conftest import TINY_CONFIG
+
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-W", "default", os.path.join(ROOT, "tools", "lazyconfig_train_net.py"),
+         "--config-file", TINY_CONFIG, "train.max_iter=1", "train.eval_period=0", f"train.output_dir={out}",
+         "dataloader.train.num_workers=64", "dataloader.test.num_workers=64"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "projects", "DisCoDETR"), "OMP_NUM_THREADS": "1"})
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console[-3000:]
+    model = (out / "model.txt").read_text()
+    assert "ConditionalDETR" in model and "(backbone)" in model
+    assert (out / "config.yaml").is_file() and "PyTorch" in (out / "env.txt").read_text()
+    assert f"printed to {out / 'model.txt'}" in console and "(backbone)" not in console
+    assert "Environment info" not in console and "Contents of args.config_file" not in console
+    assert "config_file='" + TINY_CONFIG + "'" in (out / "log.txt").read_text()  # what transfer.py reads
+    assert "capped at" in console and "worker processes" not in console       # torch's "...create N worker processes"
+    assert "torch.jit" not in console and "copypaste: AP,AP50,AP75" in console
+    assert len(console.splitlines()) < 100                                   # the COCO evaluation is most of it

@@ -44,7 +44,9 @@ def cap_num_workers(num_workers: int) -> int:
         return num_workers
     if (num_workers, cpus) not in _capped_logged:
         _capped_logged.add((num_workers, cpus))
-        logger.info("DataLoader num_workers=%d capped at %d, the CPU cores this process may use", num_workers, cpus)
+        # the training log's logger: the line shows where the run's other lines do
+        logging.getLogger("detectron2").info("DataLoader num_workers=%d capped at %d, the CPU cores this process may "
+                                             "use", num_workers, cpus)
     return cpus
 
 

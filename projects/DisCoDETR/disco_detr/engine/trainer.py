@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import weakref
 
@@ -390,7 +391,12 @@ class Trainer(DefaultTrainer):
         resolve_num_classes(cfg)  # model.num_classes = None -> the dataset's count; a wrong count fails here
         model = instantiate(cfg.model)
         model.to(resolve_device(cfg.train.device))
-        logger.info("Model:\n%s", model)
+        output_dir = cfg.train.get("output_dir")
+        if comm.is_main_process() and output_dir:  # the model print is long: a file, named in the log
+            os.makedirs(output_dir, exist_ok=True)
+            with open(os.path.join(output_dir, "model.txt"), "w") as f:
+                f.write(f"{model}\n")
+            logger.info("Model: %s, printed to %s", type(model).__name__, os.path.join(output_dir, "model.txt"))
         num_params = sum(p.numel() for p in model.parameters())
         num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         logger.info("Parameters: %s total, %s trainable", f"{num_params:,}", f"{num_trainable:,}")
