@@ -64,3 +64,30 @@ def test_a_training_run_keeps_the_console_short(demo_root, tmp_path):
     assert "capped at" in console and "worker processes" not in console       # torch's "...create N worker processes"
     assert "torch.jit" not in console and "copypaste: AP,AP50,AP75" in console
     assert len(console.splitlines()) < 100                                   # the COCO evaluation is most of it
+
+
+def test_progress_bar_writes_log_lines_and_warnings_above_the_bar(capsys):
+    import logging
+    import re
+    import warnings
+
+    from disco_detr.utils.progress import progress_bar
+
+    log = logging.getLogger("disco_test_progress")
+    log.propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    log.addHandler(handler)
+    try:
+        with progress_bar(total=3, desc="bar", file=sys.stderr, mininterval=0, ascii=True) as bar:
+            bar.update(1)
+            log.warning("a log line")
+            warnings.warn("a warning", UserWarning, stacklevel=1)
+            bar.update(2)
+        log.warning("after the bar")
+    finally:
+        log.removeHandler(handler)
+    assert log.handlers == []                                          # the console handler is back, alone
+    segments = re.split(r"[\r\n]", capsys.readouterr().err)
+    assert "a log line" in segments and "after the bar" in segments   # each a line of its own
+    assert any(s.endswith("UserWarning: a warning") and "bar:" not in s for s in segments)
+    assert any("3/3" in s for s in segments)

@@ -31,9 +31,9 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
 
 import cv2
-from tqdm import tqdm
 
 from disco_detr.data.build import available_cpus
 from disco_detr.data.pretrain_datasets import list_images
@@ -44,6 +44,7 @@ from disco_detr.tooling.proposal_methods import (
     proposals_for_file,
     shard_of,
 )
+from disco_detr.utils.progress import progress_bar
 
 logger = logging.getLogger("generate_proposals")
 
@@ -58,12 +59,17 @@ def _init_worker() -> None:
 
 
 def _process(task: tuple[str, str, str, int, str | None]):
-    """Worker: ``(key, proposals, None)`` or ``(key, None, error message)``; never raises."""
+    """Worker: ``(key, proposals, None, warnings)`` or ``(key, None, error message, warnings)``; never raises.
+    The image's Python warnings come back as messages, for the main process to log above the progress bar."""
     key, path, method, max_boxes, sed_model = task
-    try:
-        return key, proposals_for_file(path, method=method, max_boxes=max_boxes, sed_model=sed_model), None
-    except Exception as e:  # any failure on one image must not stop the run
-        return key, None, f"{type(e).__name__}: {e}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            props, error = proposals_for_file(path, method=method, max_boxes=max_boxes, sed_model=sed_model), None
+        except Exception as e:  # any failure on one image must not stop the run
+            props, error = None, f"{type(e).__name__}: {e}"
+    messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    return key, props, error, messages
 
 
 def _check_meta(store: ProposalStore, wanted: dict[str, str]) -> str | None:
@@ -171,49 +177,51 @@ def _run(store: ProposalStore, image_root: str, todo: list[str], args, sed_model
 
     pool = None
     cv_threads = cv2.getNumThreads()
-    bar = tqdm(total=len(tasks), unit="img", desc="proposals", dynamic_ncols=True, file=sys.stderr)
-    try:
-        if args.workers > 1 and len(tasks) > 1:
-            # Stop OpenCV's worker threads before forking: a forked child inherits the pool's
-            # state without its threads and hangs reconfiguring it (seen with cv2.setNumThreads
-            # in the child after the parent ran OpenCV code). Restored below.
-            cv2.setNumThreads(1)
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-            pool = ctx.Pool(args.workers, initializer=_init_worker)
-            chunk = max(1, min(16, len(tasks) // (4 * args.workers)))
-            results = pool.imap_unordered(_process, tasks, chunksize=chunk)
-        else:
-            results = map(_process, tasks)
-        for key, props, error in results:
-            bar.update(1)
-            if props is None:
-                stats["failed"] += 1
-                failed[key] = error
-                logger.warning("skipped %s: %s", os.path.join(image_root, key), error)
-                continue
-            stats["done"] += 1
-            if props.fallback:
-                stats[props.fallback] += 1
-            pending.append((key, props))
-            if len(pending) >= args.commit_every:
-                flush()
-                bar.set_postfix(failed=stats["failed"], fallbacks=stats["enhanced"] + stats["centre_box"])
-        flush()
-        if pool is not None:
-            pool.close()
-            pool.join()
-            pool = None
-    finally:
+    # log lines (the workers' warnings included) go above the bar
+    with progress_bar(total=len(tasks), unit="img", desc="proposals", dynamic_ncols=True, file=sys.stderr) as bar:
         try:
-            flush()  # keep what was computed when interrupted
-            store.record_unreadable(failed)
-        except Exception:
-            logger.exception("could not store the last %d results", len(pending))
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-        cv2.setNumThreads(cv_threads)
-        bar.close()
-        stats["seconds"] = time.perf_counter() - start
+            if args.workers > 1 and len(tasks) > 1:
+                # Stop OpenCV's worker threads before forking: a forked child inherits the pool's
+                # state without its threads and hangs reconfiguring it (seen with cv2.setNumThreads
+                # in the child after the parent ran OpenCV code). Restored below.
+                cv2.setNumThreads(1)
+                methods = multiprocessing.get_all_start_methods()
+                ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+                pool = ctx.Pool(args.workers, initializer=_init_worker)
+                chunk = max(1, min(16, len(tasks) // (4 * args.workers)))
+                results = pool.imap_unordered(_process, tasks, chunksize=chunk)
+            else:
+                results = map(_process, tasks)
+            for key, props, error, messages in results:
+                bar.update(1)
+                for message in messages:
+                    logger.warning("%s: %s", os.path.join(image_root, key), message)
+                if props is None:
+                    stats["failed"] += 1
+                    failed[key] = error
+                    logger.warning("skipped %s: %s", os.path.join(image_root, key), error)
+                    continue
+                stats["done"] += 1
+                if props.fallback:
+                    stats[props.fallback] += 1
+                pending.append((key, props))
+                if len(pending) >= args.commit_every:
+                    flush()
+                    bar.set_postfix(failed=stats["failed"], fallbacks=stats["enhanced"] + stats["centre_box"])
+            flush()
+            if pool is not None:
+                pool.close()
+                pool.join()
+                pool = None
+        finally:
+            try:
+                flush()  # keep what was computed when interrupted
+                store.record_unreadable(failed)
+            except Exception:
+                logger.exception("could not store the last %d results", len(pending))
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+            cv2.setNumThreads(cv_threads)
+    stats["seconds"] = time.perf_counter() - start
     return stats

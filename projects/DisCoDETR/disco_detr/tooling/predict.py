@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     from disco_detr.config import load_config
     from disco_detr.deploy import build_finetuned_detector, dataset_category_ids, dataset_class_names, read_image
     from disco_detr.engine import resolve_device
+    from disco_detr.utils.progress import progress_bar
 
     try:
         cfg = load_config(args.config_file, args.opts)
@@ -115,7 +116,6 @@ def main(argv=None) -> int:
 
     results, images_meta, skipped, used = [], [], [], set()
     best = [None]                     # the highest score over all images, before the --confidence cut
-    progress = tqdm(total=len(files), desc="predict", unit="image")
 
     def run(batch):
         inputs = []
@@ -145,21 +145,21 @@ def main(argv=None) -> int:
             Image.fromarray(draw(image, inst, class_names)).save(os.path.join(args.output, name))
         progress.update(len(batch))
 
-    batch = []
-    for path in files:
-        try:
-            batch.append((path, read_image(path)))
-        except OSError as e:
-            skipped.append(path)
-            tqdm.write(f"predict: skipped {path}: {e}")
-            progress.update(1)
-            continue
-        if len(batch) == args.batch_size:
+    with progress_bar(total=len(files), desc="predict", unit="image") as progress:  # messages go above the bar
+        batch = []
+        for path in files:
+            try:
+                batch.append((path, read_image(path)))
+            except OSError as e:
+                skipped.append(path)
+                tqdm.write(f"predict: skipped {path}: {e}")
+                progress.update(1)
+                continue
+            if len(batch) == args.batch_size:
+                run(batch)
+                batch = []
+        if batch:
             run(batch)
-            batch = []
-    if batch:
-        run(batch)
-    progress.close()
 
     with open(os.path.join(args.output, "predictions.json"), "w") as f:
         json.dump(results, f)
