@@ -37,7 +37,7 @@ def draw(sample: dict, path: str) -> None:
     n = sample["boxes"].shape[1]
     fig = plt.figure(figsize=(max(10, n * 1.1), 12))
     grid = fig.add_gridspec(4, max(n, 2))
-    source = read_rgb_image(sample["file_name"])
+    source = np.array(read_rgb_image(sample["file_name"]))  # a writable copy: torch.from_numpy warns otherwise
     hs, ws = sample["source_size"]
     source = torch.nn.functional.interpolate(torch.from_numpy(source).permute(2, 0, 1)[None].float(), size=(hs, ws),
                                              mode="bilinear", align_corners=False)[0]
