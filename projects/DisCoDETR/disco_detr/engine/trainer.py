@@ -21,10 +21,12 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
+from omegaconf import OmegaConf
 
 from ..analysis.hooks import build_analysis_hooks
 from ..checkpoint import DisCoCheckpointer
 from ..data.build import cap_num_workers, set_loader_start
+from ..evaluation import with_dataset_evaluators
 from ..modeling.layers.ms_deform_attn import set_ms_deform_attn_backend
 from ..structures import PairedViewBatch, SingleViewBatch
 from ..utils.seeding import mix_seeds
@@ -482,9 +484,14 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """Run ``cfg.dataloader.evaluator`` on ``cfg.dataloader.test``; returns its results."""
+        """Run ``cfg.dataloader.evaluator`` on ``cfg.dataloader.test``; returns its results. A VOC test set
+        (metadata ``evaluator_type`` "pascal_voc") gets VOC AP beside the config's evaluators."""
         loader = instantiate_capped(cfg.dataloader.test)
-        evaluator = evaluators if evaluators is not None else instantiate(cfg.dataloader.evaluator)
+        evaluator = evaluators
+        if evaluator is None:
+            evaluator = with_dataset_evaluators(instantiate(cfg.dataloader.evaluator),
+                                                OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None),
+                                                OmegaConf.select(cfg, "model.num_classes", default=None))
         results = inference_on_dataset(model, loader, evaluator)
         if comm.is_main_process():
             print_csv_format(results)
