@@ -386,3 +386,21 @@ def test_two_shards_merged_equal_one_unsharded_run(image_folder, tmp_path, capsy
         run_cli(image_folder, shards[0])
     with pytest.raises(SystemExit):
         run_cli(image_folder, tmp_path / "bad.sqlite", "--shard", "2/2")
+
+
+def test_an_images_warnings_are_logged_with_its_path(image_folder, tmp_path, caplog, monkeypatch):
+    """A warning raised while one image is processed comes back from the worker and is logged naming the image."""
+    import warnings
+
+    real = generate_proposals.proposals_for_file
+
+    def warning(path, **kwargs):
+        if path.endswith("a.jpg"):
+            warnings.warn("odd EXIF", UserWarning, stacklevel=1)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(generate_proposals, "proposals_for_file", warning)
+    caplog.set_level(logging.WARNING)
+    assert run_cli(image_folder, tmp_path / "p.sqlite", "--limit", "2") == 0
+    lines = [r.getMessage() for r in caplog.records if "odd EXIF" in r.getMessage()]
+    assert lines == [f"{image_folder / 'a.jpg'}: UserWarning: odd EXIF"]
