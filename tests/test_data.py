@@ -123,3 +123,28 @@ def test_demo_dataset_registration(demo_root):
     assert all(os.path.exists(d["file_name"]) for d in dicts)
     voc = DatasetCatalog.get("disco_demo_voc_val")
     assert len(voc) == 6
+
+
+def test_loaders_start_no_more_workers_than_cores(tmp_path, monkeypatch, caplog):
+    """num_workers above the cores this process may use is capped, with one log line; the config is unchanged."""
+    from detectron2.config import LazyCall as L
+    from detectron2.data import build_detection_test_loader
+
+    from disco_detr.data import build
+    from disco_detr.data.build import available_cpus, build_train_loader, cap_num_workers
+    from disco_detr.engine.trainer import instantiate_capped
+
+    if hasattr(os, "sched_getaffinity"):
+        assert available_cpus() == len(os.sched_getaffinity(0))
+    monkeypatch.setattr(build, "available_cpus", lambda: 2)
+    monkeypatch.setattr(build, "_capped_logged", set())
+    with caplog.at_level(logging.INFO, logger="detectron2"):
+        assert cap_num_workers(1) == 1 and cap_num_workers(2) == 2
+        assert not caplog.records
+        assert cap_num_workers(8) == 2 and cap_num_workers(8) == 2
+    assert [r.getMessage() for r in caplog.records if r.name == "detectron2"] == [
+        "DataLoader num_workers=8 capped at 2, the CPU cores this process may use"]
+    records = [_record(tmp_path / "r.png", [[5, 5, 20, 20]])]
+    assert build_train_loader(records, _mapper(), total_batch_size=1, num_workers=6).num_workers == 2
+    node = L(build_detection_test_loader)(dataset=records, mapper=_mapper(is_train=False), num_workers=5)
+    assert instantiate_capped(node).num_workers == 2 and node.num_workers == 5

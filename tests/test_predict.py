@@ -112,3 +112,20 @@ def test_predict_refuses_a_pretraining_checkpoint_and_a_missing_input(tmp_path, 
     assert "pre-training checkpoint" in capsys.readouterr().err
     assert _tool().main([*args, "--weights", str(pretrain), "--input", str(tmp_path / "nothing*.jpg")]) == 2
     assert "nothing*.jpg" in capsys.readouterr().err
+
+
+def test_predict_summary_names_the_highest_score_when_nothing_passes(tmp_path, demo_root, tiny_checkpoint, capsys):
+    """A weak model's empty pictures come with the highest score seen and the --confidence that keeps it."""
+    _, config, weights = tiny_checkpoint
+    folder = _folder(tmp_path, demo_root)
+    args = ["--config-file", config, "--weights", weights, "--input", str(folder), "--batch-size", "2",
+            "--device", "cpu"]
+    assert _tool().main([*args, "--output", str(tmp_path / "all"), "--confidence", "0"]) == 0
+    best = max(d["score"] for d in json.load(open(tmp_path / "all" / "predictions.json")))
+    assert "highest score" not in capsys.readouterr().out
+    assert _tool().main([*args, "--output", str(tmp_path / "none"), "--confidence", "1.5"]) == 0
+    out = capsys.readouterr().out
+    assert json.load(open(tmp_path / "none" / "predictions.json")) == []
+    assert f"highest score was {best:.3f}" in out
+    keep = float(out.split("(--confidence ")[1].split()[0])
+    assert keep <= best < keep + 0.01

@@ -286,6 +286,31 @@ def test_cli_generates_resumes_and_skips_corrupt(image_folder, tmp_path, caplog,
         assert list(store.keys()) == expected
 
 
+def test_pretraining_tells_unreadable_images_from_missing_ones(image_folder, tmp_path, caplog):
+    """The store names the files its run could not read; the dataset's warning says that rerunning fails them
+    again, and gives the command that adds them only for the images not computed yet."""
+    from disco_detr.data.pretrain_datasets import load_unlabelled_images
+
+    out = tmp_path / "props.sqlite"
+    assert run_cli(image_folder, out) == 0
+    (image_folder / "z_new.jpg").write_bytes((image_folder / "a.jpg").read_bytes())  # added after the run
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="disco_detr.data.pretrain_datasets"):
+        assert len(load_unlabelled_images("x", str(image_folder), str(out))) == 5
+    unreadable, missing = [r.getMessage() for r in caplog.records if r.name == "disco_detr.data.pretrain_datasets"]
+    assert "1 of 7 images are left out" in unreadable and "c_corrupt.jpg" in unreadable
+    assert "fails them again" in unreadable and "generate_proposals.py --images" not in unreadable
+    assert "1 of 7 images have no proposals" in missing and "generate_proposals.py --images" in missing
+
+    assert run_cli(image_folder, out) == 0  # adds z_new.jpg; the corrupt file fails again and stays named
+    with ProposalStore(str(out)) as store:
+        assert "z_new.jpg" in store and list(store.unreadable()) == ["c_corrupt.jpg"]
+    (image_folder / "c_corrupt.jpg").write_bytes((image_folder / "a.jpg").read_bytes())  # repaired
+    assert run_cli(image_folder, out) == 0
+    with ProposalStore(str(out)) as store:
+        assert len(store) == 7 and store.unreadable() == {}
+
+
 def test_cli_limit_and_selective_search(image_folder, tmp_path):
     out = tmp_path / "ss.sqlite"
     assert run_cli(image_folder, out, "--method", "selective_search", "--max-boxes", "20", "--limit", "2") == 0
@@ -342,6 +367,7 @@ def test_two_shards_merged_equal_one_unsharded_run(image_folder, tmp_path, capsy
         assert {k: merged.meta[k] for k in ("method", "max_boxes", "image_root")} == \
             {k: full.meta[k] for k in ("method", "max_boxes", "image_root")}
         assert "shard" not in merged.meta
+        assert list(merged.unreadable()) == list(full.unreadable()) == ["c_corrupt.jpg"]  # from its shard
     # a missing shard, a shard twice, a store made with other settings: refused, naming the stores
     with pytest.raises(SystemExit):
         merge_tool.main(["--out", str(tmp_path / "partial.sqlite"), str(shards[0])])
@@ -360,3 +386,21 @@ def test_two_shards_merged_equal_one_unsharded_run(image_folder, tmp_path, capsy
         run_cli(image_folder, shards[0])
     with pytest.raises(SystemExit):
         run_cli(image_folder, tmp_path / "bad.sqlite", "--shard", "2/2")
+
+
+def test_an_images_warnings_are_logged_with_its_path(image_folder, tmp_path, caplog, monkeypatch):
+    """A warning raised while one image is processed comes back from the worker and is logged naming the image."""
+    import warnings
+
+    real = generate_proposals.proposals_for_file
+
+    def warning(path, **kwargs):
+        if path.endswith("a.jpg"):
+            warnings.warn("odd EXIF", UserWarning, stacklevel=1)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(generate_proposals, "proposals_for_file", warning)
+    caplog.set_level(logging.WARNING)
+    assert run_cli(image_folder, tmp_path / "p.sqlite", "--limit", "2") == 0
+    lines = [r.getMessage() for r in caplog.records if "odd EXIF" in r.getMessage()]
+    assert lines == [f"{image_folder / 'a.jpg'}: UserWarning: odd EXIF"]

@@ -555,3 +555,17 @@ dataloader.evaluator = _voc.dataloader.evaluator
     text = proc.stdout + proc.stderr
     assert "[bbox] AP " in text and "[pascal_voc] AP " in text and "AP50 " in text
     assert "copypaste: Task: pascal_voc" in text and "copypaste: Task: bbox" in text
+
+
+def test_a_voc_test_set_gets_voc_ap_beside_the_configs_coco_evaluator(tmp_path, demo_root):
+    """The demo / COCO evaluator alone (configs/common/data/detr_detection.py) on a VOC dataset: the trainer adds
+    VOC AP; a config that already has it gets it once; a COCO-type dataset gets COCO-style AP only."""
+    _register_voc("rd_voc_auto", tmp_path / "voc", "labelme")
+    cfg = tiny_config(str(tmp_path / "out"), "dataloader.test.dataset.names=rd_voc_auto", "model.num_classes=2")
+    assert cfg.dataloader.evaluator._target_ is COCODetectionEvaluator
+    results = Trainer.test(cfg, _Oracle("rd_voc_auto"))
+    assert set(results) == {"bbox", "pascal_voc"}
+    assert results["bbox"]["AP"] == pytest.approx(100.0) and results["pascal_voc"]["AP"] == pytest.approx(100.0)
+    results = Trainer.test(_voc_eval_config(tmp_path / "out2", "rd_voc_auto"), _Oracle("rd_voc_auto"))
+    assert set(results) == {"bbox", "pascal_voc"}
+    assert set(Trainer.test(tiny_config(str(tmp_path / "out3")), _Oracle("disco_demo_val"))) == {"bbox"}

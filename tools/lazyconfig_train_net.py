@@ -13,11 +13,14 @@ detectron2's standard arguments (--num-gpus, --num-machines, --machine-rank, --d
 go to detectron2's ``launch``. Without GPUs, --num-gpus N starts N CPU processes that
 train together over the GLOO backend.
 """
-from detectron2.engine import default_argument_parser, default_setup, launch
+import disco_detr  # noqa: F401  (first: it imports detectron2 without the torch.jit.script FutureWarning)
+
+# isort: split
+from detectron2.engine import launch
 
 from disco_detr.config import load_config
 from disco_detr.engine import Trainer
-from disco_detr.engine.launch import evaluate_checkpoint, summarize
+from disco_detr.engine.launch import argument_parser, evaluate_checkpoint, setup, summarize
 
 
 def do_train(cfg, args):
@@ -28,13 +31,13 @@ def do_train(cfg, args):
 
 def main(args):
     cfg = load_config(args.config_file, args.opts)
-    default_setup(cfg, args)
+    setup(cfg, args)
     results = evaluate_checkpoint(cfg) if args.eval_only else do_train(cfg, args)
     summarize(results)
     return results
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

@@ -1,6 +1,6 @@
 """Reading a run folder of ``tools/lazyconfig_train_net.py`` for the figures that need the model.
 
-A run folder holds ``config.yaml`` (saved by detectron2's ``default_setup``), checkpoints and
+A run folder holds ``config.yaml`` (saved by :func:`disco_detr.engine.launch.setup`), checkpoints and
 ``last_checkpoint``, ``metrics.json`` and the analysis records. :func:`load_run` rebuilds the
 model from the saved config and loads the last checkpoint; :func:`sample_inputs` gives images
 with their objects: for a fine-tuning run the evaluation set (else the training set) with its

@@ -6,11 +6,13 @@ one. Here every sample is a pure function of ``(seed, stream position)``: the po
 picks the image through a per-epoch permutation and seeds the augmentation RNGs. A run
 resumed at iteration ``i`` starts its stream at ``i * batch_size`` and trains on exactly
 the samples the uninterrupted run would have used, whatever the number of workers.
+Loaders never start more worker processes than this process may run on (:func:`cap_num_workers`).
 """
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 import random
 
 import torch
@@ -20,9 +22,32 @@ from detectron2.utils import comm
 
 from ..utils.seeding import mix_seeds, seed_rngs
 
-__all__ = ["StreamDataset", "StreamSampler", "build_pretrain_loader", "build_train_loader", "set_loader_start"]
+__all__ = ["StreamDataset", "StreamSampler", "available_cpus", "build_pretrain_loader", "build_train_loader",
+           "cap_num_workers", "set_loader_start"]
 
 logger = logging.getLogger(__name__)
+_capped_logged: set[tuple[int, int]] = set()
+
+
+def available_cpus() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, else the machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def cap_num_workers(num_workers: int) -> int:
+    """``num_workers`` capped at :func:`available_cpus` (more workers than cores only contend; PyTorch warns),
+    with one log line per capped value."""
+    cpus = available_cpus()
+    if num_workers <= cpus:
+        return num_workers
+    if (num_workers, cpus) not in _capped_logged:
+        _capped_logged.add((num_workers, cpus))
+        # the training log's logger: the line shows where the run's other lines do
+        logging.getLogger("detectron2").info("DataLoader num_workers=%d capped at %d, the CPU cores this process may "
+                                             "use", num_workers, cpus)
+    return cpus
 
 
 class StreamDataset(torchdata.Dataset):
@@ -101,8 +126,10 @@ def build_train_loader(dataset: list, mapper, total_batch_size: int, num_workers
     """A training loader of batches of ``total_batch_size / world_size`` mapped samples.
 
     Batches are lists of dicts (detectron2's convention) unless ``collate_fn`` is given,
-    e.g. :func:`disco_detr.data.pretrain_mapper.collate_paired_views`.
+    e.g. :func:`disco_detr.data.pretrain_mapper.collate_paired_views`. ``num_workers`` is capped at the
+    CPU cores this process may use.
     """
+    num_workers = cap_num_workers(num_workers)
     world = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world:
         raise ValueError(f"total_batch_size={total_batch_size} must be a positive multiple of the "

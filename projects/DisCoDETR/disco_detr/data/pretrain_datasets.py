@@ -59,6 +59,7 @@ def load_unlabelled_images(name: str, image_root: str, proposals_file: str, meth
     store = ProposalStore(proposals_file, mode="r")
     have = set(store.keys())
     made_with = store.meta.get("method", method)
+    unreadable = store.unreadable()
     store.close()
     if made_with in METHODS and made_with != method:  # (stores written by other tools name their own)
         raise ValueError(f"Dataset {name!r}: {proposals_file!r} holds {made_with} proposals, but this dataset is "
@@ -69,12 +70,26 @@ def load_unlabelled_images(name: str, image_root: str, proposals_file: str, meth
         raise ValueError(f"Dataset {name!r}: none of the {len(images)} images under {image_root!r} has an entry in "
                          f"{proposals_file!r}; the proposals file does not match the dataset (remake it with "
                          f"`{_make_command(image_root, proposals_file, method)}`)")
-    if len(kept) < len(images):
-        logger.warning("Dataset %r: %d of %d images have no proposals in %s and are left out; `%s` adds them.",
-                       name, len(images) - len(kept), len(images), proposals_file,
-                       _make_command(image_root, proposals_file, method))
+    _warn_left_out(name, images, have, unreadable, image_root, proposals_file, method)
     return [{"file_name": os.path.join(image_root, rel), "image_id": i, "proposals_file": proposals_file,
              "proposal_key": rel} for i, rel in enumerate(kept)]
+
+
+def _warn_left_out(name: str, images: list[str], have: set[str], unreadable: dict[str, str], image_root: str,
+                   proposals_file: str, method: str) -> None:
+    """One warning per reason an image is left out: the proposal run could not read it (rerunning fails it
+    again: the file needs fixing or removing), or it was not computed yet (the command adds it)."""
+    missing = [rel for rel in images if rel not in have]
+    bad = [rel for rel in missing if rel in unreadable]
+    if bad:
+        shown = "; ".join(f"{rel}: {unreadable[rel]}" for rel in bad[:5]) + ("; ..." if len(bad) > 5 else "")
+        logger.warning("Dataset %r: %d of %d images are left out because tools/generate_proposals.py could not "
+                       "read them (%s); rerunning it fails them again: repair or remove those files under %s.",
+                       name, len(bad), len(images), shown, image_root)
+    if len(missing) > len(bad):
+        logger.warning("Dataset %r: %d of %d images have no proposals in %s yet and are left out; `%s` adds them.",
+                       name, len(missing) - len(bad), len(images), proposals_file,
+                       _make_command(image_root, proposals_file, method))
 
 
 def register_unlabelled_images(name: str, image_root: str, proposals_file: str, method: str = "edgeboxes") -> None:

@@ -13,11 +13,13 @@ Storage layout (format version :data:`FORMAT_VERSION`)::
 original image (after EXIF orientation, i.e. as detectron2's ``read_image`` loads it) and
 ``height``/``width`` are that image's size; ``scores`` is a float32 ``(K,)`` array sorted
 in descending order. ``meta`` holds the method (one of :data:`METHODS`), ``max_boxes``, the
-format version and the image root the keys are relative to.
+format version, the image root the keys are relative to and, under :data:`UNREADABLE`, a JSON
+object ``{key: error}`` of the images the proposal run could not read (they have no entry).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -27,13 +29,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FALLBACKS", "FORMAT_VERSION", "METHODS", "ProposalStore", "Proposals", "image_key"]
+__all__ = ["FALLBACKS", "FORMAT_VERSION", "METHODS", "UNREADABLE", "ProposalStore", "Proposals", "image_key"]
 
 #: Bump when the stored layout or the meaning of a column changes.
 FORMAT_VERSION = "1"
 METHODS = ("edgeboxes", "selective_search")
 #: Values of :attr:`Proposals.fallback` ("" when the method found boxes on the image itself).
 FALLBACKS = ("", "enhanced", "centre_box")
+#: The meta entry naming the images that could not be read: JSON ``{key: error message}``.
+UNREADABLE = "unreadable"
 
 GENERATE_COMMAND = "python tools/generate_proposals.py --images IMAGE_DIR --out {path}"
 
@@ -219,7 +223,17 @@ class ProposalStore:
             self._meta = {name: value for name, value in rows}
         return dict(self._meta)
 
+    def unreadable(self) -> dict[str, str]:
+        """``{key: error}`` of the images the proposal run could not read (none of them has an entry)."""
+        return json.loads(self.meta.get(UNREADABLE, "{}"))
+
     # -- writing
+    def record_unreadable(self, failed: dict[str, str]) -> None:
+        """Adds ``failed`` (``{key: error}``) to the record of unreadable images; keys that now have an
+        entry (read on a later run) leave the record."""
+        record = {**self.unreadable(), **failed}
+        self.update_meta({UNREADABLE: json.dumps({k: e for k, e in sorted(record.items()) if k not in self})})
+
     def _check_writable(self) -> None:
         if self.mode != "a":
             raise PermissionError(f"{self.path!r} is open read-only (mode='r'); open it with mode='a' to write")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import weakref
 
@@ -20,10 +21,12 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
+from omegaconf import OmegaConf
 
 from ..analysis.hooks import build_analysis_hooks
 from ..checkpoint import DisCoCheckpointer
-from ..data.build import set_loader_start
+from ..data.build import cap_num_workers, set_loader_start
+from ..evaluation import with_dataset_evaluators
 from ..modeling.layers.ms_deform_attn import set_ms_deform_attn_backend
 from ..structures import PretrainBatch
 from ..utils.seeding import mix_seeds
@@ -31,7 +34,8 @@ from .ema import EMAHook, ModelEMA
 from .num_classes import check_num_classes, resolve_num_classes
 from .preemption import StopOnSignal, save_and_wait
 
-__all__ = ["Trainer", "DETRTrainLoop", "NonFiniteLossError", "NonFiniteStop", "resolve_device", "TRAIN_KEYS"]
+__all__ = ["Trainer", "DETRTrainLoop", "NonFiniteLossError", "NonFiniteStop", "instantiate_capped", "resolve_device",
+           "TRAIN_KEYS"]
 
 logger = logging.getLogger("detectron2")
 
@@ -389,7 +393,12 @@ class Trainer(DefaultTrainer):
         resolve_num_classes(cfg)  # model.num_classes = None -> the dataset's count; a wrong count fails here
         model = instantiate(cfg.model)
         model.to(resolve_device(cfg.train.device))
-        logger.info("Model:\n%s", model)
+        output_dir = cfg.train.get("output_dir")
+        if comm.is_main_process() and output_dir:  # the model print is long: a file, named in the log
+            os.makedirs(output_dir, exist_ok=True)
+            with open(os.path.join(output_dir, "model.txt"), "w") as f:
+                f.write(f"{model}\n")
+            logger.info("Model: %s, printed to %s", type(model).__name__, os.path.join(output_dir, "model.txt"))
         num_params = sum(p.numel() for p in model.parameters())
         num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         logger.info("Parameters: %s total, %s trainable", f"{num_params:,}", f"{num_trainable:,}")
@@ -475,10 +484,28 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """Run ``cfg.dataloader.evaluator`` on ``cfg.dataloader.test``; returns its results."""
-        loader = instantiate(cfg.dataloader.test)
-        evaluator = evaluators if evaluators is not None else instantiate(cfg.dataloader.evaluator)
+        """Run ``cfg.dataloader.evaluator`` on ``cfg.dataloader.test``; returns its results. A VOC test set
+        (metadata ``evaluator_type`` "pascal_voc") gets VOC AP beside the config's evaluators."""
+        loader = instantiate_capped(cfg.dataloader.test)
+        evaluator = evaluators
+        if evaluator is None:
+            evaluator = with_dataset_evaluators(instantiate(cfg.dataloader.evaluator),
+                                                OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None),
+                                                OmegaConf.select(cfg, "model.num_classes", default=None))
         results = inference_on_dataset(model, loader, evaluator)
         if comm.is_main_process():
             print_csv_format(results)
         return results
+
+
+def instantiate_capped(loader_cfg):
+    """``instantiate(loader_cfg)`` with its ``num_workers`` capped at the CPU cores this process may use
+    (detectron2's test loader does not cap them; the config is left as it was)."""
+    workers = loader_cfg.get("num_workers")
+    if workers is None or cap_num_workers(workers) == workers:
+        return instantiate(loader_cfg)
+    loader_cfg.num_workers = cap_num_workers(workers)
+    try:
+        return instantiate(loader_cfg)
+    finally:
+        loader_cfg.num_workers = workers

@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator
+from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
 from ..data.voc import xyxy_to_voc_box
 
-__all__ = ["VOCDetectionEvaluator", "voc_average_precision", "voc_detection_outcomes"]
+__all__ = ["VOCDetectionEvaluator", "voc_average_precision", "voc_detection_outcomes", "with_dataset_evaluators"]
 
 logger = logging.getLogger(__name__)
 
@@ -213,3 +214,23 @@ class VOCDetectionEvaluator(DatasetEvaluator):
         index = {k: i for i, k in enumerate(dict.fromkeys(flat))}
         codes = np.array([index[k] for k in flat], dtype=np.int64)
         return np.concatenate(ious)[order], codes[order], np.concatenate(difficult)[order]
+
+
+def with_dataset_evaluators(evaluator, dataset_name, num_classes: int | None = None):
+    """The evaluator(s) the dataset's type asks for: ``evaluator`` (one, a list or ``DatasetEvaluators``) plus
+    a :class:`VOCDetectionEvaluator` (result key "pascal_voc") when ``dataset_name`` is one registered dataset
+    whose metadata ``evaluator_type`` is "pascal_voc" and ``evaluator`` has no VOC evaluator; else ``evaluator``
+    unchanged. So a VOC dataset gets VOC AP beside COCO-style AP whichever config's evaluator it runs under."""
+    if not isinstance(dataset_name, str) or MetadataCatalog.get(dataset_name).get("evaluator_type") != "pascal_voc":
+        return evaluator
+    if isinstance(evaluator, DatasetEvaluators):
+        evaluators = list(evaluator._evaluators)
+    elif isinstance(evaluator, Sequence):  # a list, or the ListConfig that instantiate makes of one
+        evaluators = list(evaluator)
+    else:
+        evaluators = [evaluator]
+    if any(isinstance(e, (VOCDetectionEvaluator, PascalVOCDetectionEvaluator)) for e in evaluators):
+        return evaluator
+    logger.info("%r is a PASCAL VOC dataset: adding VOC AP (result key 'pascal_voc') to the evaluation",
+                dataset_name)
+    return [*evaluators, VOCDetectionEvaluator(dataset_name, num_classes=num_classes)]

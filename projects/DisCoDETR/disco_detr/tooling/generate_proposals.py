@@ -8,8 +8,9 @@ Images are found recursively (a flat folder or ImageNet-style class sub-folders)
 stored under its path relative to --images with "/" separators. The run is resumable:
 images already in the store are skipped, and results are committed every --commit-every
 images, so a killed run loses at most the images in flight. Unreadable images are
-logged and skipped (not stored). An existing store made with another method, max_boxes,
-edge detector, image root or shard is refused.
+logged and skipped (not stored); the store's metadata names them with their errors (so that
+training tells them from images not computed yet), and a rerun tries them again. An existing
+store made with another method, max_boxes, edge detector, image root or shard is refused.
 
 Across machines: ``--shard I/N`` processes the images whose file name falls in shard I of N
 (CRC-32 of the path relative to --images, so every machine, a rerun and a resumed shard
@@ -30,10 +31,11 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
 
 import cv2
-from tqdm import tqdm
 
+from disco_detr.data.build import available_cpus
 from disco_detr.data.pretrain_datasets import list_images
 from disco_detr.data.proposal_store import FORMAT_VERSION, METHODS, ProposalStore
 from disco_detr.tooling.proposal_methods import (
@@ -42,6 +44,7 @@ from disco_detr.tooling.proposal_methods import (
     proposals_for_file,
     shard_of,
 )
+from disco_detr.utils.progress import progress_bar
 
 logger = logging.getLogger("generate_proposals")
 
@@ -56,12 +59,17 @@ def _init_worker() -> None:
 
 
 def _process(task: tuple[str, str, str, int, str | None]):
-    """Worker: ``(key, proposals, None)`` or ``(key, None, error message)``; never raises."""
+    """Worker: ``(key, proposals, None, warnings)`` or ``(key, None, error message, warnings)``; never raises.
+    The image's Python warnings come back as messages, for the main process to log above the progress bar."""
     key, path, method, max_boxes, sed_model = task
-    try:
-        return key, proposals_for_file(path, method=method, max_boxes=max_boxes, sed_model=sed_model), None
-    except Exception as e:  # any failure on one image must not stop the run
-        return key, None, f"{type(e).__name__}: {e}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            props, error = proposals_for_file(path, method=method, max_boxes=max_boxes, sed_model=sed_model), None
+        except Exception as e:  # any failure on one image must not stop the run
+            props, error = None, f"{type(e).__name__}: {e}"
+    messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    return key, props, error, messages
 
 
 def _check_meta(store: ProposalStore, wanted: dict[str, str]) -> str | None:
@@ -81,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="proposals store to create or append to (.sqlite)")
     parser.add_argument("--method", default="edgeboxes", choices=METHODS)
     parser.add_argument("--max-boxes", type=int, default=512, help="most proposals kept per image")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="worker processes (default: all CPUs; 1 runs in this process)")
+    parser.add_argument("--workers", type=int, default=available_cpus(),
+                        help="worker processes (default: the CPU cores this process may use; 1 runs in this process)")
     parser.add_argument("--sed-model", default=None,
                         help="OpenCV structured-edge model (model.yml.gz) for EdgeBoxes; default: gradient edges")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images (sorted order)")
@@ -157,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(store: ProposalStore, image_root: str, todo: list[str], args, sed_model: str | None) -> dict:
     stats = {"done": 0, "failed": 0, "enhanced": 0, "centre_box": 0, "seconds": 0.0}
+    failed: dict[str, str] = {}
     tasks = [(k, os.path.join(image_root, *k.split("/")), args.method, args.max_boxes, sed_model) for k in todo]
     pending: list = []
     start = time.perf_counter()
@@ -168,47 +177,51 @@ def _run(store: ProposalStore, image_root: str, todo: list[str], args, sed_model
 
     pool = None
     cv_threads = cv2.getNumThreads()
-    bar = tqdm(total=len(tasks), unit="img", desc="proposals", dynamic_ncols=True, file=sys.stderr)
-    try:
-        if args.workers > 1 and len(tasks) > 1:
-            # Stop OpenCV's worker threads before forking: a forked child inherits the pool's
-            # state without its threads and hangs reconfiguring it (seen with cv2.setNumThreads
-            # in the child after the parent ran OpenCV code). Restored below.
-            cv2.setNumThreads(1)
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-            pool = ctx.Pool(args.workers, initializer=_init_worker)
-            chunk = max(1, min(16, len(tasks) // (4 * args.workers)))
-            results = pool.imap_unordered(_process, tasks, chunksize=chunk)
-        else:
-            results = map(_process, tasks)
-        for key, props, error in results:
-            bar.update(1)
-            if props is None:
-                stats["failed"] += 1
-                logger.warning("skipped %s: %s", os.path.join(image_root, key), error)
-                continue
-            stats["done"] += 1
-            if props.fallback:
-                stats[props.fallback] += 1
-            pending.append((key, props))
-            if len(pending) >= args.commit_every:
-                flush()
-                bar.set_postfix(failed=stats["failed"], fallbacks=stats["enhanced"] + stats["centre_box"])
-        flush()
-        if pool is not None:
-            pool.close()
-            pool.join()
-            pool = None
-    finally:
+    # log lines (the workers' warnings included) go above the bar
+    with progress_bar(total=len(tasks), unit="img", desc="proposals", dynamic_ncols=True, file=sys.stderr) as bar:
         try:
-            flush()  # keep what was computed when interrupted
-        except Exception:
-            logger.exception("could not store the last %d results", len(pending))
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-        cv2.setNumThreads(cv_threads)
-        bar.close()
-        stats["seconds"] = time.perf_counter() - start
+            if args.workers > 1 and len(tasks) > 1:
+                # Stop OpenCV's worker threads before forking: a forked child inherits the pool's
+                # state without its threads and hangs reconfiguring it (seen with cv2.setNumThreads
+                # in the child after the parent ran OpenCV code). Restored below.
+                cv2.setNumThreads(1)
+                methods = multiprocessing.get_all_start_methods()
+                ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+                pool = ctx.Pool(args.workers, initializer=_init_worker)
+                chunk = max(1, min(16, len(tasks) // (4 * args.workers)))
+                results = pool.imap_unordered(_process, tasks, chunksize=chunk)
+            else:
+                results = map(_process, tasks)
+            for key, props, error, messages in results:
+                bar.update(1)
+                for message in messages:
+                    logger.warning("%s: %s", os.path.join(image_root, key), message)
+                if props is None:
+                    stats["failed"] += 1
+                    failed[key] = error
+                    logger.warning("skipped %s: %s", os.path.join(image_root, key), error)
+                    continue
+                stats["done"] += 1
+                if props.fallback:
+                    stats[props.fallback] += 1
+                pending.append((key, props))
+                if len(pending) >= args.commit_every:
+                    flush()
+                    bar.set_postfix(failed=stats["failed"], fallbacks=stats["enhanced"] + stats["centre_box"])
+            flush()
+            if pool is not None:
+                pool.close()
+                pool.join()
+                pool = None
+        finally:
+            try:
+                flush()  # keep what was computed when interrupted
+                store.record_unreadable(failed)
+            except Exception:
+                logger.exception("could not store the last %d results", len(pending))
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+            cv2.setNumThreads(cv_threads)
+    stats["seconds"] = time.perf_counter() - start
     return stats

@@ -14,9 +14,8 @@ import argparse
 import sys
 import time
 
-from tqdm import tqdm
-
 from disco_detr.tooling.proposal_methods import merge_stores
+from disco_detr.utils.progress import progress_bar
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("shards", nargs="+", help="the stores to join")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    with tqdm(total=len(args.shards), unit="store", desc="merge", file=sys.stderr) as bar:
+    with progress_bar(total=len(args.shards), unit="store", desc="merge", file=sys.stderr) as bar:
         try:
             copied = merge_stores(args.out, args.shards, progress=lambda _: bar.update(1))
         except (ValueError, FileNotFoundError) as e:

@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     from disco_detr.config import load_config
     from disco_detr.deploy import build_finetuned_detector, dataset_category_ids, dataset_class_names, read_image
     from disco_detr.engine import resolve_device
+    from disco_detr.utils.progress import progress_bar
 
     try:
         cfg = load_config(args.config_file, args.opts)
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
     os.makedirs(args.output, exist_ok=True)
 
     results, images_meta, skipped, used = [], [], [], set()
-    progress = tqdm(total=len(files), desc="predict", unit="image")
+    best = [None]                     # the highest score over all images, before the --confidence cut
 
     def run(batch):
         inputs = []
@@ -127,6 +128,9 @@ def main(argv=None) -> int:
             outputs = detector(inputs)
         for (path, image), out in zip(batch, outputs):
             inst = out["instances"].to("cpu")
+            if len(inst):
+                top = float(inst.scores.max())
+                best[0] = top if best[0] is None else max(best[0], top)
             inst = inst[inst.scores >= args.confidence]
             image_id = len(images_meta) + 1
             name = output_name(path, used)
@@ -141,21 +145,21 @@ def main(argv=None) -> int:
             Image.fromarray(draw(image, inst, class_names)).save(os.path.join(args.output, name))
         progress.update(len(batch))
 
-    batch = []
-    for path in files:
-        try:
-            batch.append((path, read_image(path)))
-        except OSError as e:
-            skipped.append(path)
-            tqdm.write(f"predict: skipped {path}: {e}")
-            progress.update(1)
-            continue
-        if len(batch) == args.batch_size:
+    with progress_bar(total=len(files), desc="predict", unit="image") as progress:  # messages go above the bar
+        batch = []
+        for path in files:
+            try:
+                batch.append((path, read_image(path)))
+            except OSError as e:
+                skipped.append(path)
+                tqdm.write(f"predict: skipped {path}: {e}")
+                progress.update(1)
+                continue
+            if len(batch) == args.batch_size:
+                run(batch)
+                batch = []
+        if batch:
             run(batch)
-            batch = []
-    if batch:
-        run(batch)
-    progress.close()
 
     with open(os.path.join(args.output, "predictions.json"), "w") as f:
         json.dump(results, f)
@@ -165,4 +169,18 @@ def main(argv=None) -> int:
     print(f"{len(images_meta)} images, {len(results)} detections with score >= {args.confidence} "
           f"-> {args.output}/ (predictions.json, images.json, pictures)"
           + (f"; skipped {len(skipped)} unreadable: {', '.join(skipped)}" if skipped else ""))
+    hint = empty_result_hint(len(results), best[0], args.confidence)
+    if hint:
+        print(hint)
     return 0
+
+
+def empty_result_hint(num_results: int, best_score: float | None, confidence: float) -> str:
+    """The line that follows a summary with no detection: the highest score seen and the --confidence that
+    would keep it, so that a weak model does not look like an empty one; "" when something was kept."""
+    if num_results:
+        return ""
+    if best_score is None:
+        return "The model returned no detection at all."
+    return (f"No detection reached --confidence {confidence}; the highest score was {best_score:.3f} "
+            f"(--confidence {np.floor(best_score * 100) / 100:.2f} keeps it).")

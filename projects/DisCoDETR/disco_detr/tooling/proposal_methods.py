@@ -20,6 +20,7 @@ the SED edges, orientation and NMS are used.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import zlib
 
@@ -27,7 +28,7 @@ import cv2
 import numpy as np
 
 from ..data.image_io import read_rgb_image as read_image_rgb  # the one reader, under this module's public name
-from ..data.proposal_store import METHODS, Proposals, ProposalStore
+from ..data.proposal_store import METHODS, UNREADABLE, Proposals, ProposalStore
 
 __all__ = [
     "SHARED_META",
@@ -125,6 +126,8 @@ def merge_stores(out: str, shards: list[str], *, progress=None) -> dict[str, int
             copied[path] = target.append_store(path)
             if progress is not None:
                 progress(path)
+        target.record_unreadable({k: e for path in shards
+                                  for k, e in json.loads(metas[path].get(UNREADABLE, "{}")).items()})
     finally:
         target.close()
     return copied

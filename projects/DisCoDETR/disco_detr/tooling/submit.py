@@ -44,11 +44,13 @@ class TrainJob:
 
     def __call__(self):
         import submitit
-        from detectron2.engine import default_argument_parser, launch
+        from detectron2.engine import launch
+
+        from disco_detr.engine.launch import argument_parser
 
         env = submitit.JobEnvironment()
         train_net = _train_net()
-        args = default_argument_parser().parse_args(self.train_args)
+        args = argument_parser().parse_args(self.train_args)
         if env.num_nodes == self.nodes:  # SLURM: one task per node, the first node is the rendezvous
             master, rank = env.hostnames[0], env.node
         else:  # the local executor: the "nodes" are tasks on this machine

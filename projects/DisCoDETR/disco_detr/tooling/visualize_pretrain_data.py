@@ -16,11 +16,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from detectron2.data import DatasetCatalog  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 import disco_detr  # noqa: E402,F401  (registers the datasets)
 from disco_detr.data.image_io import read_rgb_image  # noqa: E402
 from disco_detr.data.pretrain_mapper import PairedViewMapper  # noqa: E402
+from disco_detr.utils.progress import progress_bar  # noqa: E402
 
 COLOURS = ("tab:red", "tab:blue")
 
@@ -37,7 +37,7 @@ def draw(sample: dict, path: str) -> None:
     n = sample["boxes"].shape[1]
     fig = plt.figure(figsize=(max(10, n * 1.1), 12))
     grid = fig.add_gridspec(4, max(n, 2))
-    source = read_rgb_image(sample["file_name"])
+    source = np.array(read_rgb_image(sample["file_name"]))  # a writable copy: torch.from_numpy warns otherwise
     hs, ws = sample["source_size"]
     source = torch.nn.functional.interpolate(torch.from_numpy(source).permute(2, 0, 1)[None].float(), size=(hs, ws),
                                              mode="bilinear", align_corners=False)[0]
@@ -82,12 +82,13 @@ def main(argv=None):
     records = DatasetCatalog.get(args.dataset)
     mapper = PairedViewMapper(photometric="cpu")  # colour-augmented here (training does it on the device)
     written = []
-    for k in tqdm(range(min(args.num, len(records))), desc="visualize"):
-        np.random.seed(args.seed + k)
-        torch.manual_seed(args.seed + k)
-        sample = mapper(records[k])
-        path = os.path.join(args.out, f"{k:03d}_{os.path.splitext(os.path.basename(sample['file_name']))[0]}.png")
-        draw(sample, path)
-        written.append(path)
+    with progress_bar(range(min(args.num, len(records))), desc="visualize") as bar:
+        for k in bar:
+            np.random.seed(args.seed + k)
+            torch.manual_seed(args.seed + k)
+            sample = mapper(records[k])
+            path = os.path.join(args.out, f"{k:03d}_{os.path.splitext(os.path.basename(sample['file_name']))[0]}.png")
+            draw(sample, path)
+            written.append(path)
     print(f"wrote {len(written)} images to {args.out}")
     return written
