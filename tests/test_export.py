@@ -184,3 +184,19 @@ def test_read_image_scales_16_bit_and_composites_alpha(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(OSError, match="bad.jpg"):
         read_image(str(tmp_path / "bad.jpg"))
+
+
+@pytest.mark.parametrize("variant", ["deformable_ms", "dino", "rt_detr"])
+def test_gather_sampling_graph_has_no_grid_sample_and_matches(variant, tmp_path):
+    """``sampling="gather"``: no GridSample node (Gather ops instead), and onnxruntime equals PyTorch."""
+    import onnx
+
+    detector = tiny_detector(variant)
+    (h, w), orig = IMAGES[0]
+    path = export_onnx(detector, str(tmp_path / "g.onnx"), h, w, sampling="gather")
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert "GridSample" not in ops and "GatherElements" in ops
+    session = OnnxDetector(path)
+    assert session.metadata["sampling"] == "gather"
+    resized = resize_for_onnx(np.random.default_rng(3).integers(0, 256, (*orig, 3), dtype=np.uint8), h, w)
+    assert_parity(session, detector, resized, orig)

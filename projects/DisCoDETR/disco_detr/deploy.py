@@ -29,7 +29,8 @@ Outputs (K = ``min(num_detections, num_queries * num_classes)``, the detector's 
 These are exactly the detector's inference top-k over (query, class) pairs (``DETRDetector.inference``);
 unlike detectron2's ``detector_postprocess`` nothing is dropped, so zero-area boxes (rare) stay in the output.
 The graph is the inference path only: no denoising queries, no criterion, no encoder-stage outputs.
-The deformable attention is exported as ONNX ``GridSample`` (opset >= 16), which onnxruntime runs.
+The deformable attention is exported as ONNX ``GridSample`` (``sampling="grid_sample"``, opset >= 16) or, with
+``sampling="gather"``, as index gathers and corner weights without ``GridSample`` (for TensorRT; docs/deployment.md).
 
 Exporter: the TorchScript tracer, ``torch.onnx.export(..., dynamo=False)``: the multi-scale variants read
 their level shapes as Python integers, which tracing records for the export size. ``dynamic=True`` (variable
@@ -53,6 +54,7 @@ from torch import Tensor, nn
 from .checkpoint import DisCoCheckpointer
 from .engine.num_classes import resolve_num_classes
 from .modeling.detectors.base import DETRDetector
+from .modeling.layers.ms_deform_attn import MS_DEFORM_ATTN_SAMPLINGS, ms_deform_attn_sampling
 
 __all__ = ["ExportableDetector", "FinetunedCheckpointer", "OnnxDetector", "build_finetuned_detector",
            "dataset_category_ids", "dataset_class_names", "export_onnx", "read_image", "resize_for_onnx",
@@ -253,12 +255,15 @@ class ExportableDetector(nn.Module):
 
 
 def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, batch_size: int = 1,
-                dynamic: bool = False, opset: int = DEFAULT_OPSET, metadata: dict | None = None) -> str:
+                dynamic: bool = False, opset: int = DEFAULT_OPSET, metadata: dict | None = None,
+                sampling: str = "grid_sample") -> str:
     """Export ``detector``'s inference graph (:class:`ExportableDetector`) to ``path``.
 
     height, width: the export size (with ``dynamic``, only the example size: H and W are free axes,
     single-level variants only, see :func:`supports_dynamic_size`); batch_size: the fixed batch B.
     metadata: strings written to the model's ``metadata_props`` (e.g. ``class_names`` as JSON).
+    sampling: the deformable attention's bilinear sampling in the graph, "grid_sample" (ONNX GridSample) or
+    "gather" (Gather ops and corner weights; see ``modeling/layers/ms_deform_attn.py``).
     """
     import onnx
 
@@ -270,7 +275,9 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
     if div and (height % div or width % div):
         raise ValueError(f"{type(detector).__name__} pads images to multiples of {div} (size_divisibility); export it "
                          f"at a size that is one (got {height}x{width}), so that no padding is needed")
-    if opset < 16:
+    if sampling not in MS_DEFORM_ATTN_SAMPLINGS:
+        raise ValueError(f"sampling must be one of {MS_DEFORM_ATTN_SAMPLINGS}, got {sampling!r}")
+    if opset < 16 and sampling == "grid_sample":
         raise ValueError(f"opset {opset} < 16: ONNX GridSample (the deformable attention) needs opset 16")
     wrapper = ExportableDetector(detector).eval()
     device = detector.device
@@ -278,7 +285,7 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
     sizes = torch.tensor([[height, width]] * batch_size, dtype=torch.int64, device=device)
     dynamic_axes = {"images": {2: "height", 3: "width"}} if dynamic else None
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), ms_deform_attn_sampling(sampling):
         # the trace records Python-level shapes and checks for the export size: expected, and said above
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         # the TorchScript exporter is chosen on purpose (module docstring); its deprecation notice is known
@@ -290,7 +297,7 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
     model = onnx.load(path)
     onnx.checker.check_model(model)
     props = {"detector": type(detector).__name__, "input_size": "dynamic" if dynamic else f"{height}x{width}",
-             "batch_size": str(batch_size), "num_classes": str(detector.num_classes),
+             "batch_size": str(batch_size), "num_classes": str(detector.num_classes), "sampling": sampling,
              "images": "(B, 3, H, W) float32 RGB in [0, 255], resized to the input size",
              "orig_sizes": "(B, 2) int64 (height, width) of the original images",
              "boxes": "(B, K, 4) float32 x0, y0, x1, y1 in pixels of the original image",

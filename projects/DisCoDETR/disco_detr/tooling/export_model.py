@@ -5,6 +5,7 @@
     python tools/export_model.py --config-file configs/finetune_rtdetr_coco.py --weights model_final.pth \\
         --output rtdetr_640.onnx --height 640 --width 640
     python tools/export_model.py ... --dynamic        # any H x W (Conditional DETR and DAB-DETR only)
+    python tools/export_model.py ... --sampling gather  # deformable attention without GridSample (TensorRT)
 
 Every variant exports (Conditional, Deformable SS / MS, DAB, DINO, RT-DETR); inputs ``images`` (B, 3, H, W)
 float32 RGB in [0, 255] resized to H x W and ``orig_sizes`` (B, 2) int64 (height, width) of the originals;
@@ -38,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--dynamic", action="store_true", help="free height and width (Conditional DETR, DAB-DETR)")
     p.add_argument("--batch-size", type=int, default=1, help="the graph's fixed batch size")
     p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--sampling", choices=("grid_sample", "gather"), default="grid_sample",
+                   help="deformable attention's bilinear sampling in the graph: ONNX GridSample, or gathers and corner "
+                        "weights (no GridSample; pick it for TensorRT, see docs/deployment.md)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     p.add_argument("--tolerance", type=float, default=1e-3,
                    help="largest accepted |difference| of scores, and of boxes relative to the image size")
@@ -107,7 +111,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     try:
         export_onnx(detector, args.output, height, width, batch_size=args.batch_size, dynamic=args.dynamic,
-                    opset=args.opset, metadata={"class_names": json.dumps(class_names),
+                    opset=args.opset, sampling=args.sampling, metadata={"class_names": json.dumps(class_names),
                                                 "config_file": args.config_file, "weights": args.weights})
     except ValueError as e:
         print(f"export_model: {e}", file=sys.stderr)
