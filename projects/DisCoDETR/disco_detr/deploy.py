@@ -58,12 +58,15 @@ from .modeling.layers.ms_deform_attn import MS_DEFORM_ATTN_SAMPLINGS, ms_deform_
 
 __all__ = ["ExportableDetector", "FinetunedCheckpointer", "OnnxDetector", "build_finetuned_detector",
            "dataset_category_ids", "dataset_class_names", "export_onnx", "read_image", "resize_for_onnx",
-           "supports_dynamic_size", "INPUT_NAMES", "OUTPUT_NAMES"]
+           "supports_dynamic_size", "INPUT_NAMES", "OUTPUT_NAMES", "PER_QUERY_OUTPUT_NAMES"]
 
 logger = logging.getLogger(__name__)
 
 INPUT_NAMES = ("images", "orig_sizes")
 OUTPUT_NAMES = ("boxes", "scores", "labels")
+#: the extra outputs of a graph exported with ``per_query_outputs=True`` (for parity checks): the last decoder
+#: layer's class logits (B, Q, C) and boxes (B, Q, 4) normalised cxcywh, per query index, before the top-k
+PER_QUERY_OUTPUT_NAMES = ("query_logits", "query_boxes")
 #: ONNX opset of the export (GridSample needs >= 16)
 DEFAULT_OPSET = 17
 
@@ -233,13 +236,17 @@ class ExportableDetector(nn.Module):
 
     forward(images (B, 3, H, W) float RGB in [0, 255], orig_sizes (B, 2) int64 (h, w)) ->
     boxes (B, K, 4) xyxy pixels of the original image, scores (B, K), labels (B, K) int64.
+
+    With ``per_query_outputs`` it also returns :data:`PER_QUERY_OUTPUT_NAMES`: logits (B, Q, C) and boxes
+    (B, Q, 4) normalised cxcywh of the last decoder layer, before the top-k.
     """
 
-    def __init__(self, detector: DETRDetector):
+    def __init__(self, detector: DETRDetector, per_query_outputs: bool = False):
         super().__init__()
         self.detector = detector
+        self.per_query_outputs = per_query_outputs
 
-    def forward(self, images: Tensor, orig_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, images: Tensor, orig_sizes: Tensor) -> tuple[Tensor, ...]:
         det = self.detector
         x = (images.float() - det.pixel_mean) / det.pixel_std
         size = x.shape[-2:]
@@ -251,12 +258,14 @@ class ExportableDetector(nn.Module):
         scale = orig_sizes.to(boxes.dtype).flip(-1).repeat(1, 2)[:, None]          # (B, 1, 4) (w, h, w, h)
         scores = torch.stack([r.scores for r in results])
         labels = torch.stack([r.pred_classes for r in results]).long()
+        if self.per_query_outputs:
+            return boxes * scale, scores, labels, decoded.logits[-1], decoded.boxes[-1]
         return boxes * scale, scores, labels
 
 
 def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, batch_size: int = 1,
                 dynamic: bool = False, opset: int = DEFAULT_OPSET, metadata: dict | None = None,
-                sampling: str = "grid_sample") -> str:
+                sampling: str = "grid_sample", per_query_outputs: bool = False) -> str:
     """Export ``detector``'s inference graph (:class:`ExportableDetector`) to ``path``.
 
     height, width: the export size (with ``dynamic``, only the example size: H and W are free axes,
@@ -264,6 +273,7 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
     metadata: strings written to the model's ``metadata_props`` (e.g. ``class_names`` as JSON).
     sampling: the deformable attention's bilinear sampling in the graph, "grid_sample" (ONNX GridSample) or
     "gather" (Gather ops and corner weights; see ``modeling/layers/ms_deform_attn.py``).
+    per_query_outputs: also output :data:`PER_QUERY_OUTPUT_NAMES` (see :class:`ExportableDetector`).
     """
     import onnx
 
@@ -279,7 +289,8 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
         raise ValueError(f"sampling must be one of {MS_DEFORM_ATTN_SAMPLINGS}, got {sampling!r}")
     if opset < 16 and sampling == "grid_sample":
         raise ValueError(f"opset {opset} < 16: ONNX GridSample (the deformable attention) needs opset 16")
-    wrapper = ExportableDetector(detector).eval()
+    wrapper = ExportableDetector(detector, per_query_outputs).eval()
+    output_names = list(OUTPUT_NAMES) + (list(PER_QUERY_OUTPUT_NAMES) if per_query_outputs else [])
     device = detector.device
     images = torch.rand(batch_size, 3, height, width, device=device) * 255
     sizes = torch.tensor([[height, width]] * batch_size, dtype=torch.int64, device=device)
@@ -292,7 +303,7 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
         torch.onnx.export(wrapper, (images, sizes), path, dynamo=False, opset_version=opset,
-                          input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
+                          input_names=list(INPUT_NAMES), output_names=output_names, dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
     model = onnx.load(path)
     onnx.checker.check_model(model)
