@@ -214,8 +214,9 @@ def _near_tie_config():
 @pytest.fixture(scope="module")
 def near_tie_detectors():
     """(untrained, trained 20 iterations) tiny detectors of :func:`_near_tie_config`."""
-    from conftest import mixed_size_batch
     from detectron2.config import instantiate
+
+    from conftest import mixed_size_batch
 
     torch.manual_seed(0)
     untrained = instantiate(_near_tie_config().model).eval()

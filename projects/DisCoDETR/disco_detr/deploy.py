@@ -32,10 +32,10 @@ The graph is the inference path only: no denoising queries, no criterion, no enc
 The deformable attention is exported as ONNX ``GridSample`` (``sampling="grid_sample"``, opset >= 16) or, with
 ``sampling="gather"``, as index gathers and corner weights without ``GridSample`` (for TensorRT; docs/deployment.md).
 
-Exporter: the TorchScript tracer, ``torch.onnx.export(..., dynamo=False)``: the multi-scale variants read
-their level shapes as Python integers, which tracing records for the export size. ``dynamic=True`` (variable
-H and W) is therefore offered only for the single-level variants (Conditional DETR, DAB-DETR); why the dynamo
-exporter is not used: ``docs/deployment.md``.
+Exporter: the TorchScript tracer, ``torch.onnx.export(..., dynamo=False)``; why not the dynamo exporter:
+``docs/deployment.md``. ``dynamic=True`` frees B, H and W for every variant: while tracing, the detectors read
+their level sizes from the graph (``torch.jit.is_tracing()`` branches in ``flatten_levels`` and
+``ms_deform_attn_checks.level_sizes``) and an unpadded batch skips the per-image mask loop.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ from .modeling.layers.ms_deform_attn import MS_DEFORM_ATTN_SAMPLINGS, ms_deform_
 
 __all__ = ["ExportableDetector", "FinetunedCheckpointer", "OnnxDetector", "build_finetuned_detector",
            "dataset_category_ids", "dataset_class_names", "export_onnx", "read_image", "resize_for_onnx",
-           "supports_dynamic_size", "INPUT_NAMES", "OUTPUT_NAMES", "PER_QUERY_OUTPUT_NAMES"]
+           "INPUT_NAMES", "OUTPUT_NAMES", "PER_QUERY_OUTPUT_NAMES"]
 
 logger = logging.getLogger(__name__)
 
@@ -222,15 +222,6 @@ def resize_for_onnx(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 # ---- export --------------------------------------------------------------------------------------------
-def supports_dynamic_size(detector: DETRDetector) -> bool:
-    """Whether an exported graph of ``detector`` works at sizes other than the export size: only the
-    single-level variants without deformable attention (Conditional DETR, DAB-DETR). The others loop over
-    their feature levels with Python integer shapes, which tracing records for one size."""
-    from .modeling.layers import MultiScaleDeformableAttention
-
-    return not any(isinstance(m, MultiScaleDeformableAttention) for m in detector.modules())
-
-
 class ExportableDetector(nn.Module):
     """The inference graph of a DETR detector: see the module docstring for inputs and outputs.
 
@@ -252,15 +243,14 @@ class ExportableDetector(nn.Module):
         size = x.shape[-2:]
         batch = ImageList(x, [size] * x.shape[0])
         _, decoded = det.run(batch)
-        # the detector's own top-k, boxes in normalised xyxy clipped to [0, 1], then scaled to the originals
-        results = det.inference(decoded.logits[-1], decoded.boxes[-1], [(1, 1)] * x.shape[0])
-        boxes = torch.stack([r.pred_boxes.tensor for r in results])
+        # the detector's own top-k (batched: B stays free), boxes in normalised xyxy clipped to [0, 1], then
+        # scaled to the originals
+        scores, labels, boxes = det.topk_detections(decoded.logits[-1], decoded.boxes[-1])
         scale = orig_sizes.to(boxes.dtype).flip(-1).repeat(1, 2)[:, None]          # (B, 1, 4) (w, h, w, h)
-        scores = torch.stack([r.scores for r in results])
-        labels = torch.stack([r.pred_classes for r in results]).long()
+        boxes = boxes.clamp(0, 1) * scale
         if self.per_query_outputs:
-            return boxes * scale, scores, labels, decoded.logits[-1], decoded.boxes[-1]
-        return boxes * scale, scores, labels
+            return boxes, scores, labels, decoded.logits[-1], decoded.boxes[-1]
+        return boxes, scores, labels
 
 
 def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, batch_size: int = 1,
@@ -268,8 +258,9 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
                 sampling: str = "grid_sample", per_query_outputs: bool = False) -> str:
     """Export ``detector``'s inference graph (:class:`ExportableDetector`) to ``path``.
 
-    height, width: the export size (with ``dynamic``, only the example size: H and W are free axes,
-    single-level variants only, see :func:`supports_dynamic_size`); batch_size: the fixed batch B.
+    height, width, batch_size: the export size and batch B (with ``dynamic``, only the example's: B, H and W
+    are then free axes of the graph, for every variant; the level sizes, level start indices and valid ratios
+    are computed in the graph).
     metadata: strings written to the model's ``metadata_props`` (e.g. ``class_names`` as JSON).
     sampling: the deformable attention's bilinear sampling in the graph, "grid_sample" (ONNX GridSample) or
     "gather" (Gather ops and corner weights; see ``modeling/layers/ms_deform_attn.py``).
@@ -277,10 +268,6 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
     """
     import onnx
 
-    if dynamic and not supports_dynamic_size(detector):
-        raise ValueError(f"{type(detector).__name__} cannot be exported with a dynamic image size: its deformable "
-                         "attention loops over feature levels with integer shapes that the trace records for one "
-                         "size. Export it at the size you deploy (--height H --width W), once per size.")
     div = detector.size_divisibility
     if div and (height % div or width % div):
         raise ValueError(f"{type(detector).__name__} pads images to multiples of {div} (size_divisibility); export it "
@@ -294,7 +281,10 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
     device = detector.device
     images = torch.rand(batch_size, 3, height, width, device=device) * 255
     sizes = torch.tensor([[height, width]] * batch_size, dtype=torch.int64, device=device)
-    dynamic_axes = {"images": {2: "height", 3: "width"}} if dynamic else None
+    dynamic_axes = None
+    if dynamic:
+        dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}, "orig_sizes": {0: "batch"},
+                        **{name: {0: "batch"} for name in output_names}}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings(), ms_deform_attn_sampling(sampling):
         # the trace records Python-level shapes and checks for the export size: expected, and said above
@@ -308,7 +298,8 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
     model = onnx.load(path)
     onnx.checker.check_model(model)
     props = {"detector": type(detector).__name__, "input_size": "dynamic" if dynamic else f"{height}x{width}",
-             "batch_size": str(batch_size), "num_classes": str(detector.num_classes), "sampling": sampling,
+             "batch_size": "dynamic" if dynamic else str(batch_size), "num_classes": str(detector.num_classes),
+             "sampling": sampling,
              "images": "(B, 3, H, W) float32 RGB in [0, 255], resized to the input size",
              "orig_sizes": "(B, 2) int64 (height, width) of the original images",
              "boxes": "(B, K, 4) float32 x0, y0, x1, y1 in pixels of the original image",
