@@ -4,7 +4,7 @@
         --weights output/demo/finetune_disco/model_final.pth --output output/demo/cond.onnx
     python tools/export_model.py --config-file configs/finetune_rtdetr_coco.py --weights model_final.pth \\
         --output rtdetr_640.onnx --height 640 --width 640
-    python tools/export_model.py ... --dynamic        # any H x W (Conditional DETR and DAB-DETR only)
+    python tools/export_model.py ... --dynamic        # any batch size and H x W (every variant)
     python tools/export_model.py ... --sampling gather  # deformable attention without GridSample (TensorRT)
 
 Every variant exports (Conditional, Deformable SS / MS, DAB, DINO, RT-DETR); inputs ``images`` (B, 3, H, W)
@@ -36,8 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--output", required=True, help="the .onnx file to write")
     p.add_argument("--height", type=int, default=None, help="input height (default: the config's test size)")
     p.add_argument("--width", type=int, default=None, help="input width (default: the config's test size)")
-    p.add_argument("--dynamic", action="store_true", help="free height and width (Conditional DETR, DAB-DETR)")
-    p.add_argument("--batch-size", type=int, default=1, help="the graph's fixed batch size")
+    p.add_argument("--dynamic", action="store_true", help="free batch size, height and width (every variant)")
+    p.add_argument("--batch-size", type=int, default=1, help="the graph's fixed batch size (with --dynamic, the example's)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--sampling", choices=("grid_sample", "gather"), default="grid_sample",
                    help="deformable attention's bilinear sampling in the graph: ONNX GridSample, or gathers and corner "
@@ -90,8 +90,7 @@ def match_detections(got, want, tolerance: float) -> tuple[float, float, int]:
     return box_err, score_err, int((~paired_g).sum() + (~paired_w).sum())
 
 
-def check_parity(detector, path: str, height: int, width: int, batch_size: int, dynamic: bool,
-                 tolerance: float) -> dict:
+def check_parity(detector, path: str, sizes, tolerance: float) -> dict:
     """Run the exported graph (exported with ``per_query_outputs=True``) and the PyTorch model on random images.
 
     Two comparisons, so that near-tied scores (a barely trained detector's top-k scores lie within 1e-5 of one
@@ -102,7 +101,9 @@ def check_parity(detector, path: str, height: int, width: int, batch_size: int, 
     * the top-k detections against ``DETRDetector.forward`` (with the original sizes), as sets paired within
       tied scores (:func:`match_detections`; boxes as fractions of the original image size).
 
-    Returns, per size ``"HxW"``, the max abs differences and the number of detections swapped at tied scores;
+    sizes: ``[(H, W, B), ...]`` input sizes and batch sizes to run (random images; the boxes are mapped to
+    originals of twice the height and three times the width). Returns, per size ``"HxW, batch B"``, the max abs
+    differences and the number of detections swapped at tied scores;
     raises RuntimeError when a difference exceeds ``tolerance``.
     """
     from disco_detr.deploy import OUTPUT_NAMES, PER_QUERY_OUTPUT_NAMES, ExportableDetector, OnnxDetector
@@ -110,9 +111,8 @@ def check_parity(detector, path: str, height: int, width: int, batch_size: int, 
     session = OnnxDetector(path)
     wrapper = ExportableDetector(detector, per_query_outputs=True).eval()
     gen = torch.Generator().manual_seed(0)
-    sizes = [(height, width)] + ([(height + 32, max(width - 32, 32))] if dynamic else [])
     report = {}
-    for h, w in sizes:
+    for h, w, batch_size in sizes:
         images = torch.randint(0, 256, (batch_size, 3, h, w), generator=gen).float()
         orig = np.array([[2 * h, 3 * w]] * batch_size, dtype=np.int64)   # boxes mapped to a larger original
         boxes, scores, labels, query_logits, query_boxes = session.session.run(
@@ -124,7 +124,7 @@ def check_parity(detector, path: str, height: int, width: int, batch_size: int, 
                                 for im, o in zip(images.to(detector.device), orig)])
         r = {"query_logits": float(np.abs(query_logits - want_logits).max()),
              "query_boxes": float(np.abs(query_boxes - want_boxes).max()), "boxes": 0.0, "scores": 0.0, "swapped": 0}
-        report[f"{h}x{w}"] = r
+        report[f"{h}x{w}, batch {batch_size}"] = r
         if not (r["query_logits"] <= tolerance and r["query_boxes"] <= tolerance):
             raise RuntimeError(f"{path}: onnxruntime and PyTorch differ per query at {h}x{w}: {r} (tolerance {tolerance})")
         for i, out in enumerate(outputs):
@@ -190,13 +190,17 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"export_model: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.output} ({type(detector).__name__}, input {'H x W' if args.dynamic else f'{height}x{width}'}, "
-          f"batch {args.batch_size}, {len(class_names)} classes) in {time.perf_counter() - start:.1f} s")
+    shape = "any batch and size" if args.dynamic else f"{height}x{width}, batch {args.batch_size}"
+    print(f"wrote {args.output} ({type(detector).__name__}, input {shape}, {len(class_names)} classes) "
+          f"in {time.perf_counter() - start:.1f} s")
     if not args.no_check:
         from disco_detr.deploy import PER_QUERY_OUTPUT_NAMES
 
         try:
-            report = check_parity(detector, args.output, height, width, args.batch_size, args.dynamic, args.tolerance)
+            sizes = [(height, width, args.batch_size)]
+            if args.dynamic:   # another size and batch through the same graph
+                sizes.append((height + 32, max(width - 32, 32), args.batch_size + 2))
+            report = check_parity(detector, args.output, sizes, args.tolerance)
         finally:   # the written graph has only the documented outputs
             drop_outputs(args.output, PER_QUERY_OUTPUT_NAMES)
         for size, r in report.items():
