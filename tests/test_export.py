@@ -2,8 +2,9 @@
 
 Tolerance (stated in docs/deployment.md): boxes within 1e-4 of the image size, scores within 1e-5, labels
 equal, on two images of different sizes (each exported at its own size); every variant also through one graph
-with a dynamic batch and size, at opset 17 (GridSample) and 18 (gather sampling). Tiny detectors (tiny ResNet, d = 32, 12 queries) built from the demo
-fine-tuning configs, parameters moved off their initialisation so scores and boxes are spread out.
+with a dynamic batch and size, at opset 17 (GridSample) and 18 (gather sampling). Tiny detectors (tiny ResNet,
+d = 32, 12 queries) built from the demo fine-tuning configs, parameters moved off their initialisation so scores
+and boxes are spread out.
 """
 import json
 
