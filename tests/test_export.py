@@ -138,7 +138,7 @@ def test_export_tool_writes_a_checked_graph_with_class_names(tmp_path, demo_root
     assert _export_tool().main(["--config-file", _tiny_config_file(tmp_path), "--weights", str(weights),
                                 "--output", str(out), "--height", "64", "--width", "96"]) == 0
     printed = capsys.readouterr().out
-    assert "onnxruntime vs PyTorch at 64x96: per query" in printed and "labels equal" in printed
+    assert "onnxruntime vs PyTorch at 64x96, batch 1: per query" in printed and "labels equal" in printed
     session = OnnxDetector(str(out))
     assert session.class_names == list(DEMO_CLASSES) and len(DEMO_CLASSES) == detector.num_classes
     assert json.loads(session.metadata["class_names"]) == session.class_names
