@@ -1,9 +1,10 @@
 """ONNX export (disco_detr/deploy.py, tools/export_model.py): onnxruntime against PyTorch for every variant.
 
 Tolerance (stated in docs/deployment.md): boxes within 1e-4 of the image size, scores within 1e-5, labels
-equal, on two images of different sizes (each exported at its own size; the single-level variants also
-through one graph with a dynamic size). Tiny detectors (tiny ResNet, d = 32, 12 queries) built from the demo
-fine-tuning configs, parameters moved off their initialisation so scores and boxes are spread out.
+equal, on two images of different sizes (each exported at its own size); every variant also through one graph
+with a dynamic batch and size, at opset 17 (GridSample) and 18 (gather sampling). Tiny detectors (tiny ResNet,
+d = 32, 12 queries) built from the demo fine-tuning configs, parameters moved off their initialisation so scores
+and boxes are spread out.
 """
 import json
 
@@ -20,7 +21,6 @@ from disco_detr.deploy import (
     export_onnx,
     read_image,
     resize_for_onnx,
-    supports_dynamic_size,
 )
 from disco_detr.variants import VARIANTS
 
@@ -81,23 +81,26 @@ def test_the_graph_holds_no_training_part(tmp_path):
     assert [o.name for o in model.graph.output] == ["boxes", "scores", "labels"]
 
 
-@pytest.mark.parametrize("variant", ["cond", "dab"])
-def test_dynamic_size_graph_of_the_single_level_variants(variant, tmp_path):
+#: (H, W, B): sizes other than the export size (64 x 64), batches 1 and 3, through one dynamic graph
+DYNAMIC_SIZES = [(96, 64, 3), (64, 128, 1), (128, 96, 3)]
+
+
+@pytest.mark.parametrize("opset,sampling", [(17, "grid_sample"), (18, "gather")])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_dynamic_batch_and_size_graph(variant, opset, sampling, tmp_path):
+    """One graph exported at 64 x 64, batch 1, with free B, H, W: onnxruntime equals PyTorch per query before
+    the top-k and on the top-k detections (sets paired within tied scores) at three other sizes, batch 1 and 3
+    (each variant at opset 17 with GridSample and at opset 18 with the gather sampling)."""
     detector = tiny_detector(variant)
-    assert supports_dynamic_size(detector)
-    path = export_onnx(detector, str(tmp_path / "dyn.onnx"), 64, 96, dynamic=True)
+    path = export_onnx(detector, str(tmp_path / "dyn.onnx"), 64, 64, dynamic=True, opset=opset, sampling=sampling,
+                       per_query_outputs=True)
     session = OnnxDetector(path)
-    gen = np.random.default_rng(1)
-    for (h, w), orig in IMAGES:
-        resized = resize_for_onnx(gen.integers(0, 256, (*orig, 3), dtype=np.uint8), h, w)
-        assert_parity(session, detector, resized, orig)
-
-
-def test_dynamic_size_is_refused_for_deformable_attention(tmp_path):
-    detector = tiny_detector("deformable_ms")
-    assert not supports_dynamic_size(detector)
-    with pytest.raises(ValueError, match="dynamic image size"):
-        export_onnx(detector, str(tmp_path / "x.onnx"), 64, 64, dynamic=True)
+    assert session.metadata["input_size"] == session.metadata["batch_size"] == "dynamic"
+    assert [not isinstance(d, int) for d in session.session.get_inputs()[0].shape] == [True, False, True, True]
+    report = _export_tool().check_parity(detector, path, DYNAMIC_SIZES, SCORE_TOL)
+    assert len(report) == len(DYNAMIC_SIZES)
+    for r in report.values():
+        assert r["query_boxes"] < 1e-5 and r["boxes"] < BOX_TOL and r["scores"] < SCORE_TOL
 
 
 def test_batch_of_two(tmp_path):
@@ -136,7 +139,7 @@ def test_export_tool_writes_a_checked_graph_with_class_names(tmp_path, demo_root
     assert _export_tool().main(["--config-file", _tiny_config_file(tmp_path), "--weights", str(weights),
                                 "--output", str(out), "--height", "64", "--width", "96"]) == 0
     printed = capsys.readouterr().out
-    assert "onnxruntime vs PyTorch at 64x96" in printed and "labels equal: True" in printed
+    assert "onnxruntime vs PyTorch at 64x96, batch 1: per query" in printed and "labels equal" in printed
     session = OnnxDetector(str(out))
     assert session.class_names == list(DEMO_CLASSES) and len(DEMO_CLASSES) == detector.num_classes
     assert json.loads(session.metadata["class_names"]) == session.class_names
@@ -185,3 +188,92 @@ def test_read_image_scales_16_bit_and_composites_alpha(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(OSError, match="bad.jpg"):
         read_image(str(tmp_path / "bad.jpg"))
+
+
+@pytest.mark.parametrize("variant", ["deformable_ms", "dino", "rtdetr"])
+def test_gather_sampling_graph_has_no_grid_sample_and_matches(variant, tmp_path):
+    """``sampling="gather"``: no GridSample node (Gather ops instead), and onnxruntime equals PyTorch."""
+    import onnx
+
+    detector = tiny_detector(variant)
+    (h, w), orig = IMAGES[0]
+    path = export_onnx(detector, str(tmp_path / "g.onnx"), h, w, sampling="gather")
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert "GridSample" not in ops and "GatherElements" in ops
+    session = OnnxDetector(path)
+    assert session.metadata["sampling"] == "gather"
+    resized = resize_for_onnx(np.random.default_rng(3).integers(0, 256, (*orig, 3), dtype=np.uint8), h, w)
+    assert_parity(session, detector, resized, orig)
+
+
+# ---- the parity check under near-tied scores ------------------------------------------------------------
+def _near_tie_config():
+    """The tiny Conditional DETR with 60 queries (300 (query, class) pairs for a top-100, like the demo's 150):
+    untrained or briefly trained, many of its top-k scores lie within 1e-7 of one another."""
+    cfg = tiny_config("cond")
+    cfg.model.num_queries = 60
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def near_tie_detectors():
+    """(untrained, trained 20 iterations) tiny detectors of :func:`_near_tie_config`."""
+    from detectron2.config import instantiate
+
+    from conftest import mixed_size_batch
+
+    torch.manual_seed(0)
+    untrained = instantiate(_near_tie_config().model).eval()
+    trained = instantiate(_near_tie_config().model)
+    trained.load_state_dict(untrained.state_dict())
+    trained.train()
+    opt = torch.optim.AdamW(trained.parameters(), lr=3e-4)
+    for i in range(20):
+        losses = trained(mixed_size_batch(torch.Generator().manual_seed(i)))
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    return untrained, trained.eval()
+
+
+def test_parity_check_of_an_untrained_detector(near_tie_detectors, tmp_path):
+    detector = near_tie_detectors[0]
+    path = export_onnx(detector, str(tmp_path / "u.onnx"), 64, 64, per_query_outputs=True)
+    (report,) = _export_tool().check_parity(detector, path, [(64, 64, 1)], 1e-3).values()
+    assert report["query_logits"] < 1e-4 and report["query_boxes"] < 1e-5
+    assert report["boxes"] < 1e-5 and report["scores"] < 1e-6
+
+
+def test_parity_check_survives_the_tied_scores_of_a_20_iteration_detector(near_tie_detectors, tmp_path, demo_root,
+                                                                         capsys):
+    """Index-by-index comparison of the top-k fails on this graph (boxes of swapped near-tied detections differ
+    by half the image); the per-query and set comparisons pass, and the written graph keeps only the documented
+    outputs."""
+    import onnx
+
+    detector = near_tie_detectors[1]
+    scores = torch_outputs(detector, np.zeros((3, 64, 64), np.float32), (64, 64)).scores
+    assert (scores[:-1] - scores[1:]).min() < 1e-6          # the near-ties that reorder under float rounding
+    weights = tmp_path / "model_final.pth"
+    torch.save({"model": detector.state_dict()}, weights)
+    config = str(tmp_path / "near_tie.yaml")
+    LazyConfig.save(_near_tie_config(), config)
+    out = tmp_path / "m.onnx"
+    assert _export_tool().main(["--config-file", config, "--weights", str(weights), "--output", str(out),
+                                "--height", "64", "--width", "64"]) == 0
+    assert "labels equal" in capsys.readouterr().out
+    assert [o.name for o in onnx.load(str(out)).graph.output] == ["boxes", "scores", "labels"]
+
+
+def test_match_detections_accepts_swaps_only_at_the_top_k_boundary():
+    match = _export_tool().match_detections
+    boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.6, 0.6], [0.3, 0.0, 0.9, 0.4]])
+    want = (boxes, np.array([0.9, 0.5, 0.3]), np.array([1, 2, 0]))
+    # the same set in another order, the lowest detection swapped for a tied one of another query
+    got = (boxes[[1, 0]].tolist() + [[0.0, 0.5, 0.5, 1.0]], np.array([0.5, 0.9, 0.3 + 1e-7]), np.array([2, 1, 0]))
+    box_err, score_err, swapped = match((np.array(got[0]), got[1], got[2]), want, 1e-4)
+    assert (box_err, swapped) == (0.0, 2) and score_err == 0.0
+    with pytest.raises(RuntimeError, match="score 0.5 and label 2"):        # a wrong box above the boundary
+        match((boxes + np.array([[0, 0, 0, 0], [0.1, 0, 0, 0], [0, 0, 0, 0]]), want[1], want[2]), want, 1e-4)
+    with pytest.raises(RuntimeError, match="label"):                        # a wrong label
+        match((boxes, want[1], np.array([1, 3, 0])), want, 1e-4)

@@ -29,12 +29,13 @@ Outputs (K = ``min(num_detections, num_queries * num_classes)``, the detector's 
 These are exactly the detector's inference top-k over (query, class) pairs (``DETRDetector.inference``);
 unlike detectron2's ``detector_postprocess`` nothing is dropped, so zero-area boxes (rare) stay in the output.
 The graph is the inference path only: no denoising queries, no criterion, no encoder-stage outputs.
-The deformable attention is exported as ONNX ``GridSample`` (opset >= 16), which onnxruntime runs.
+The deformable attention is exported as ONNX ``GridSample`` (``sampling="grid_sample"``, opset >= 16) or, with
+``sampling="gather"``, as index gathers and corner weights without ``GridSample`` (for TensorRT; docs/deployment.md).
 
-Exporter: the TorchScript tracer, ``torch.onnx.export(..., dynamo=False)``: the multi-scale variants read
-their level shapes as Python integers, which tracing records for the export size. ``dynamic=True`` (variable
-H and W) is therefore offered only for the single-level variants (Conditional DETR, DAB-DETR); why the dynamo
-exporter is not used: ``docs/deployment.md``.
+Exporter: the TorchScript tracer, ``torch.onnx.export(..., dynamo=False)``; why not the dynamo exporter:
+``docs/deployment.md``. ``dynamic=True`` frees B, H and W for every variant: while tracing, the detectors read
+their level sizes from the graph (``torch.jit.is_tracing()`` branches in ``flatten_levels`` and
+``ms_deform_attn_checks.level_sizes``) and an unpadded batch skips the per-image mask loop.
 """
 from __future__ import annotations
 
@@ -54,16 +55,20 @@ from .checkpoint import DisCoCheckpointer
 from .data.image_io import read_rgb_image as read_image  # the one reader, under deploy's public name
 from .engine.num_classes import resolve_num_classes
 from .modeling.detectors.base import DETRDetector
+from .modeling.layers.ms_deform_attn import MS_DEFORM_ATTN_SAMPLINGS, ms_deform_attn_sampling
 from .modeling.pretrain.base import DETECTOR_PREFIX
 
 __all__ = ["ExportableDetector", "FinetunedCheckpointer", "OnnxDetector", "build_finetuned_detector",
            "dataset_category_ids", "dataset_class_names", "export_onnx", "read_image", "resize_for_onnx",
-           "supports_dynamic_size", "INPUT_NAMES", "OUTPUT_NAMES"]
+           "INPUT_NAMES", "OUTPUT_NAMES", "PER_QUERY_OUTPUT_NAMES"]
 
 logger = logging.getLogger(__name__)
 
 INPUT_NAMES = ("images", "orig_sizes")
 OUTPUT_NAMES = ("boxes", "scores", "labels")
+#: the extra outputs of a graph exported with ``per_query_outputs=True`` (for parity checks): the last decoder
+#: layer's class logits (B, Q, C) and boxes (B, Q, 4) normalised cxcywh, per query index, before the top-k
+PER_QUERY_OUTPUT_NAMES = ("query_logits", "query_boxes")
 #: ONNX opset of the export (GridSample needs >= 16)
 DEFAULT_OPSET = 17
 
@@ -191,80 +196,84 @@ def resize_for_onnx(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 # ---- export --------------------------------------------------------------------------------------------
-def supports_dynamic_size(detector: DETRDetector) -> bool:
-    """Whether an exported graph of ``detector`` works at sizes other than the export size: only the
-    single-level variants without deformable attention (Conditional DETR, DAB-DETR). The others loop over
-    their feature levels with Python integer shapes, which tracing records for one size."""
-    from .modeling.layers import MultiScaleDeformableAttention
-
-    return not any(isinstance(m, MultiScaleDeformableAttention) for m in detector.modules())
-
-
 class ExportableDetector(nn.Module):
     """The inference graph of a DETR detector: see the module docstring for inputs and outputs.
 
     forward(images (B, 3, H, W) float RGB in [0, 255], orig_sizes (B, 2) int64 (h, w)) ->
     boxes (B, K, 4) xyxy pixels of the original image, scores (B, K), labels (B, K) int64.
+
+    With ``per_query_outputs`` it also returns :data:`PER_QUERY_OUTPUT_NAMES`: logits (B, Q, C) and boxes
+    (B, Q, 4) normalised cxcywh of the last decoder layer, before the top-k.
     """
 
-    def __init__(self, detector: DETRDetector):
+    def __init__(self, detector: DETRDetector, per_query_outputs: bool = False):
         super().__init__()
         self.detector = detector
+        self.per_query_outputs = per_query_outputs
 
-    def forward(self, images: Tensor, orig_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, images: Tensor, orig_sizes: Tensor) -> tuple[Tensor, ...]:
         det = self.detector
         x = (images.float() - det.pixel_mean) / det.pixel_std
         size = x.shape[-2:]
         batch = ImageList(x, [size] * x.shape[0])
         _, decoded = det.run(batch)
-        # the detector's own top-k, boxes in normalised xyxy clipped to [0, 1], then scaled to the originals
-        results = det.inference(decoded.logits[-1], decoded.boxes[-1], [(1, 1)] * x.shape[0])
-        boxes = torch.stack([r.pred_boxes.tensor for r in results])
+        # the detector's own top-k (batched: B stays free), boxes in normalised xyxy clipped to [0, 1], then
+        # scaled to the originals
+        scores, labels, boxes = det.topk_detections(decoded.logits[-1], decoded.boxes[-1])
         scale = orig_sizes.to(boxes.dtype).flip(-1).repeat(1, 2)[:, None]          # (B, 1, 4) (w, h, w, h)
-        scores = torch.stack([r.scores for r in results])
-        labels = torch.stack([r.pred_classes for r in results]).long()
-        return boxes * scale, scores, labels
+        boxes = boxes.clamp(0, 1) * scale
+        if self.per_query_outputs:
+            return boxes, scores, labels, decoded.logits[-1], decoded.boxes[-1]
+        return boxes, scores, labels
 
 
 def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, batch_size: int = 1,
-                dynamic: bool = False, opset: int = DEFAULT_OPSET, metadata: dict | None = None) -> str:
+                dynamic: bool = False, opset: int = DEFAULT_OPSET, metadata: dict | None = None,
+                sampling: str = "grid_sample", per_query_outputs: bool = False) -> str:
     """Export ``detector``'s inference graph (:class:`ExportableDetector`) to ``path``.
 
-    height, width: the export size (with ``dynamic``, only the example size: H and W are free axes,
-    single-level variants only, see :func:`supports_dynamic_size`); batch_size: the fixed batch B.
+    height, width, batch_size: the export size and batch B (with ``dynamic``, only the example's: B, H and W
+    are then free axes of the graph, for every variant; the level sizes, level start indices and valid ratios
+    are computed in the graph).
     metadata: strings written to the model's ``metadata_props`` (e.g. ``class_names`` as JSON).
+    sampling: the deformable attention's bilinear sampling in the graph, "grid_sample" (ONNX GridSample) or
+    "gather" (Gather ops and corner weights; see ``modeling/layers/ms_deform_attn.py``).
+    per_query_outputs: also output :data:`PER_QUERY_OUTPUT_NAMES` (see :class:`ExportableDetector`).
     """
     import onnx
 
-    if dynamic and not supports_dynamic_size(detector):
-        raise ValueError(f"{type(detector).__name__} cannot be exported with a dynamic image size: its deformable "
-                         "attention loops over feature levels with integer shapes that the trace records for one "
-                         "size. Export it at the size you deploy (--height H --width W), once per size.")
     div = detector.size_divisibility
     if div and (height % div or width % div):
         raise ValueError(f"{type(detector).__name__} pads images to multiples of {div} (size_divisibility); export it "
                          f"at a size that is one (got {height}x{width}), so that no padding is needed")
-    if opset < 16:
+    if sampling not in MS_DEFORM_ATTN_SAMPLINGS:
+        raise ValueError(f"sampling must be one of {MS_DEFORM_ATTN_SAMPLINGS}, got {sampling!r}")
+    if opset < 16 and sampling == "grid_sample":
         raise ValueError(f"opset {opset} < 16: ONNX GridSample (the deformable attention) needs opset 16")
-    wrapper = ExportableDetector(detector).eval()
+    wrapper = ExportableDetector(detector, per_query_outputs).eval()
+    output_names = list(OUTPUT_NAMES) + (list(PER_QUERY_OUTPUT_NAMES) if per_query_outputs else [])
     device = detector.device
     images = torch.rand(batch_size, 3, height, width, device=device) * 255
     sizes = torch.tensor([[height, width]] * batch_size, dtype=torch.int64, device=device)
-    dynamic_axes = {"images": {2: "height", 3: "width"}} if dynamic else None
+    dynamic_axes = None
+    if dynamic:
+        dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}, "orig_sizes": {0: "batch"},
+                        **{name: {0: "batch"} for name in output_names}}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), ms_deform_attn_sampling(sampling):
         # the trace records Python-level shapes and checks for the export size: expected, and said above
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         # the TorchScript exporter is chosen on purpose (module docstring); its deprecation notice is known
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
         torch.onnx.export(wrapper, (images, sizes), path, dynamo=False, opset_version=opset,
-                          input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
+                          input_names=list(INPUT_NAMES), output_names=output_names, dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
     model = onnx.load(path)
     onnx.checker.check_model(model)
     props = {"detector": type(detector).__name__, "input_size": "dynamic" if dynamic else f"{height}x{width}",
-             "batch_size": str(batch_size), "num_classes": str(detector.num_classes),
+             "batch_size": "dynamic" if dynamic else str(batch_size), "num_classes": str(detector.num_classes),
+             "sampling": sampling,
              "images": "(B, 3, H, W) float32 RGB in [0, 255], resized to the input size",
              "orig_sizes": "(B, 2) int64 (height, width) of the original images",
              "boxes": "(B, K, 4) float32 x0, y0, x1, y1 in pixels of the original image",

@@ -277,6 +277,8 @@ class DETRDetector(nn.Module):
         """Padding masks of each (B, C, h, w) feature map: (B, h, w) bool, True on padding
         (the image-level mask resized with nearest neighbour, as DETR does)."""
         b, _, h_pad, w_pad = images.tensor.shape
+        if all(h == h_pad and w == w_pad for h, w in images.image_sizes):   # no padding (e.g. an exported graph:
+            return [torch.zeros_like(m[:, 0], dtype=torch.bool) for m in maps]   # batch and sizes stay free)
         mask = torch.ones((b, h_pad, w_pad), dtype=torch.bool, device=images.tensor.device)
         for i, (h, w) in enumerate(images.image_sizes):
             mask[i, :h, :w] = False
@@ -287,7 +289,10 @@ class DETRDetector(nn.Module):
         """Per-level maps (B, C, h, w), masks (B, h, w) and position embeddings (B, d, h, w) ->
         tokens (B, S, C), mask (B, S), pos (B, S, d) or None, spatial_shapes (L, 2),
         level_start_index (L,), valid_ratios (B, L, 2) as (w, h) fractions."""
-        shapes = torch.as_tensor([m.shape[-2:] for m in maps], dtype=torch.long, device=maps[0].device)
+        if torch.jit.is_tracing():   # an export: the level sizes are computed in the graph, not recorded constants
+            shapes = torch.stack([torch._shape_as_tensor(m)[-2:] for m in maps]).to(maps[0].device)
+        else:
+            shapes = torch.as_tensor([m.shape[-2:] for m in maps], dtype=torch.long, device=maps[0].device)
         starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
         tokens = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
         mask = torch.cat([m.flatten(1) for m in masks], 1)
@@ -335,17 +340,24 @@ class DETRDetector(nn.Module):
             targets.append({"labels": inst.gt_classes.long(), "boxes": boxes})
         return targets
 
-    def inference(self, logits: Tensor, boxes: Tensor, image_sizes: list[tuple[int, int]]) -> list[Instances]:
-        """Top-k (query, class) pairs. logits (B,N,C), boxes (B,N,4) cxcywh normalised ->
-        Instances with xyxy pixel boxes of the (resized) input image."""
+    def topk_detections(self, logits: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The batched top-k of :meth:`inference`: logits (B, N, C), boxes (B, N, 4) cxcywh normalised ->
+        scores (B, K) sigmoid, highest first, labels (B, K) long, boxes (B, K, 4) xyxy normalised (not clipped),
+        K = min(num_detections, N * C)."""
         prob = logits.sigmoid().flatten(1)
         k = min(self.num_detections, prob.shape[1])
         scores, idx = prob.topk(k, dim=1)
         query_ids = torch.div(idx, self.num_classes, rounding_mode="floor")
-        labels = idx % self.num_classes
+        xyxy = box_cxcywh_to_xyxy(boxes.gather(1, query_ids[..., None].expand(-1, -1, boxes.shape[-1])))
+        return scores, idx % self.num_classes, xyxy
+
+    def inference(self, logits: Tensor, boxes: Tensor, image_sizes: list[tuple[int, int]]) -> list[Instances]:
+        """Top-k (query, class) pairs. logits (B,N,C), boxes (B,N,4) cxcywh normalised ->
+        Instances with xyxy pixel boxes of the (resized) input image."""
+        scores, labels, boxes_xyxy = self.topk_detections(logits, boxes)
         results = []
         for b, (h, w) in enumerate(image_sizes):
-            xyxy = box_cxcywh_to_xyxy(boxes[b, query_ids[b]]) * torch.tensor([w, h, w, h], device=boxes.device)
+            xyxy = boxes_xyxy[b] * torch.tensor([w, h, w, h], device=boxes.device)
             result = Instances((h, w))
             result.pred_boxes = Boxes(xyxy)
             result.pred_boxes.clip((h, w))

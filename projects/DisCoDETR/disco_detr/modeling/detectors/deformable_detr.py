@@ -41,6 +41,7 @@ from ..layers import (
     PositionEmbeddingSine,
     inverse_sigmoid,
 )
+from ..layers.ms_deform_attn_checks import level_sizes
 from .base import DecoderOutput, DETRDetector, EncoderOutput, QueryInit
 
 __all__ = [
@@ -61,10 +62,10 @@ def encoder_reference_points(spatial_shapes: Tensor, valid_ratios: Tensor) -> Te
     its own level, then scaled to the padded map of every level it samples (as the release does).
     """
     points = []
-    for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
-        ys, xs = torch.meshgrid(
-            torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=valid_ratios.device),
-            torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=valid_ratios.device),
+    for lvl, (h, w) in enumerate(level_sizes(spatial_shapes)):
+        ys, xs = torch.meshgrid(   # pixel centres 0.5, 1.5, ... (h, w may be traced 0-dim tensors)
+            torch.arange(h, dtype=torch.float32, device=valid_ratios.device) + 0.5,
+            torch.arange(w, dtype=torch.float32, device=valid_ratios.device) + 0.5,
             indexing="ij",
         )
         ys = ys.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)

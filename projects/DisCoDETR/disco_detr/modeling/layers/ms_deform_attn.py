@@ -6,6 +6,9 @@ a fused kernel it materialises every level's samples, (B*H, Dh, P, Nq) per level
 cost against dense attention is measured by ``tools/benchmarks/benchmark_ms_deform_attn.py``. On CUDA the
 dispatch (:func:`ms_deform_attn`, end of this file) takes the Triton kernel of ``ms_deform_attn_triton.py``
 instead, once the kernel has passed a self-check against this path on that device and dtype (docs/gpu.md).
+The PyTorch path's sampling can instead run by index gathers and corner weights (:func:`bilinear_sample_gather`,
+``set_ms_deform_attn_sampling("gather")``): the same numbers, and an ONNX graph without ``GridSample`` for
+runtimes that miscompute it (TensorRT; docs/deployment.md).
 
 Conventions used throughout this file:
 
@@ -18,6 +21,7 @@ Conventions used throughout this file:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -29,8 +33,9 @@ from torch.nn import functional as F
 from .ms_deform_attn_checks import check_inputs
 from .recording import emit, is_recording
 
-__all__ = ["MultiScaleDeformableAttention", "kernel_self_check", "ms_deform_attn", "ms_deform_attn_sample",
-           "set_ms_deform_attn_backend"]
+__all__ = ["MS_DEFORM_ATTN_SAMPLINGS", "MultiScaleDeformableAttention", "bilinear_sample_gather", "kernel_self_check",
+           "ms_deform_attn", "ms_deform_attn_sample", "ms_deform_attn_sampling", "set_ms_deform_attn_backend",
+           "set_ms_deform_attn_sampling"]
 
 
 class _WeightedPointSum(torch.autograd.Function):
@@ -80,6 +85,39 @@ def _weighted_point_sum(sampled: Tensor, weights: Tensor) -> Tensor:
     return _point_sum(sampled, weights)
 
 
+def _grid_sample(image: Tensor, grid: Tensor) -> Tensor:
+    """``F.grid_sample`` bilinear, zero padding, ``align_corners=False``: image (N, C, h, w), grid (N, Ho, Wo, 2)
+    (x, y) in [-1, 1] (the outer pixel edges) -> (N, C, Ho, Wo)."""
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def bilinear_sample_gather(image: Tensor, grid: Tensor) -> Tensor:
+    """:func:`_grid_sample` by index gathers and corner weights: no ``GridSample`` op in an exported graph.
+
+    image (N, C, h, w); grid (N, Ho, Wo, 2) normalised (x, y) in [-1, 1], -1 and 1 on the outer pixel edges
+    (``align_corners=False``) -> (N, C, Ho, Wo). Corners outside the map count as zeros (zero padding). The
+    pixel coordinates are unnormalised with grid_sample's own formula ``((g + 1) * size - 1) / 2``, so both
+    paths see the same coordinates; gradients flow to ``image`` (through the gather) and to ``grid`` (through
+    the corner weights, the floor being piecewise constant). Every shape is read from the tensors, so a traced
+    graph keeps h and w symbolic. Indices are computed in the grid's float dtype (exact below 2**24 pixels per
+    map in float32).
+    """
+    n, c, h, w = image.shape
+    ho, wo = grid.shape[1], grid.shape[2]
+    x = ((grid[..., 0] + 1) * w - 1) / 2                                     # (N, Ho, Wo) pixel coordinates,
+    y = ((grid[..., 1] + 1) * h - 1) / 2                                     # pixel centres on integers
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    xs = torch.stack([x0, x0 + 1, x0, x0 + 1], 1)                            # (N, 4, Ho, Wo): the 4 corners
+    ys = torch.stack([y0, y0, y0 + 1, y0 + 1], 1)
+    corner_weights = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], 1)
+    inside = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
+    corner_weights = corner_weights * inside.to(corner_weights.dtype)
+    index = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)).long().view(n, 1, -1)   # (N, 1, 4*Ho*Wo) row-major
+    corners = image.reshape(n, c, -1).gather(2, index.expand(n, c, index.shape[-1])).view(n, c, 4, ho, wo)
+    return (corners * corner_weights[:, None].to(corners.dtype)).sum(2)
+
+
 def ms_deform_attn_sample(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor | None,
                           sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
     """The core of multi-scale deformable attention: bilinear sampling and the weighted sum.
@@ -115,13 +153,13 @@ def ms_deform_attn_sample(value: Tensor, spatial_shapes: Tensor, level_start_ind
         num_levels, b * num_heads, num_points, nq, 2).unbind(0)                       # L x (B*H, P, Nq, 2)
     weights = attention_weights.to(dtype).permute(3, 0, 2, 4, 1).reshape(
         num_levels, b * num_heads, 1, num_points, nq).unbind(0)                       # L x (B*H, 1, P, Nq)
+    sample = bilinear_sample_gather if _backend["sampling"] == "gather" else _grid_sample
     out = None
     if levels:
         values = value.to(dtype).permute(0, 2, 3, 1).reshape(b * num_heads, head_dim, s).split(
             [h * w for _, h, w in levels], dim=-1)                                    # L x (B*H, Dh, h_l*w_l)
         for lvl, (_, h, w) in enumerate(levels):
-            sampled = F.grid_sample(values[lvl].view(b * num_heads, head_dim, h, w), grid[lvl], mode="bilinear",
-                                    padding_mode="zeros", align_corners=False)        # (B*H, Dh, P, Nq)
+            sampled = sample(values[lvl].view(b * num_heads, head_dim, h, w), grid[lvl])  # (B*H, Dh, P, Nq)
             # Summing level by level keeps only one level's samples alive at a time in inference.
             term = _weighted_point_sum(sampled, weights[lvl])                         # (B*H, Dh, Nq)
             out = term if out is None else out.add_(term)
@@ -250,7 +288,14 @@ class MultiScaleDeformableAttention(nn.Module):
 # variable DISCO_MS_DEFORM_ATTN_BACKEND.
 MS_DEFORM_ATTN_BACKENDS = ("auto", "pytorch", "triton")
 # verdicts: (device, value dtype, locations dtype) -> None (the kernel passed) or the cause of its failure
-_backend = {"name": os.environ.get("DISCO_MS_DEFORM_ATTN_BACKEND", "auto"), "logged": set(), "verdicts": {}}
+# The PyTorch path's bilinear sampling: "grid_sample" (F.grid_sample, the default) or "gather"
+# (:func:`bilinear_sample_gather`, index gathers and corner weights: no GridSample op in an ONNX graph, for
+# runtimes whose GridSample is wrong or missing, e.g. TensorRT; docs/deployment.md). Both give the same numbers.
+# Set by set_ms_deform_attn_sampling, the context manager ms_deform_attn_sampling, or the environment variable
+# DISCO_MS_DEFORM_ATTN_SAMPLING.
+MS_DEFORM_ATTN_SAMPLINGS = ("grid_sample", "gather")
+_backend = {"name": os.environ.get("DISCO_MS_DEFORM_ATTN_BACKEND", "auto"), "logged": set(), "verdicts": {},
+            "sampling": os.environ.get("DISCO_MS_DEFORM_ATTN_SAMPLING", "grid_sample")}
 
 #: Largest relative difference (to max(1, |reference|)) the self-check accepts, by value dtype: a few units in
 #: the last place of the output's dtype (float32 accumulation in the kernel against float64 in the reference).
@@ -264,6 +309,24 @@ def set_ms_deform_attn_backend(name: str) -> None:
     if name not in MS_DEFORM_ATTN_BACKENDS:
         raise ValueError(f"ms_deform_attn backend must be one of {MS_DEFORM_ATTN_BACKENDS}, got {name!r}")
     _backend["name"] = name
+
+
+def set_ms_deform_attn_sampling(name: str) -> None:
+    """Chooses the PyTorch path's bilinear sampling: "grid_sample" or "gather" (same numbers, see above)."""
+    if name not in MS_DEFORM_ATTN_SAMPLINGS:
+        raise ValueError(f"ms_deform_attn sampling must be one of {MS_DEFORM_ATTN_SAMPLINGS}, got {name!r}")
+    _backend["sampling"] = name
+
+
+@contextlib.contextmanager
+def ms_deform_attn_sampling(name: str):
+    """Within the block, the PyTorch path samples with ``name`` ("grid_sample" or "gather"); restored after."""
+    before = _backend["sampling"]
+    set_ms_deform_attn_sampling(name)
+    try:
+        yield
+    finally:
+        _backend["sampling"] = before
 
 
 def auto_prefers_triton(device: torch.device) -> bool:

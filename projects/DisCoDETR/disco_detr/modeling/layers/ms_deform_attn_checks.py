@@ -11,12 +11,29 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["check_inputs", "level_shapes"]
+__all__ = ["check_inputs", "level_shapes", "level_sizes"]
+
+
+def level_sizes(spatial_shapes: Tensor | Sequence[Sequence[int]]) -> list[tuple]:
+    """``[(h_l, w_l), ...]`` of the (L, 2) ``spatial_shapes`` as Python ints; while tracing (ONNX export), 0-dim
+    tensors read in the graph, so that an exported graph computes them for its own input size."""
+    if torch.jit.is_tracing() and isinstance(spatial_shapes, Tensor):
+        return [(spatial_shapes[lvl, 0], spatial_shapes[lvl, 1]) for lvl in range(spatial_shapes.shape[0])]
+    return [(int(h), int(w)) for h, w in torch.as_tensor(spatial_shapes).tolist()]
 
 
 def level_shapes(spatial_shapes: Tensor | Sequence[Sequence[int]], level_start_index: Tensor | Sequence[int] | None,
                  num_tokens: int) -> list[tuple[int, int, int]]:
-    """Checks the level layout and returns ``[(start, h, w), ...]`` as Python ints (one host sync on CUDA)."""
+    """Checks the level layout and returns ``[(start, h, w), ...]`` as Python ints (one host sync on CUDA).
+
+    While tracing (ONNX export) the values are 0-dim tensors read from ``spatial_shapes``, unchecked, so that the
+    graph computes them (dynamic image size) instead of recording the example's sizes."""
+    if torch.jit.is_tracing():
+        levels, start = [], 0
+        for h, w in level_sizes(spatial_shapes):
+            levels.append((start, h, w))
+            start = start + h * w
+        return levels
     shapes = torch.as_tensor(spatial_shapes)
     if shapes.dim() != 2 or shapes.shape[1] != 2:
         raise ValueError(f"spatial_shapes must be (L, 2) (h, w) per level, got shape {tuple(shapes.shape)}")

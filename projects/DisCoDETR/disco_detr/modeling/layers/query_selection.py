@@ -40,6 +40,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .ms_deform_attn_checks import level_sizes
+
 __all__ = ["encoder_proposals", "gather_tokens", "select_topk", "selection_scores"]
 
 
@@ -64,9 +66,9 @@ def encoder_proposals(spatial_shapes: Tensor, mask: Tensor | None = None, *, gri
     if shapes.dim() != 2 or shapes.shape[1] != 2:
         raise ValueError(f"spatial_shapes must be (L, 2) (h, w), got shape {tuple(shapes.shape)}")
     device = mask.device if mask is not None else shapes.device
-    hw = [(int(h), int(w)) for h, w in shapes.tolist()]
+    hw = level_sizes(shapes)   # 0-dim tensors while tracing (an export computes them for its input size)
     total = sum(h * w for h, w in hw)
-    if mask is not None and (mask.dim() != 2 or mask.shape[1] != total):
+    if mask is not None and not torch.jit.is_tracing() and (mask.dim() != 2 or mask.shape[1] != total):
         raise ValueError(f"mask must be (B, S={total}) for spatial_shapes {hw}, got {tuple(mask.shape)}")
     b = mask.shape[0] if mask is not None else (batch_size or 1)
     anchors, valid = [], []
