@@ -19,15 +19,15 @@ from .finetune import BATCH, COCO_TRAIN_IMAGES, VOC_TRAINVAL_IMAGES
 from .schedule import epochs_to_iters, step_schedule
 
 #: (parent dataset, images in its split pool: those with a non-crowd box) of each benchmark
-PARENTS = {"coco": ("coco_2017_train", COCO_TRAIN_IMAGES), "voc": ("voc_2007_2012_trainval", VOC_TRAINVAL_IMAGES)}
+_PARENTS = {"coco": ("coco_2017_train", COCO_TRAIN_IMAGES), "voc": ("voc_2007_2012_trainval", VOC_TRAINVAL_IMAGES)}
 #: DETReg's low-label schedules: (benchmark, percent) -> (epochs, lr drop epoch)
-DETREG_SCHEDULES = {("coco", 1): (2000, 2000), ("coco", 2): (1000, 1000), ("coco", 5): (500, 500),
+_DETREG_SCHEDULES = {("coco", 1): (2000, 2000), ("coco", 2): (1000, 1000), ("coco", 5): (500, 500),
                     ("coco", 10): (400, 400), ("voc", 10): (200, 150)}
 
 
 def split_images(benchmark: str, percent: float) -> int:
     """Images in a ``percent`` % split of ``benchmark`` (floor of the fraction of the pool, as the split draws)."""
-    return max(1, math.floor(percent / 100 * PARENTS[benchmark][1]))
+    return max(1, math.floor(percent / 100 * _PARENTS[benchmark][1]))
 
 
 def low_label(dataloader, train, lr_multiplier, benchmark: str, percent: int, output_dir: str):
@@ -35,8 +35,8 @@ def low_label(dataloader, train, lr_multiplier, benchmark: str, percent: int, ou
     finetune.py) at fold ``${label_split.fold}`` of the ``percent`` % split of ``benchmark`` ("coco" or
     "voc"), with DETReg's schedule for it. Returns ``(label_split, lr_multiplier)``: the config's new
     top-level ``label_split`` section (``fold`` 0) and its schedule, keeping the base's warm-up iterations."""
-    parent, _ = PARENTS[benchmark]
-    epochs, drop_epoch = DETREG_SCHEDULES[(benchmark, percent)]
+    parent, _ = _PARENTS[benchmark]
+    epochs, drop_epoch = _DETREG_SCHEDULES[(benchmark, percent)]
     warmup_iters = round(lr_multiplier.warmup_length * train.max_iter)
     num_images = split_images(benchmark, percent)
     dataloader.train.dataset.names = f"{parent}_{percent}pct_fold${{label_split.fold}}"
