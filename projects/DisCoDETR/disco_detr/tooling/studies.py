@@ -33,6 +33,9 @@ default budget was chosen from it.
 --device cuda runs every step on a GPU.
 --tiny runs the tests' tiny configs (tests/configs) in-process on the registered demo
 data ($DISCO_DEMO_ROOT, which must already hold the unlabelled proposals), for the tests.
+
+The plan, the step runner, the demo preparation, the shared options and the readers of a run's results are
+also the label-efficiency study's (label_efficiency_study.py).
 """
 from __future__ import annotations
 
@@ -186,12 +189,17 @@ def measured(run_dir: str) -> dict:
     return {**demo_runs.final_metrics(run_dir), "cs": row["cs"], "distance": row["distance"]}
 
 
+def pretrain_health(run_dir: str) -> dict:
+    """The last pre-training health metrics of a run ({} when it logged none), as tools/analyze.py reads them."""
+    from . import analyze
+
+    return analyze.pretrain_health(run_dir)
+
+
 def run_study(args) -> dict:
     plan = study_plan(args)
     prepare(args, plan)
     timings = run_steps(args, study_steps(args, plan))
-    from . import analyze
-
     results = {start: {} for start in args.starts}
     for seed in args.seeds:
         seed_dir = os.path.join(args.out, f"seed{seed}")
@@ -201,7 +209,7 @@ def run_study(args) -> dict:
             for start in pretrain_starts(args.starts):
                 bdir = os.path.join(seed_dir, f"budget{budget}")
                 row = measured(os.path.join(bdir, f"finetune_{start}"))
-                row["pretrain_health"] = analyze.pretrain_health(os.path.join(bdir, f"pretrain_{start}"))
+                row["pretrain_health"] = pretrain_health(os.path.join(bdir, f"pretrain_{start}"))
                 results[start].setdefault(str(budget), {})[str(seed)] = row
     return {"variant": args.variant, "starts": list(args.starts), "budgets": list(args.budgets),
             "seeds": list(args.seeds), "finetune_iters": args.finetune_iters, "tiny": bool(args.tiny),

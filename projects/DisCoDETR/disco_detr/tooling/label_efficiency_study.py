@@ -80,13 +80,11 @@ def run_study(args) -> dict:
     plan = studies.study_plan(args)
     studies.prepare(args, plan)
     timings = studies.run_steps(args, study_steps(args, plan), what="label-efficiency study")
-    from . import analyze
-
     results = {start: {token(f): {str(k): studies.measured(os.path.join(args.out, token(f), f"fold{k}",
                                                                          f"finetune_{start}"))
                                   for k in args.folds} for f in sorted(args.fractions)}
                for start in args.starts}
-    health = {start: analyze.pretrain_health(os.path.join(args.out, f"pretrain_{start}"))
+    health = {start: studies.pretrain_health(os.path.join(args.out, f"pretrain_{start}"))
               for start in studies.pretrain_starts(args.starts)}
     study = {"variant": args.variant, "starts": list(args.starts), "fractions": sorted(args.fractions),
              "folds": list(args.folds), "pretrain_iters": args.pretrain_iters, "finetune_iters": args.finetune_iters,

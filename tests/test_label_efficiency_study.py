@@ -1,4 +1,4 @@
-"""The label-efficiency study (tools/label_efficiency_study.py, disco_detr/tooling/label_study.py): its grid of
+"""The label-efficiency study (tools/label_efficiency_study.py, disco_detr/tooling/label_efficiency_study.py): its grid of
 runs, the split each fine-tuning trains on, resuming, the cells' mean +- std, the tables and the plot."""
 import json
 import os
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from disco_detr.tooling import label_study
+from disco_detr.tooling import label_efficiency_study as label_study
 
 from conftest import REPO
 
@@ -104,4 +104,4 @@ def test_tiny_study_runs_the_grid_writes_splits_and_resumes(demo_proposals, tmp_
 
 def test_entry_point_is_the_module():
     with open(os.path.join(REPO, "tools", "label_efficiency_study.py")) as f:
-        assert "from disco_detr.tooling.label_study import main" in f.read()
+        assert "from disco_detr.tooling.label_efficiency_study import main" in f.read()
