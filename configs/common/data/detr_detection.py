@@ -12,7 +12,9 @@ from disco_detr.evaluation import COCODetectionEvaluator
 dataloader = OmegaConf.create()
 
 dataloader.train = L(build_train_loader)(
-    dataset=L(load_detection_dicts)(names="coco_2017_train", filter_empty=True, strict=False),
+    # a label split's image ids are written next to the run (``<split>.json``); other datasets write nothing
+    dataset=L(load_detection_dicts)(names="coco_2017_train", filter_empty=True, strict=False,
+                                    split_dir="${train.output_dir}/label_splits"),
     mapper=L(DetrDatasetMapper)(
         is_train=True,
         num_classes="${model.num_classes}",

@@ -15,7 +15,8 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 __all__ = ["plot_convergence_stability", "plot_distance_curves", "plot_ap_vs_time", "plot_arrows",
-           "plot_decoder_attention", "plot_encoder_attention", "plot_budget_study"]
+           "plot_decoder_attention", "plot_encoder_attention", "plot_budget_study",
+           "plot_label_efficiency"]
 
 
 def _save(fig, path: str) -> str:
@@ -174,25 +175,46 @@ def plot_encoder_attention(image, maps: list, path: str, title: str = "") -> str
     return _save(fig, path)
 
 
-def plot_budget_study(budgets, results: dict, path: str, metric: str = "AP") -> str:
-    """Fine-tuning AP against pre-training budget. results: start label -> (len(budgets), seeds)
-    array of the metric (NaN = missing); mean line with +- one (population, ddof=0) standard deviation band and the
-    single seeds as dots. A start without pre-training may be given as (1, seeds): a flat band."""
-    budgets = np.asarray(budgets, dtype=float)
+def _plot_mean_band(x, results: dict, path: str, *, repeats: str, xlabel: str, ylabel: str, title: str,
+                    log_x: bool = False, tick_format: str = "{:g}") -> str:
+    """results: label -> (len(x), repeats) array (NaN = missing), or (1, repeats) for a flat band; per label a
+    mean line, a +- one (population, ddof=0) standard deviation band and every repeat as a dot."""
+    x = np.asarray(x, dtype=float)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for label, values in results.items():
         v = np.asarray(values, dtype=float)
         if v.shape[0] == 1:
-            v = np.repeat(v, len(budgets), 0)
+            v = np.repeat(v, len(x), 0)
         mean, std = np.nanmean(v, 1), np.nanstd(v, 1)
-        line, = ax.plot(budgets, mean, "o-", label=f"{label} (mean +- std, {v.shape[1]} seeds)")
-        ax.fill_between(budgets, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        line, = ax.plot(x, mean, "o-", label=f"{label} (mean +- std, {v.shape[1]} {repeats})")
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         for j in range(v.shape[1]):
-            ax.scatter(budgets, v[:, j], s=10, color=line.get_color(), alpha=0.6)
-    ax.set_xticks(budgets)
-    ax.set_xlabel("pre-training budget (iterations)")
-    ax.set_ylabel(f"fine-tuning {metric} (%)")
-    ax.set_title(f"Does pre-training help? Fine-tuning {metric} against pre-training budget")
+            ax.scatter(x, v[:, j], s=10, color=line.get_color(), alpha=0.6)
+    if log_x:
+        ax.set_xscale("log")
+        ax.minorticks_off()
+    ax.set_xticks(x, [tick_format.format(t) for t in x])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_budget_study(budgets, results: dict, path: str, metric: str = "AP") -> str:
+    """Fine-tuning AP against pre-training budget. results: start label -> (len(budgets), seeds)
+    array of the metric (NaN = missing); mean line with +- one (population, ddof=0) standard deviation band and the
+    single seeds as dots. A start without pre-training may be given as (1, seeds): a flat band."""
+    return _plot_mean_band(budgets, results, path, repeats="seeds", xlabel="pre-training budget (iterations)",
+                           ylabel=f"fine-tuning {metric} (%)",
+                           title=f"Does pre-training help? Fine-tuning {metric} against pre-training budget")
+
+
+def plot_label_efficiency(percents, results: dict, path: str, metric: str = "AP") -> str:
+    """Fine-tuning AP against the labelled fraction (x: percent of the training set, log scale). results: start
+    label -> (len(percents), folds) array of the metric (NaN = missing); one line per start (mean), a +- one
+    (population) standard deviation band over folds, and every fold as a dot."""
+    return _plot_mean_band(percents, results, path, repeats="folds", log_x=True, tick_format="{:g} %",
+                           xlabel="labelled images (% of the training set)", ylabel=f"fine-tuning {metric} (%)",
+                           title=f"Label efficiency: fine-tuning {metric} against the labelled fraction")

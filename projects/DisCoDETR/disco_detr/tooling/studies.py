@@ -33,6 +33,9 @@ default budget was chosen from it.
 --device cuda runs every step on a GPU.
 --tiny runs the tests' tiny configs (tests/configs) in-process on the registered demo
 data ($DISCO_DEMO_ROOT, which must already hold the unlabelled proposals), for the tests.
+
+The plan, the step runner, the demo preparation, the shared options and the readers of a run's results are
+also the label-efficiency study's (label_efficiency_study.py).
 """
 from __future__ import annotations
 
@@ -131,12 +134,16 @@ def study_steps(args, plan: dict) -> list[tuple[str, str, list[str], list[str]]]
     for seed in args.seeds if "none" in args.starts else []:
         none.append((os.path.join(args.out, f"seed{seed}", "finetune_none"), plan["finetune"],
                      [f"train.seed={seed}", *ft, f"train.init_checkpoint={plan['init_none']}"], []))
-    if args.tiny:  # run one after the other: every pre-training before its fine-tuning
-        return none + pretrain + finetune
-    return finetune + pretrain + none  # a fine-tuning starts as soon as its pre-training is done
+    return in_order(args, none, pretrain, finetune)
 
 
-def run_steps(args, steps) -> dict:
+def in_order(args, none: list, pretrain: list, finetune: list) -> list:
+    """The steps in their order of preference: in-process (--tiny) every pre-training before the fine-tunings;
+    side by side the fine-tunings first, each starting as soon as its pre-training is done."""
+    return none + pretrain + finetune if args.tiny else finetune + pretrain + none
+
+
+def run_steps(args, steps, what: str = "budget study") -> dict:
     """Run the steps whose ``model_final.pth`` is missing (all with --force); {output_dir: seconds}.
     --tiny: in this process, one after the other; otherwise ``--jobs`` subprocesses of
     tools/lazyconfig_train_net.py side by side with ``--threads`` torch threads each."""
@@ -148,7 +155,7 @@ def run_steps(args, steps) -> dict:
         from tqdm import tqdm
 
         train_net, timings = _load_tool("lazyconfig_train_net"), {}
-        for out, config, overrides, _ in tqdm(todo, desc="budget study", unit="run"):
+        for out, config, overrides, _ in tqdm(todo, desc=what, unit="run"):
             start = time.time()
             opts = ["--config-file", config, *common, f"train.output_dir={out}", *overrides]
             train_net.main(default_argument_parser().parse_args(opts))
@@ -160,24 +167,31 @@ def run_steps(args, steps) -> dict:
         cmd = ["tools/lazyconfig_train_net.py", "--config-file", config, *common, f"train.output_dir={out}",
                *overrides]
         graph[rel(out)] = (cmd, os.path.join(out, "run.log"), [rel(d) for d in deps if any(d == t[0] for t in todo)])
-    print(f"budget study: {len(graph)} of {len(steps)} training runs to do, {args.jobs} at a time", flush=True)
+    print(f"{what}: {len(graph)} of {len(steps)} training runs to do, {args.jobs} at a time", flush=True)
     return demo_runs.run_graph(graph, args.jobs, args.threads)
 
 
-def run_study(args) -> dict:
-    plan = study_plan(args)
+def prepare(args, plan: dict) -> None:
+    """The full (not --tiny) study's inputs, each made only if missing: the demo data in --data, the ImageNet
+    backbone, and the unlabelled proposals of every pre-training start's method."""
     if plan["prepare"]:
         # the demo configs find the data through $DISCO_DEMO_ROOT (default datasets/demo)
         os.environ["DISCO_DEMO_ROOT"] = os.path.join(REPO, args.data)
         demo_runs.run(["tools/make_demo_data.py", "--out", args.data])
         demo_runs.run(["tools/prepare_demo_backbone.py", "--out", demo_runs.WEIGHTS])
         demo_runs.make_proposals(args.data, {PROPOSAL_METHOD.get(s, "edgeboxes") for s in pretrain_starts(args.starts)})
+
+
+def measured(run_dir: str) -> dict:
+    """AP / AP50 / AP75 of a fine-tuning run, and its CS and last query -> object distance (None: not recorded)."""
+    row = summarize(run_dir)
+    return {**demo_runs.final_metrics(run_dir), "cs": row["cs"], "distance": row["distance"]}
+
+
+def run_study(args) -> dict:
+    plan = study_plan(args)
+    prepare(args, plan)
     timings = run_steps(args, study_steps(args, plan))
-
-    def measured(run_dir):  # AP / AP50 / AP75, and the fine-tuning's CS and last distance (None: not recorded)
-        row = summarize(run_dir)
-        return {**demo_runs.final_metrics(run_dir), "cs": row["cs"], "distance": row["distance"]}
-
     results = {start: {} for start in args.starts}
     for seed in args.seeds:
         seed_dir = os.path.join(args.out, f"seed{seed}")
@@ -229,32 +243,39 @@ def print_table(study: dict, metric: str) -> None:
               + " | ".join(f"{x:{spec}}" for x in v) + " |")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_study_arguments(parser, out: str, starts: str) -> None:
+    """The options every study shares (variant, starts, jobs, threads, data, out, device, metric, tiny, force);
+    ``out``: the default output folder; ``starts``: the help text's defaults of --starts."""
     parser.add_argument("--variant", default=demo_runs.DEFAULT_VARIANT, choices=sorted(VARIANTS),
                         help="detector with demo presets (default cond, make demo's)")
     parser.add_argument("--starts", nargs="+", choices=("none", *PRETRAIN_STARTS), default=None,
-                        help="starts compared (default all: none " + " ".join(PRETRAIN_STARTS) + "; tiny: none siamese disco)")
+                        help=f"starts compared (default {starts})")
+    parser.add_argument("--jobs", type=int, default=3, help="training runs side by side (default 3, as make demo)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of each run (default 1, as make demo: a run's numbers depend on it)")
+    parser.add_argument("--data", default="datasets/demo", help="demo data folder (made if missing)")
+    parser.add_argument("--out", default=out, help=f"output folder of the study (default {out})")
+    parser.add_argument("--device", default="", help="train.device of every step (default: the configs' 'auto')")
+    parser.add_argument("--metric", choices=("AP", "AP50", "AP75"), default="AP", help="metric plotted")
+    parser.add_argument("--tiny", action="store_true", help="tiny configs, in-process (for the tests)")
+    parser.add_argument("--force", action="store_true", help="rerun steps whose model_final.pth exists")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_study_arguments(parser, "output/budget_study",
+                        "all: none " + " ".join(PRETRAIN_STARTS) + "; tiny: none siamese disco")
     parser.add_argument("--budgets", type=int, nargs="+", default=None,
                         help="pre-training iterations (default 50 300; tiny: 1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2; tiny: 0)")
     parser.add_argument("--finetune-iters", type=int, default=None,
                         help="fine-tuning iterations (default 400, the demo's; tiny: 1)")
-    parser.add_argument("--jobs", type=int, default=3, help="training runs side by side (default 3, as make demo)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads of each run (default 1, as make demo: a run's numbers depend on it)")
-    parser.add_argument("--data", default="datasets/demo", help="demo data folder (made if missing)")
-    parser.add_argument("--out", default="output/budget_study", help="output folder of the study")
-    parser.add_argument("--device", default="", help="train.device of every step (default: the configs' 'auto')")
-    parser.add_argument("--metric", choices=("AP", "AP50", "AP75"), default="AP", help="metric plotted")
     parser.add_argument("--analysis-period", type=int, default=0,
                         help="K > 0: every run records its reference points every K iterations "
                              "(train.analysis.reference_period; see tools/analyze.py cs). Default 0: off")
     parser.add_argument("--query-distance", action="store_true",
                         help="fine-tuning runs record the query -> object distance at their evaluations "
                              "(train.analysis.query_distance; one more inference pass over the val set each)")
-    parser.add_argument("--tiny", action="store_true", help="tiny configs, in-process (for the tests)")
-    parser.add_argument("--force", action="store_true", help="rerun steps whose model_final.pth exists")
     args = parser.parse_args(argv)
     args.budgets = args.budgets or ([1] if args.tiny else [50, 300])
     args.seeds = args.seeds or ([0] if args.tiny else [0, 1, 2])
