@@ -25,12 +25,13 @@ SMALL_TEST_SIZE = (480, SMALL_MAX_SIZE)
 
 
 def small_finetuning(variant: str):
-    """The config (its five sections by name) of the small preset's fine-tuning of ``variant`` (a key of disco_detr.variants.VARIANTS):
-    the demo preset's detector, optimiser (AdamW 3e-4), batch 8 and frozen MobileNetV2 (train.init_checkpoint:
-    its ImageNet weights, or a small pre-training's model_final.pth); model.num_classes None (from the training
-    dataset); train: short side 320-480 (long side <= 640), the crop branch at 0.6x the paper's sizes; test: 480 x
-    <= 640; 50 epochs of the training set (lr drop at 0.8), a checkpoint every 500 iterations, evaluation at
-    the end. Datasets default to the demo's (disco_demo_train / disco_demo_val): set yours."""
+    """The config (its five sections by name) of the small preset's fine-tuning of ``variant`` (a key of
+    disco_detr.variants.VARIANTS): the demo preset's detector, optimiser (AdamW 3e-4), batch 8 and frozen
+    MobileNetV2 (train.init_checkpoint: its ImageNet weights, or a small pre-training's model_final.pth);
+    model.num_classes None (from the training dataset); train: short side 320-480 (long side <= 640), the crop
+    branch at 0.6x the paper's sizes; test: 480 x <= 640; 50 epochs of the training set (lr drop at 0.8), a
+    checkpoint every 500 iterations, evaluation at the end. Datasets default to the demo's (disco_demo_train /
+    disco_demo_val): set yours."""
     cfg = LazyConfig.load(config_path(_VARIANTS[variant].demo_config))
     cfg.model.num_classes = None
     cfg.dataloader.train.mapper.update(min_sizes=SMALL_MIN_SIZES, max_size=SMALL_MAX_SIZE,
