@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -37,8 +38,10 @@ TINY = {
     "tools/predict.py": _TINY_TEST,
     "tools/export_model.py": [],
 }
-#: options put right after the script (before the overrides, which run to the end of the line)
-OPTIONS = {"tools/pretrain_on_folder.py": ["--proposal-workers", "1"]}
+#: options put right after the script (before the overrides, which run to the end of the line); the export's
+#: parity check pairs boxes by rank, which ties among an untrained model's equal scores make ambiguous
+#: (tests/test_export.py checks parity on models that rank)
+OPTIONS = {"tools/pretrain_on_folder.py": ["--proposal-workers", "1"], "tools/export_model.py": ["--no-check"]}
 
 
 def page_commands(path: str = PAGE) -> list[list[str]]:
@@ -100,7 +103,9 @@ def test_the_page_commands_run_end_to_end(tmp_path):
         if command[0] == "python":
             script = command[1]
             command = [sys.executable, script, *OPTIONS.get(script, []), *command[2:], *TINY[script]]
+        start = time.perf_counter()
         proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        print(f"{time.perf_counter() - start:.0f} s: {' '.join(command[1:3])}")
         assert proc.returncode == 0, f"{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
         outputs.append(proc.stdout)
 

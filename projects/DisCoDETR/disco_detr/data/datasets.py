@@ -108,6 +108,8 @@ def read_class_names(path: str) -> list[str]:
     """The class names of a names file, one a line, in order (contiguous id 0 first): labelme's
     ``class_names.txt`` (labelme2voc.py) or ``labels.txt``; blank lines and labelme's
     ``_background_`` / ``__ignore__`` are skipped."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"class names file {path!r} does not exist")
     with open(path, encoding="utf-8-sig") as f:
         names = [line.strip() for line in f]
     names = [n for n in names if n and n not in NOT_CLASSES]
