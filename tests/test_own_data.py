@@ -18,7 +18,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from disco_detr.checkpoint.transfer import finetune_configs_for, matching_finetune_configs
 from disco_detr.config import preset, preset_path, pretraining_config
-from disco_detr.data import read_class_names, register_voc_dataset
+from disco_detr.data import read_class_names, register_unlabelled_images, register_voc_dataset
 from disco_detr.tooling.pretrain_on_folder import finetune_hint, folder_config
 from disco_detr.variants import METHODS, VARIANTS
 
@@ -131,6 +131,17 @@ def test_read_class_names_skips_labelme_background(tmp_path):
     (tmp_path / "empty.txt").write_text("_background_\n")
     with pytest.raises(ValueError, match="names no class"):
         read_class_names(str(tmp_path / "empty.txt"))
+    with pytest.raises(FileNotFoundError, match="missing.txt' does not exist"):
+        read_class_names(str(tmp_path / "missing.txt"))
+
+
+def test_the_register_helpers_are_exported_from_disco_detr_data():
+    import disco_detr.data as data
+
+    for name in ("register_voc_dataset", "register_coco_dataset", "register_unlabelled_images",
+                 "load_unlabelled_folder", "read_class_names"):
+        assert name in data.__all__ and callable(getattr(data, name))
+    assert register_unlabelled_images.__module__ == "disco_detr.data.pretrain_datasets"
 
 
 def test_register_voc_dataset_accepts_a_class_names_file(tmp_path):

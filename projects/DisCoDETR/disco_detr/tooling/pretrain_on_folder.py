@@ -3,7 +3,7 @@
     python tools/pretrain_on_folder.py --images datasets/my_photos --variant cond --method disco \\
         [--preset small|paper] --output output/my_pretrain [key=value ...]
 
-1. makes the proposals the method reads (tools/generate_proposals.py: EdgeBoxes for DisCo / Siamese
+1. makes the proposals the method reads (runs tools/generate_proposals.py: EdgeBoxes for DisCo / Siamese
    DETR, selective search for DETReg) into ``--proposals`` (default ``<output>/proposals_<algorithm>.sqlite``);
    resumable, so a rerun computes only the images not yet in the store;
 2. builds the pre-training config of (method, variant, preset) (configs/common/pretrain.py), points its
@@ -32,7 +32,6 @@ from ..checkpoint.transfer import matching_finetune_configs
 from ..config import apply_overrides, pretraining_config
 from ..data.pretrain_datasets import load_unlabelled_folder
 from ..variants import METHODS, REPO_ROOT, VARIANTS
-from . import generate_proposals
 
 __all__ = ["build_parser", "folder_config", "finetune_hint", "main"]
 
@@ -80,6 +79,11 @@ def finetune_hint(checkpoint: str) -> str:
     return "\n".join(lines)
 
 
+def _tool(script: str, *args: str) -> list[str]:
+    """The command line of tools/``script`` (run as its own process, as a user would)."""
+    return [sys.executable, os.path.join(REPO_ROOT, "tools", script), *args]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -92,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = folder_config(args.method, args.variant, args.preset, args.images, proposals, args.output, opts)
     print(f"[1/3] proposals ({algorithm}) -> {proposals}", flush=True)
-    rc = generate_proposals.main(["--images", args.images, "--out", proposals, "--method", algorithm,
-                                  "--workers", str(max(args.proposal_workers, 1))])
+    rc = subprocess.call(_tool("generate_proposals.py", "--images", args.images, "--out", proposals, "--method",
+                               algorithm, "--workers", str(max(args.proposal_workers, 1))))
     if rc:
         return rc
 
@@ -104,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[2/3] config -> {config_file} (edit it and rerun: python tools/lazyconfig_train_net.py "
           f"--config-file {config_file})", flush=True)
 
-    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "lazyconfig_train_net.py"), "--config-file",
-               config_file, "--num-gpus", str(args.num_gpus), "--resume"]
+    command = _tool("lazyconfig_train_net.py", "--config-file", config_file, "--num-gpus", str(args.num_gpus),
+                    "--resume")
     print(f"[3/3] training: {' '.join(command[1:])}", flush=True)
     rc = subprocess.call(command)
     if rc:
