@@ -35,6 +35,7 @@ TINY = {
                                                   "train.require_backbone_weights=False"],
     "tools/lazyconfig_train_net.py": _TINY_TRAIN + _TINY_TEST + ["dataloader.train.mapper.crop_resize_sizes=[64,80]",
                                                                  "dataloader.train.mapper.crop_size=[48,80]"],
+    "tools/visualize_pretrain_data.py": [],
     "tools/predict.py": _TINY_TEST,
     "tools/export_model.py": [],
 }
@@ -96,8 +97,8 @@ def test_the_page_commands_run_end_to_end(tmp_path):
                                                          os.environ.get("PYTHONPATH", "")])}
     commands = page_commands()
     assert [c[1] if c[0] == "python" else c[0] for c in commands] == [
-        "tools/pretrain_on_folder.py", "cp", "tools/lazyconfig_train_net.py", "tools/predict.py",
-        "tools/export_model.py"]
+        "tools/pretrain_on_folder.py", "tools/visualize_pretrain_data.py", "cp", "tools/lazyconfig_train_net.py",
+        "tools/predict.py", "tools/export_model.py"]
     outputs = []
     for command in commands:
         if command[0] == "python":
@@ -117,6 +118,7 @@ def test_the_page_commands_run_end_to_end(tmp_path):
     assert saved.train.max_iter == 2 and saved.train.finetune_config == "configs/small/cond.py"
     assert "Matching fine-tuning config: configs/small/cond.py" in outputs[0]
     assert matching_finetune_configs(str(run / "model_final.pth")) == ["configs/small/cond.py"]
+    assert len(list((tmp_path / "output" / "my_views").glob("*.png"))) == 2  # views of one's own photos
     # fine-tuning from that checkpoint, predictions and an ONNX graph of 480 x 640 (4:3) input
     assert (tmp_path / "output" / "my_finetune" / "model_final.pth").is_file()
     assert (tmp_path / "output" / "my_predictions" / "predictions.json").is_file()
