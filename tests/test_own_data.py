@@ -206,5 +206,5 @@ def test_folder_config_points_at_the_folder_and_rejects_unknown_keys(tmp_path):
 def test_finetune_hint_names_the_config_from_the_runs_config_yaml(tmp_path):
     (tmp_path / "config.yaml").write_text("model: {}\ntrain:\n  finetune_config: configs/small/dab.py\n")
     hint = finetune_hint(str(tmp_path / "model_final.pth"))
-    assert "Matching fine-tuning config: configs/small/dab.py" in hint
+    assert "Matching fine-tuning config: configs/small/dab.py" in hint and 'preset("small/dab")' in hint
     assert f"train.init_checkpoint={tmp_path / 'model_final.pth'}" in hint

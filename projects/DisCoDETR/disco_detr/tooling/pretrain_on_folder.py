@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 
@@ -72,9 +73,10 @@ def finetune_hint(checkpoint: str) -> str:
     configs = matching_finetune_configs(checkpoint)
     if not configs:
         return f"Pre-trained checkpoint: {checkpoint} (no matching fine-tuning config is known)"
+    name = re.sub(r"^configs/|\.py$", "", configs[0])
     lines = [f"Pre-trained checkpoint: {checkpoint}",
-             f"Matching fine-tuning config: {' or '.join(configs)} (docs/own_data.md: copy configs/own/finetune_voc.py "
-             "or finetune_coco.py, which build on it, and set your dataset). Then:",
+             f"Matching fine-tuning config: {' or '.join(configs)}. Copy configs/own/finetune_voc.py (or "
+             f"finetune_coco.py), set your dataset and preset(\"{name}\") in it (docs/own_data.md), then:",
              f"  python tools/lazyconfig_train_net.py --config-file my_finetune.py train.init_checkpoint={checkpoint}"]
     return "\n".join(lines)
 
