@@ -3,4 +3,5 @@
 from .disco_cond import dataloader, lr_multiplier, model, optimizer, train
 
 model.detector.num_queries = 100
+train.finetune_config = "configs/finetune_cond_coco_q100.py"  # or finetune_cond_voc_q100.py: the same query count
 train.output_dir = "./output/disco_cond_q100"

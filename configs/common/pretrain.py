@@ -11,7 +11,8 @@
 #
 # Every call builds fresh copies (the imported pieces are deep-copied, the detector config is loaded anew), so
 # no call changes what another sees. Siamese DETR is DisCo without DMOQF and without CLD (use_dmoqf False,
-# weight_contrast 0). preset="demo" builds the CPU demo's pre-training of the demo detector instead.
+# weight_contrast 0). preset="demo" builds the CPU demo's pre-training of the demo detector instead, preset="small"
+# the same detector on photos at 320-480 px (configs/small/, docs/own_data.md).
 import copy
 from dataclasses import dataclass
 
@@ -157,13 +158,11 @@ def _paper(method: str, variant, detector):
                              model=model, optimizer=optimizer, train=_paper_budget(train, epochs, period))
 
 
-def _demo(method: str, variant, detector):
-    """The CPU demo's pre-training of the demo ``detector`` with the method's paper settings and the demo's
-    optimiser and train keys (:data:`DEMO_TRAINING`, with the variant's lr factors): 8 images per iteration
-    for the variant's demo budget (50 iterations, 150 for Deformable DETR; chosen from the budget study,
-    README "Budget study"; tools/run_demo.py passes --pretrain-iters). DisCo / Siamese: views from a 128-160 px
-    resize, 64-px crops; DETReg: the same scales, crops resized from 140-200, the first 10 proposals, embedding
-    targets from the stride-8 stage (the release's C3 is stride 8 too)."""
+def _cpu_friendly(method: str, variant, detector, dataset: str, sizes: dict):
+    """The demo's optimiser and train keys (:data:`DEMO_TRAINING`, with the variant's lr factors) around the
+    method's paper model of ``detector``, reading ``dataset``; the mapper's image-size keys from ``sizes``
+    (``method`` -> keys); colour augmentation and crops in the data workers (on a CPU they overlap with the
+    step), 8 images per iteration, 1 worker. The demo and the small preset differ only in ``sizes``/budget."""
     demo = LazyConfig.load(config_path(DEMO_TRAINING))
     optimizer, train = demo.optimizer, demo.train
     if variant.lr_factor_keys is not None:
@@ -172,38 +171,89 @@ def _demo(method: str, variant, detector):
         _with_embedding_level(detector, "stride8")
         model = detreg_model(pretraining_detector(detector, num_classes=1, freeze_backbone=False), ("stride8",))
         dataloader = copy.deepcopy(_detreg_dataloader)
-        dataloader.train.dataset.names = "disco_demo_unlabelled_ss"
-        dataloader.train.mapper.update(scales=(128, 144, 160), max_size=240, crop_resize_sizes=(140, 170, 200),
-                                       crop_size_range=(128, 200), crop_size=64, num_proposals=10)
     else:
         model = disco_model(pretraining_detector(detector, num_classes=2, freeze_backbone=False),
                             variant.demo_feature_levels, variant.disco_loss_weights)
         dataloader = copy.deepcopy(_disco_dataloader)
-        dataloader.train.dataset.names = "disco_demo_unlabelled"
-        dataloader.train.mapper.update(min_sizes=(128, 144, 160), max_size=240, crop_size=64,
-                                       # on a CPU the data worker overlaps with the step: colour augmentation
-                                       # and crops stay in the worker (the same distribution as the device path)
-                                       photometric="cpu", crops_on_device=False)
+        # on a CPU the data worker overlaps with the step: colour augmentation and crops stay in the worker
+        # (the same distribution as the device path)
+        dataloader.train.mapper.update(photometric="cpu", crops_on_device=False)
         dataloader.batch_transform = None  # nothing left to the device
+    dataloader.train.dataset.names = dataset
+    dataloader.train.mapper.update(**sizes[method == "detreg"])
     dataloader.train.total_batch_size = 8
     dataloader.train.num_workers = 1
+    return dataloader, model, optimizer, train
+
+
+def _demo(method: str, variant, detector):
+    """The CPU demo's pre-training of the demo ``detector`` with the method's paper settings and the demo's
+    optimiser and train keys (:func:`_cpu_friendly`): 8 images per iteration for the variant's demo budget
+    (50 iterations, 150 for Deformable DETR; chosen from the budget study, README "Budget study");
+    tools/run_demo.py passes --pretrain-iters). DisCo / Siamese: views from a 128-160 px resize, 64-px crops;
+    DETReg: the same scales, crops resized from 140-200, the first 10 proposals, embedding targets from the
+    stride-8 stage (the release's C3 is stride 8 too)."""
+    dataset = "disco_demo_unlabelled_ss" if method == "detreg" else "disco_demo_unlabelled"
+    sizes = ({"min_sizes": (128, 144, 160), "max_size": 240, "crop_size": 64},
+             {"scales": (128, 144, 160), "max_size": 240, "crop_resize_sizes": (140, 170, 200),
+              "crop_size_range": (128, 200), "crop_size": 64, "num_proposals": 10})
+    dataloader, model, optimizer, train = _cpu_friendly(method, variant, detector, dataset, sizes)
     return PretrainingConfig(dataloader=dataloader,
                              lr_multiplier=step_schedule(drop_fraction=2 / 3, warmup_fraction=0.02), model=model,
                              optimizer=optimizer, train=_demo_budget(train, variant.demo_pretrain_iters))
 
 
+#: the small preset's image sizes, pre-training and fine-tuning (configs/common/small.py): short side 320-480,
+#: long side at most 640 (a 4:3 photo at most 480 x 640)
+SMALL_MIN_SIZES = tuple(range(320, 481, 32))
+SMALL_MAX_SIZE = 640
+
+
+def _small(method: str, variant, detector):
+    """The small preset: the demo detector of the variant (frozen ImageNet MobileNetV2, d = 128; its weights
+    from train.init_checkpoint) pre-trained on photos at the paper's view sizes (short side 320-480, long side
+    <= 640, 128-px crops; DETReg: its release's crop branch and 30 proposals), the demo's optimiser and CPU-side
+    augmentation, 8 images per iteration for 100 epochs of the folder (lr drop at 2/3), a checkpoint every
+    500 iterations. Its fine-tuning counterpart is configs/small/<variant>.py. On a CPU: seconds per iteration;
+    on one small GPU: raise dataloader.train.total_batch_size and num_workers."""
+    dataset = "disco_demo_unlabelled_ss" if method == "detreg" else "disco_demo_unlabelled"
+    sizes = ({"min_sizes": SMALL_MIN_SIZES, "max_size": SMALL_MAX_SIZE, "crop_size": 128},
+             {"scales": SMALL_MIN_SIZES, "max_size": SMALL_MAX_SIZE, "crop_resize_sizes": (400, 500, 600),
+              "crop_size_range": (384, 600), "crop_size": 128})
+    dataloader, model, optimizer, train = _cpu_friendly(method, variant, detector, dataset, sizes)
+    train.require_backbone_weights = True  # the frozen MobileNetV2's weights come from train.init_checkpoint
+    train.max_iter = None  # from train.epochs and the size of the folder
+    train.epochs = 100
+    train.checkpointer.period = 500
+    train.eval_period = 0
+    return PretrainingConfig(dataloader=dataloader,
+                             lr_multiplier=step_schedule(drop_fraction=2 / 3, warmup_fraction=0.02), model=model,
+                             optimizer=optimizer, train=train)
+
+
+#: preset -> (its detector config in the variant's row, its builder, its fine-tuning counterpart)
+_PRESETS = {
+    "paper": ("model_config", _paper, lambda row: row.finetune_coco_config),
+    "small": ("demo_config", _small, lambda row: f"configs/small/{row.name}.py"),
+    "demo": ("demo_config", _demo, lambda row: row.demo_config),
+}
+
+
 def pretraining(method: str, variant: str, preset: str = "paper") -> PretrainingConfig:
     """The ``method`` ("disco", "siamese", "detreg") pre-training config of ``variant`` (a key of
     disco_detr.variants.VARIANTS): ``preset`` "paper" wraps the variant's paper detector
-    (configs/common/models/), "demo" its CPU demo detector (configs/demo/<variant>.py). Fresh objects on
-    every call."""
+    (configs/common/models/), "small" (photos at 320-480 px, :func:`_small`) and "demo" its CPU demo detector
+    (configs/demo/<variant>.py). ``train.finetune_config`` names the fine-tuning config that fits the result
+    (the transfer names it when a checkpoint does not fit). Fresh objects on every call."""
     if method not in ("disco", "siamese", "detreg"):
         raise KeyError(f"unknown pre-training method {method!r}; choose from disco, siamese, detreg")
-    if preset not in ("paper", "demo"):
-        raise KeyError(f"unknown preset {preset!r}; choose from paper, demo")
+    if preset not in _PRESETS:
+        raise KeyError(f"unknown preset {preset!r}; choose from {', '.join(_PRESETS)}")
     row = _VARIANTS[variant]
-    detector = LazyConfig.load(config_path(row.model_config if preset == "paper" else row.demo_config)).model
-    cfg = (_paper if preset == "paper" else _demo)(method, row, detector)
+    detector_key, build, finetune_config = _PRESETS[preset]
+    detector = LazyConfig.load(config_path(getattr(row, detector_key))).model
+    cfg = build(method, row, detector)
+    cfg.train.finetune_config = finetune_config(row)
     if method == "siamese":  # fixed query groups, no CLD
         cfg.model.use_dmoqf = False
         cfg.model.weight_contrast = 0.0

@@ -116,7 +116,7 @@ def describe_architecture(arch: dict) -> str:
 
 def finetune_configs_for(pretrain_config: str) -> list[str]:
     """The fine-tuning configs that fit a pre-training config by the configs/ naming convention
-    (``demo/<method>_<v>.py`` -> ``demo/<v>.py``; ``<method>_<v>[_q100].py`` ->
+    (``demo/<method>_<v>.py`` -> ``demo/<v>.py``, ``small/<method>_<v>.py`` -> ``small/<v>.py``; ``<method>_<v>[_q100].py`` ->
     ``finetune_<v>_{voc,coco}[_q100].py``, method disco / siamese / detreg), the ones that exist
     when the folder does; [] for a name outside the convention."""
     folder, name = os.path.split(os.path.normpath(pretrain_config))
@@ -124,7 +124,7 @@ def finetune_configs_for(pretrain_config: str) -> list[str]:
     if not m:
         return []
     variant, suffix = m.group(1), m.group(2) or ""
-    if os.path.basename(folder) == "demo":
+    if os.path.basename(folder) in ("demo", "small"):
         candidates = [os.path.join(folder, f"{variant}{suffix}.py")]
     else:
         candidates = [os.path.join(folder, f"finetune_{variant}_{ds}{suffix}.py") for ds in ("voc", "coco")]
@@ -148,7 +148,8 @@ def _pretrain_config_file(run_dir: str) -> str | None:
 
 def matching_finetune_configs(checkpoint: str) -> list[str]:
     """The fine-tuning configs that fit the pre-training run of ``checkpoint`` (a local path): the
-    ``finetune_config`` key of the run's ``config.yaml`` when it has one, else the convention of
+    ``finetune_config`` key of the run's ``config.yaml`` (top level or ``train.finetune_config``, which
+    configs/common/pretrain.py sets) when it has one, else the convention of
     :func:`finetune_configs_for` applied to the run's config file (from its ``log.txt``); [] when
     neither is known."""
     run_dir = os.path.dirname(os.path.abspath(checkpoint))
@@ -156,7 +157,7 @@ def matching_finetune_configs(checkpoint: str) -> list[str]:
     if os.path.isfile(dump):
         with open(dump, encoding="utf-8", errors="replace") as f:
             for line in f:
-                m = re.match(r"finetune_config:\s*['\"]?([^'\"\s]+)", line)
+                m = re.match(r"\s*finetune_config:\s*['\"]?([^'\"\s]+)", line)
                 if m:
                     return [m.group(1)]
     config = _pretrain_config_file(run_dir)

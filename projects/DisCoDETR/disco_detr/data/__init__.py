@@ -2,6 +2,7 @@ from .build import StreamDataset, StreamSampler, build_train_loader, set_loader_
 from .datasets import (
     check_dataset_available,
     load_detection_dicts,
+    read_class_names,
     register_coco_dataset,
     register_concatenated_dataset,
     register_demo_datasets,
@@ -25,6 +26,7 @@ from .label_splits import (
     split_pool,
     write_label_split,
 )
+from .pretrain_datasets import load_unlabelled_folder, register_unlabelled_images
 
 __all__ = [
     "DetrDatasetMapper",
@@ -38,6 +40,8 @@ __all__ = [
     "is_label_split",
     "label_split_name",
     "load_detection_dicts",
+    "load_unlabelled_folder",
+    "read_class_names",
     "read_label_split",
     "IMAGE_EXTENSIONS",
     "read_rgb_image",
@@ -47,6 +51,7 @@ __all__ = [
     "register_demo_datasets",
     "register_label_split",
     "register_label_splits",
+    "register_unlabelled_images",
     "register_voc_dataset",
     "sample_fraction",
     "sample_shots",

@@ -9,9 +9,15 @@ Your own data (see ``datasets/README.md``), registered before the config is load
 example at the top of your config file):
 
 * :func:`register_voc_dataset` ``(name, dirname, split, class_names, year=2012)``: a VOC
-  folder written by the devkit or an annotation tool (labelme, CVAT, LabelImg, ...);
+  folder written by the devkit or an annotation tool (labelme, CVAT, LabelImg, ...); ``class_names``
+  is a list or the path of a names file, one a line (labelme's ``class_names.txt``, read by
+  :func:`read_class_names`);
 * :func:`register_coco_dataset` ``(name, json_file, image_root)``: a COCO-style json
-  exported by an annotation tool, checked entry by entry when it is loaded.
+  exported by an annotation tool, checked entry by entry when it is loaded;
+* :func:`disco_detr.data.pretrain_datasets.register_unlabelled_images` ``(name, image_root,
+  proposals_file)``: a folder of unlabelled images with its proposals, for pre-training.
+
+docs/own_data.md walks through all of them.
 
 Both also register the folder's label splits (``<name>_10pct_fold0``, ``<name>_5shot_fold2``,
 ...; :mod:`disco_detr.data.label_splits`), as do ``coco_2017_train``, ``voc_2007_2012_trainval``
@@ -50,6 +56,7 @@ __all__ = [
     "check_images",
     "load_coco_detection_json",
     "load_detection_dicts",
+    "read_class_names",
     "register_builtin_voc",
     "register_coco_dataset",
     "register_concatenated_dataset",
@@ -93,6 +100,24 @@ def _listing(problems: list[str]) -> str:
 
 # --------------------------------------------------------------------------- VOC
 
+#: names in a class-names file that are not object classes: labelme's background and ignore labels
+NOT_CLASSES = ("_background_", "__ignore__")
+
+
+def read_class_names(path: str) -> list[str]:
+    """The class names of a names file, one a line, in order (contiguous id 0 first): labelme's
+    ``class_names.txt`` (labelme2voc.py) or ``labels.txt``; blank lines and labelme's
+    ``_background_`` / ``__ignore__`` are skipped."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"class names file {path!r} does not exist")
+    with open(path, encoding="utf-8-sig") as f:
+        names = [line.strip() for line in f]
+    names = [n for n in names if n and n not in NOT_CLASSES]
+    if not names:
+        raise ValueError(f"class names file {path!r} names no class")
+    return names
+
+
 def register_voc_dataset(name: str, dirname: str, split: str | None, class_names, year: int = 2012,
                          label_splits: bool = True) -> None:
     """Register a PASCAL VOC folder under ``name`` (re-registering replaces the old entry).
@@ -100,7 +125,8 @@ def register_voc_dataset(name: str, dirname: str, split: str | None, class_names
     ``dirname``: a standard VOC folder (``Annotations``, ``JPEGImages``,
     ``ImageSets/Main/<split>.txt``) or a flat folder of images with their ``.xml`` beside
     them; ``split=None`` uses every ``.xml`` file. ``class_names``: the classes in
-    contiguous-id order (a name not in this list is an error that names a file with it).
+    contiguous-id order (a name not in this list is an error that names a file with it), or the
+    path of a names file, one a line (:func:`read_class_names`: labelme's ``class_names.txt``).
     ``year`` picks the VOC AP flavour of the evaluator: 2007 for the 11-point metric of
     VOC2007 test, 2012 (default) for the area under the precision/recall curve.
     Files are read lazily, when the dataset is loaded; the reader is
@@ -109,6 +135,8 @@ def register_voc_dataset(name: str, dirname: str, split: str | None, class_names
     """
     if year not in (2007, 2012):
         raise ValueError(f"register_voc_dataset({name!r}): year must be 2007 or 2012, got {year}")
+    if isinstance(class_names, (str, os.PathLike)):
+        class_names = read_class_names(os.fspath(class_names))
     class_names = [str(c) for c in class_names]
     if len(set(class_names)) != len(class_names):
         raise ValueError(f"register_voc_dataset({name!r}): class_names has duplicates: {class_names}")

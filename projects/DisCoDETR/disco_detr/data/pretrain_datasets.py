@@ -2,7 +2,8 @@
 
 A dataset is a folder of images (flat, or ImageNet-style class sub-folders such as
 mini-ImageNet's ``train/n01532829/*.jpg``) plus its offline proposals store made by
-``tools/generate_proposals.py``. Each dict is::
+``tools/generate_proposals.py``; :func:`load_unlabelled_folder` reads one without a registered name.
+Each dict is::
 
     {"file_name": abs path, "image_id": int, "proposals_file": store path,
      "proposal_key": path relative to the image folder, with "/"}
@@ -21,6 +22,7 @@ __all__ = [
     "list_images",
     "load_unlabelled_images",
     "load_unlabelled_dicts",
+    "load_unlabelled_folder",
     "register_unlabelled_images",
 ]
 
@@ -117,6 +119,13 @@ def load_unlabelled_dicts(names: str | list[str]) -> list[dict]:
                              "(register it with register_unlabelled_images)")
         dicts.extend(DatasetCatalog.get(name))
     return [{**d, "image_id": i} for i, d in enumerate(dicts)]
+
+
+def load_unlabelled_folder(image_root: str, proposals_file: str, method: str = "edgeboxes") -> list[dict]:
+    """The dicts of an unlabelled folder with its proposals, without registering it: a config's
+    ``dataloader.train.dataset`` that names its folder itself (tools/pretrain_on_folder.py writes one),
+    so the saved config reruns as it is. Same checks as :func:`load_unlabelled_images`."""
+    return load_unlabelled_images(image_root, image_root, proposals_file, method)
 
 
 def _register_builtin() -> None:

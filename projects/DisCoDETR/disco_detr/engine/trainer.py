@@ -44,6 +44,7 @@ TRAIN_KEYS = {
     "output_dir", "init_checkpoint", "max_iter", "device", "seed", "amp", "ddp", "clip_grad_norm",
     "checkpointer", "eval_period", "log_period", "checkpoint_allow_pickle", "epochs", "transfer_mismatch", "analysis",
     "ema", "compile", "ms_deform_attn_backend", "require_backbone_weights", "nonfinite", "nonfinite_max_consecutive",
+    "finetune_config",  # pre-training: the fine-tuning config that fits the result (read by the transfer only)
 }
 
 #: The values of ``train.nonfinite``: what a step whose summed loss is NaN or inf does.

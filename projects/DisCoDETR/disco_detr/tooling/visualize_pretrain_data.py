@@ -5,6 +5,11 @@ intersection (green). Middle: the two views with their n numbered boxes (same nu
 same physical box). Bottom: the 2 x n crops, after colour augmentation.
 
     python tools/visualize_pretrain_data.py --dataset disco_demo_unlabelled --num 4 --out output/vis_pretrain
+    python tools/visualize_pretrain_data.py --config-file output/my_pretrain/pretrain_config.yaml --out output/views
+
+``--dataset``: a registered unlabelled dataset, with the mapper's default sizes. ``--config-file``: a DisCo /
+Siamese DETR pre-training config (a .py or a run's saved .yaml, such as tools/pretrain_on_folder.py writes),
+whose dataset and mapper settings are drawn (colour augmentation and crops done here, on the CPU).
 """
 import argparse
 import os
@@ -15,9 +20,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from detectron2.config import instantiate  # noqa: E402
 from detectron2.data import DatasetCatalog  # noqa: E402
 
 import disco_detr  # noqa: E402,F401  (registers the datasets)
+from disco_detr.config import load_config  # noqa: E402
 from disco_detr.data.image_io import read_rgb_image  # noqa: E402
 from disco_detr.data.pretrain_mapper import PairedViewMapper  # noqa: E402
 from disco_detr.utils.progress import progress_bar  # noqa: E402
@@ -73,14 +80,25 @@ def draw(sample: dict, path: str) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="disco_demo_unlabelled")
+    parser.add_argument("--dataset", default="disco_demo_unlabelled", help="a registered unlabelled dataset")
+    parser.add_argument("--config-file", default=None,
+                        help="a DisCo / Siamese DETR pre-training config: its dataset and mapper (instead of --dataset)")
     parser.add_argument("--num", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="output/vis_pretrain")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    records = DatasetCatalog.get(args.dataset)
-    mapper = PairedViewMapper(photometric="cpu")  # colour-augmented here (training does it on the device)
+    if args.config_file:
+        train = load_config(args.config_file).dataloader.train
+        if not str(train.mapper.get("_target_", "")).endswith("PairedViewMapper"):
+            parser.error(f"{args.config_file} is not a DisCo / Siamese DETR pre-training config (its mapper is "
+                         f"{train.mapper.get('_target_')}, not PairedViewMapper)")
+        records = instantiate(train.dataset)
+        train.mapper.update(photometric="cpu", crops_on_device=False)  # colour and crops here, as the workers would
+        mapper = instantiate(train.mapper)
+    else:
+        records = DatasetCatalog.get(args.dataset)
+        mapper = PairedViewMapper(photometric="cpu")  # colour-augmented here (training does it on the device)
     written = []
     with progress_bar(range(min(args.num, len(records))), desc="visualize") as bar:
         for k in bar:
