@@ -24,6 +24,7 @@ from detectron2.utils.logger import setup_logger
 from ..analysis.hooks import build_analysis_hooks
 from ..checkpoint import DisCoCheckpointer
 from ..data.build import set_loader_start
+from ..modeling.detectors.base import unwrap_detector
 from ..modeling.layers.ms_deform_attn import set_ms_deform_attn_backend
 from ..structures import PairedViewBatch, SingleViewBatch
 from ..utils.seeding import mix_seeds
@@ -40,6 +41,7 @@ TRAIN_KEYS = {
     "output_dir", "init_checkpoint", "max_iter", "device", "seed", "amp", "ddp", "clip_grad_norm",
     "checkpointer", "eval_period", "log_period", "checkpoint_allow_pickle", "epochs", "transfer_mismatch", "analysis",
     "ema", "compile", "ms_deform_attn_backend", "require_backbone_weights", "nonfinite", "nonfinite_max_consecutive",
+    "activation_checkpointing",
 }
 
 #: The values of ``train.nonfinite``: what a step whose summed loss is NaN or inf does.
@@ -389,6 +391,10 @@ class Trainer(DefaultTrainer):
         resolve_num_classes(cfg)  # model.num_classes = None -> the dataset's count; a wrong count fails here
         model = instantiate(cfg.model)
         model.to(resolve_device(cfg.train.device))
+        parts = cfg.train.get("activation_checkpointing", ())
+        if parts:  # a pre-training wrapper holds the detector whose layers it runs
+            unwrap_detector(model).set_activation_checkpointing(parts)
+            logger.info("Activation checkpointing of %s", list(parts) if not isinstance(parts, str) else [parts])
         logger.info("Model:\n%s", model)
         num_params = sum(p.numel() for p in model.parameters())
         num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
