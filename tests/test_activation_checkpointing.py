@@ -5,12 +5,13 @@ import copy
 
 import pytest
 import torch
-from conftest import mixed_size_batch
-from torch import nn
 from tiny_detectors import VARIANTS, tiny_detector
+from torch import nn
 
 from disco_detr.modeling.layers.checkpointing import CHECKPOINT_PARTS, LayerCheckpointing
 from disco_detr.tooling.benchmarks.benchmark_activation_checkpointing import LiveTensorBytes, measure_step
+
+from conftest import mixed_size_batch
 
 
 def _with_dropout(model, p=0.2):
@@ -103,9 +104,9 @@ def test_live_tensor_bytes_counts_a_storage_once_until_freed():
 
 
 def test_trainer_passes_the_setting_to_the_detector(tmp_path):
-    from conftest import tiny_config
-
     from disco_detr.engine import Trainer
+
+    from conftest import tiny_config
 
     cfg = tiny_config(tmp_path, "train.activation_checkpointing=[encoder,decoder]")
     model = Trainer.build_model(cfg)

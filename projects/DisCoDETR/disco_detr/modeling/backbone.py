@@ -90,6 +90,12 @@ class _CheckpointedStage:
             x = checkpointed_call(block, block, x)
         return x
 
+    def __getattr__(self, name: str):
+        # anything else (e.g. the ``children()`` that ResNet.freeze walks) is the stage's own
+        if name == "stage":
+            raise AttributeError(name)
+        return getattr(self.stage, name)
+
 
 def set_backbone_checkpointing(backbone: nn.Module, enabled: bool) -> None:
     """Activation checkpointing of every residual block (detectron2 ``ResNet``, :class:`CPUFriendlyResNet`,
