@@ -24,14 +24,14 @@ import weakref
 
 import torch
 from detectron2.config import instantiate
+from detectron2.structures import Boxes, Instances
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from disco_detr.config import load_config
-from disco_detr.tooling.benchmarks.benchmark_detector import synthetic_batch
 from disco_detr.tooling.paths import REPO
 
-__all__ = ["LiveTensorBytes", "VARIANTS", "measure_step", "main"]
+__all__ = ["LiveTensorBytes", "VARIANTS", "main", "measure_step", "time_step", "training_batch"]
 
 #: variant -> (fine-tuning config, the paper's training resolution (height, width) of a batch)
 VARIANTS = {
@@ -77,6 +77,23 @@ class LiveTensorBytes(TorchDispatchMode):
         return out
 
 
+def training_batch(batch_size: int, height: int, width: int, num_classes: int, seed: int = 0) -> list[dict]:
+    """``batch_size`` detectron2 training inputs: random (3, height, width) uint8 images, each with 8 boxes
+    (xyxy pixels, 5-50 % of the image side) of random classes."""
+    gen = torch.Generator().manual_seed(seed)
+    size = torch.tensor([width, height, width, height], dtype=torch.float32)
+    batch = []
+    for _ in range(batch_size):
+        centre, extent = torch.rand(8, 2, generator=gen), 0.05 + 0.45 * torch.rand(8, 2, generator=gen)
+        boxes = torch.cat([centre - extent / 2, centre + extent / 2], 1).clamp(0, 1) * size
+        inst = Instances((height, width))
+        inst.gt_boxes = Boxes(boxes)
+        inst.gt_classes = torch.randint(0, num_classes, (8,), generator=gen)
+        batch.append({"image": torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=gen),
+                      "instances": inst})
+    return batch
+
+
 def _loss(model, batch):
     return sum(model(batch).values())
 
@@ -119,7 +136,7 @@ def bench_variant(variant: str, parts: tuple[str, ...], scale: float, batch_size
         cfg.model.num_classes = 80
     torch.manual_seed(0)
     model = instantiate(cfg.model)
-    batch = synthetic_batch(batch_size, height, width, model.num_classes, torch.device("cpu"))
+    batch = training_batch(batch_size, height, width, model.num_classes)
     row = {"variant": variant, "image_size": [height, width], "batch_size": batch_size, "parts": list(parts)}
     for name, chosen in (("plain", ()), ("checkpointed", parts)):
         model.set_activation_checkpointing(chosen)
