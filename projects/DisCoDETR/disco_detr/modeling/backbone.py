@@ -106,7 +106,7 @@ def set_backbone_checkpointing(backbone: nn.Module, enabled: bool) -> None:
         for i, stage in enumerate(stages):
             plain = stage.stage if isinstance(stage, _CheckpointedStage) else stage
             stages[i] = _CheckpointedStage(plain) if enabled else plain
-    elif not set_layer_checkpointing(backbone, enabled):
+    elif not set_layer_checkpointing(backbone, enabled) and enabled:
         raise TypeError(f"{type(backbone).__name__} supports no activation checkpointing: it needs a `stages` list "
                         f"of nn.Sequential blocks (detectron2's ResNet) or to run its blocks through LayerCheckpointing")
 
