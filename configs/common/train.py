@@ -19,6 +19,9 @@ train = dict(
     # nonfinite_skipped) and the run saves a checkpoint and stops after nonfinite_max_consecutive skips in a row
     nonfinite="raise",
     nonfinite_max_consecutive=10,
+    # recompute activations in backward instead of keeping them (less memory, more step time; docs/gpu.md): any of
+    # "backbone" (each residual block), "encoder" (each encoder layer), "decoder" (each decoder layer); () = off
+    activation_checkpointing=(),
     checkpointer=dict(period=5000, max_to_keep=100),
     eval_period=5000,  # 0 = evaluate only at the end
     log_period=20,

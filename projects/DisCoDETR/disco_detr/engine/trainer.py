@@ -27,6 +27,7 @@ from ..analysis.hooks import build_analysis_hooks
 from ..checkpoint import DisCoCheckpointer
 from ..data.build import cap_num_workers, set_loader_start
 from ..evaluation import with_dataset_evaluators
+from ..modeling.detectors.base import unwrap_detector
 from ..modeling.layers.ms_deform_attn import set_ms_deform_attn_backend
 from ..structures import PretrainBatch
 from ..utils.seeding import mix_seeds
@@ -44,6 +45,7 @@ TRAIN_KEYS = {
     "output_dir", "init_checkpoint", "max_iter", "device", "seed", "amp", "ddp", "clip_grad_norm",
     "checkpointer", "eval_period", "log_period", "checkpoint_allow_pickle", "epochs", "transfer_mismatch", "analysis",
     "ema", "compile", "ms_deform_attn_backend", "require_backbone_weights", "nonfinite", "nonfinite_max_consecutive",
+    "activation_checkpointing",
     "finetune_config",  # pre-training: the fine-tuning config that fits the result (read by the transfer only)
 }
 
@@ -394,6 +396,10 @@ class Trainer(DefaultTrainer):
         resolve_num_classes(cfg)  # model.num_classes = None -> the dataset's count; a wrong count fails here
         model = instantiate(cfg.model)
         model.to(resolve_device(cfg.train.device))
+        parts = cfg.train.get("activation_checkpointing", ())
+        if parts:  # a pre-training wrapper holds the detector whose layers it runs
+            unwrap_detector(model).set_activation_checkpointing(parts)
+            logger.info("Activation checkpointing of %s", list(parts) if not isinstance(parts, str) else [parts])
         output_dir = cfg.train.get("output_dir")
         if comm.is_main_process() and output_dir:  # the model print is long: a file, named in the log
             os.makedirs(output_dir, exist_ok=True)

@@ -8,8 +8,10 @@ from detectron2.modeling.backbone.resnet import BasicBlock
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .layers.checkpointing import LayerCheckpointing, checkpointed_call, set_layer_checkpointing
+
 __all__ = ["CPUFriendlyResNet", "FrozenBNConv2d", "build_resnet", "build_tiny_resnet", "fold_frozen_batchnorm",
-           "MobileNetV2Backbone"]
+           "MobileNetV2Backbone", "set_backbone_checkpointing"]
 
 
 class FrozenBNConv2d(Conv2d):
@@ -73,6 +75,40 @@ class CPUFriendlyResNet(ResNet):
             return super().forward(x)
         outputs = super().forward(x.contiguous(memory_format=torch.channels_last))
         return {name: out.contiguous() for name, out in outputs.items()}
+
+
+class _CheckpointedStage:
+    """Stands in for one ``nn.Sequential`` stage in a ResNet's ``stages`` list (which its forward runs in
+    order): runs the stage's blocks one by one under activation checkpointing. Not a module: the stage stays
+    registered where it was (``res2`` ...), with its parameters and state-dict keys. (B, C, H, W) -> (B, C', H', W')."""
+
+    def __init__(self, stage: nn.Sequential):
+        self.stage = stage
+
+    def __call__(self, x: Tensor) -> Tensor:
+        for block in self.stage:
+            x = checkpointed_call(block, block, x)
+        return x
+
+    def __getattr__(self, name: str):
+        # anything else (e.g. the ``children()`` that ResNet.freeze walks) is the stage's own
+        if name == "stage":
+            raise AttributeError(name)
+        return getattr(self.stage, name)
+
+
+def set_backbone_checkpointing(backbone: nn.Module, enabled: bool) -> None:
+    """Activation checkpointing of every residual block (detectron2 ``ResNet``, :class:`CPUFriendlyResNet`,
+    ``ResNetVd``: the blocks of their ``stages``) or every feature block (:class:`MobileNetV2Backbone` and other
+    :class:`~.layers.checkpointing.LayerCheckpointing` backbones). The stem is not checkpointed."""
+    stages = getattr(backbone, "stages", None)
+    if isinstance(stages, list) and stages and all(isinstance(s, (nn.Sequential, _CheckpointedStage)) for s in stages):
+        for i, stage in enumerate(stages):
+            plain = stage.stage if isinstance(stage, _CheckpointedStage) else stage
+            stages[i] = _CheckpointedStage(plain) if enabled else plain
+    elif not set_layer_checkpointing(backbone, enabled) and enabled:
+        raise TypeError(f"{type(backbone).__name__} supports no activation checkpointing: it needs a `stages` list "
+                        f"of nn.Sequential blocks (detectron2's ResNet) or to run its blocks through LayerCheckpointing")
 
 
 def build_resnet(depth: int = 50, out_features: tuple[str, ...] = ("res5",), freeze_at: int = 1,
@@ -141,7 +177,7 @@ class _InvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_residual else self.conv(x)
 
 
-class MobileNetV2Backbone(Backbone):
+class MobileNetV2Backbone(LayerCheckpointing, Backbone):
     """MobileNetV2 (width 1.0) as a detectron2 backbone, for small CPU runs.
 
     Outputs ``stride8`` (32 ch), ``stride16`` (96 ch) and ``stride32`` (1280 ch) feature
@@ -182,7 +218,7 @@ class MobileNetV2Backbone(Backbone):
     def forward(self, x):
         outputs = {}
         for i, block in enumerate(self.features):
-            x = block(x)
+            x = self.run_layer(block, x)
             if i in self._block_to_name:
                 outputs[self._block_to_name[i]] = x
         return outputs

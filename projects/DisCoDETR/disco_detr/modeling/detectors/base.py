@@ -47,7 +47,8 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..layers import box_cxcywh_to_xyxy, normalized_cxcywh
+from ..backbone import set_backbone_checkpointing
+from ..layers import CHECKPOINT_PARTS, box_cxcywh_to_xyxy, normalized_cxcywh, set_layer_checkpointing
 from ..layers.denoising import DenoisingGroups
 
 __all__ = [
@@ -243,6 +244,21 @@ class DETRDetector(nn.Module):
         raise NotImplementedError
 
     # ---- shared steps -------------------------------------------------------------------------
+    def set_activation_checkpointing(self, parts: tuple[str, ...] | list[str] = ()) -> None:
+        """Activation checkpointing (``train.activation_checkpointing``) of the named parts, off elsewhere:
+        "backbone" (each residual / feature block), "encoder" (each encoder layer; RT-DETR: each AIFI layer and
+        CSP fusion block), "decoder" (each decoder layer). Gradients are unchanged; see docs/gpu.md."""
+        parts = (parts,) if isinstance(parts, str) else tuple(parts)
+        unknown = sorted(set(parts) - set(CHECKPOINT_PARTS))
+        if unknown:
+            raise ValueError(f"activation checkpointing parts {unknown} unknown; choose from {CHECKPOINT_PARTS}")
+        set_backbone_checkpointing(self.backbone, "backbone" in parts)
+        for part in ("encoder", "decoder"):
+            module = getattr(self, part, None)
+            stacks = 0 if module is None else set_layer_checkpointing(module, part in parts)
+            if part in parts and not stacks:
+                raise TypeError(f"{type(self).__name__}.{part} runs no layers through LayerCheckpointing")
+
     def preprocess_images(self, images: list[Tensor]) -> ImageList:
         """Normalise (3, H_i, W_i) RGB images in [0, 255] (any dtype) and pad them into one batch."""
         images = [(x.to(self.device).float() - self.pixel_mean) / self.pixel_std for x in images]

@@ -19,6 +19,7 @@ from ..layers import (
     FFN,
     MLP,
     DETREncoder,
+    LayerCheckpointing,
     PositionEmbeddingSine,
     inverse_sigmoid,
     multi_head_attention,
@@ -80,7 +81,7 @@ class ConditionalDecoderLayer(nn.Module):
         return self.ffn(tgt)
 
 
-class ConditionalDecoder(nn.Module):
+class ConditionalDecoder(LayerCheckpointing, nn.Module):
     """Conditional DETR decoder.
 
     forward(memory (B,HW,d), pos (B,HW,d), memory_mask (B,HW), query_pos (B,N,d), tgt (B,N,d)
@@ -113,7 +114,7 @@ class ConditionalDecoder(nn.Module):
         outputs = []
         for i, layer in enumerate(self.layers):
             scale = 1.0 if i == 0 else self.query_scale(tgt)
-            tgt = layer(tgt, memory, pos, memory_mask, query_pos, base_sine * scale)
+            tgt = self.run_layer(layer, tgt, memory, pos, memory_mask, query_pos, base_sine * scale)
             outputs.append(self.norm(tgt))
         return torch.stack(outputs), reference
 

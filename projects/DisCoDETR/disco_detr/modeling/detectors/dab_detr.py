@@ -33,6 +33,7 @@ from ..layers import (
     FFN,
     MLP,
     DETREncoderLayer,
+    LayerCheckpointing,
     inverse_sigmoid,
     sine_embed_points,
 )
@@ -77,7 +78,7 @@ class DABEncoderLayer(DETREncoderLayer):
         self.ffn = PReLUFFN(d_model, dim_feedforward, dropout)
 
 
-class DABEncoder(nn.Module):
+class DABEncoder(LayerCheckpointing, nn.Module):
     """DAB-DETR's encoder: every layer adds ``pos * query_scale(src)`` to its queries and keys.
 
     forward(src (B, HW, d), pos (B, HW, d), key_padding_mask (B, HW) True on padding) -> memory (B, HW, d).
@@ -93,7 +94,7 @@ class DABEncoder(nn.Module):
 
     def forward(self, src: Tensor, pos: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         for layer in self.layers:
-            src = layer(src, pos * self.query_scale(src), key_padding_mask)
+            src = self.run_layer(layer, src, pos * self.query_scale(src), key_padding_mask)
         return src
 
 
@@ -106,7 +107,7 @@ class DABDecoderLayer(ConditionalDecoderLayer):
         self.ffn = PReLUFFN(d_model, dim_feedforward, dropout)
 
 
-class DABDecoder(nn.Module):
+class DABDecoder(LayerCheckpointing, nn.Module):
     """DAB-DETR decoder with per-layer anchor refinement.
 
     forward(memory (B, HW, d), pos (B, HW, d), memory_mask (B, HW) True on padding, anchors (B, N, 4)
@@ -148,7 +149,7 @@ class DABDecoder(nn.Module):
                     spatial[..., :d // 2] * (ref_wh[..., 1] / current[..., 3])[..., None],  # y part by height
                     spatial[..., d // 2:] * (ref_wh[..., 0] / current[..., 2])[..., None],  # x part by width
                 ], -1)
-            tgt = layer(tgt, memory, pos, memory_mask, query_pos, spatial)
+            tgt = self.run_layer(layer, tgt, memory, pos, memory_mask, query_pos, spatial)
             outputs.append(self.norm(tgt))
             if i < len(self.layers) - 1:
                 anchor = (bbox_embed(tgt) + inverse_sigmoid(current, ANCHOR_EPS)).sigmoid()

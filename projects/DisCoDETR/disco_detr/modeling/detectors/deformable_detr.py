@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from ..layers import (
     FFN,
     MLP,
+    LayerCheckpointing,
     MultiheadAttention,
     MultiScaleDeformableAttention,
     PositionEmbeddingSine,
@@ -91,7 +92,7 @@ class DeformableEncoderLayer(nn.Module):
         return self.ffn(self.norm1(src + self.dropout(out)))
 
 
-class DeformableEncoder(nn.Module):
+class DeformableEncoder(LayerCheckpointing, nn.Module):
     """Stack of :class:`DeformableEncoderLayer`.
 
     forward(src (B, S, d) flattened levels, pos (B, S, d) with level embeddings, spatial_shapes (L, 2),
@@ -112,7 +113,7 @@ class DeformableEncoder(nn.Module):
                 valid_ratios: Tensor, padding_mask: Tensor | None) -> Tensor:
         reference = encoder_reference_points(spatial_shapes, valid_ratios).to(src.dtype)
         for layer in self.layers:
-            src = layer(src, pos, reference, spatial_shapes, level_start_index, padding_mask)
+            src = self.run_layer(layer, src, pos, reference, spatial_shapes, level_start_index, padding_mask)
         return src
 
 
@@ -143,7 +144,7 @@ class DeformableDecoderLayer(nn.Module):
         return self.ffn(tgt)
 
 
-class DeformableDecoder(nn.Module):
+class DeformableDecoder(LayerCheckpointing, nn.Module):
     """Stack of :class:`DeformableDecoderLayer` (no final norm, no box refinement).
 
     forward(tgt (B, N, d) content queries, query_pos (B, N, d), reference (B, N, 2) normalised (x, y) of
@@ -164,8 +165,8 @@ class DeformableDecoder(nn.Module):
         reference_input = reference[:, :, None] * encoded.valid_ratios[:, None].to(reference.dtype)
         outputs = []
         for layer in self.layers:
-            tgt = layer(tgt, query_pos, reference_input, encoded.memory, encoded.spatial_shapes,
-                        encoded.level_start_index, encoded.mask)
+            tgt = self.run_layer(layer, tgt, query_pos, reference_input, encoded.memory, encoded.spatial_shapes,
+                                 encoded.level_start_index, encoded.mask)
             outputs.append(tgt)
         return torch.stack(outputs)
 

@@ -36,7 +36,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
-from ..layers import MLP, inverse_sigmoid, sine_embed_points
+from ..layers import MLP, LayerCheckpointing, inverse_sigmoid, sine_embed_points
 from .base import DecoderOutput, EncoderOutput
 from .deformable_detr import DeformableDecoderLayer, DeformableEncoder, MultiScaleDeformableDETR
 from .two_stage import EncoderSelection, TwoStageDETR, init_prediction_heads
@@ -51,7 +51,7 @@ def sine_embed_boxes(boxes: Tensor, d_model: int, temperature: float = 10000.0) 
                       sine_embed_points(boxes[..., 2:].flip(-1), d_model, temperature)], -1)
 
 
-class DINODecoder(nn.Module):
+class DINODecoder(LayerCheckpointing, nn.Module):
     """Deformable decoder layers (:class:`~.deformable_detr.DeformableDecoderLayer`) driven by anchor boxes.
 
     forward(tgt (B, Q, d) content queries, reference (B, Q, 4) normalised cxcywh anchors (no gradient needed),
@@ -82,8 +82,8 @@ class DINODecoder(nn.Module):
         for layer, box_head in zip(self.layers, box_heads):
             reference_input = reference[:, :, None] * ratios                           # (B, Q, L, 4)
             query_pos = self.ref_point_head(sine_embed_boxes(reference_input[:, :, 0], self.d_model))
-            tgt = layer(tgt, query_pos, reference_input, encoded.memory, encoded.spatial_shapes,
-                        encoded.level_start_index, encoded.mask, self_attn_mask)
+            tgt = self.run_layer(layer, tgt, query_pos, reference_input, encoded.memory, encoded.spatial_shapes,
+                                 encoded.level_start_index, encoded.mask, self_attn_mask)
             new_reference = (box_head(tgt) + inverse_sigmoid(reference)).sigmoid()
             used.append(reference)
             refined.append(new_reference)

@@ -43,7 +43,7 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..layers import MLP, MultiheadAttention, MultiScaleDeformableAttention, inverse_sigmoid
+from ..layers import MLP, LayerCheckpointing, MultiheadAttention, MultiScaleDeformableAttention, inverse_sigmoid
 from ..layers.hybrid_encoder import HybridEncoder
 from .base import DecoderOutput, EncoderOutput
 from .two_stage import TwoStageDETR, init_prediction_heads
@@ -94,7 +94,7 @@ class RTDETRDecoderLayer(nn.Module):
         return self.norm3(tgt + self.dropout3(ffn))
 
 
-class RTDETRDecoder(nn.Module):
+class RTDETRDecoder(LayerCheckpointing, nn.Module):
     """The stack of :class:`RTDETRDecoderLayer` and the query position head MLP(4 -> 2d -> d).
 
     The box heads live on the detector (they refine the references between layers, see :meth:`RTDETR._decode`).
@@ -202,8 +202,9 @@ class RTDETR(TwoStageDETR):
         hidden, logits, boxes, refs = [], [], [], []
         for layer, class_head, box_head in zip(self.decoder.layers, self.class_embed, self.bbox_embed):
             pos = self.decoder.query_pos_head(ref)
-            tgt = layer(tgt, pos, ref[:, :, None] * ratios, encoded.memory, encoded.spatial_shapes,
-                        encoded.level_start_index, encoded.mask, self_attn_mask)
+            tgt = self.decoder.run_layer(layer, tgt, pos, ref[:, :, None] * ratios, encoded.memory,
+                                         encoded.spatial_shapes, encoded.level_start_index, encoded.mask,
+                                         self_attn_mask)
             box = (box_head(tgt) + inverse_sigmoid(ref_grad)).sigmoid()
             hidden.append(tgt)
             logits.append(class_head(tgt))

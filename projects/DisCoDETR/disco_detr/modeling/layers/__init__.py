@@ -29,3 +29,6 @@ __all__ += ["FFN", "DETREncoder", "DETREncoderLayer", "MultiheadAttention", "mul
 from .ms_deform_attn import MultiScaleDeformableAttention, ms_deform_attn_sample  # noqa: E402
 
 __all__ += ["MultiScaleDeformableAttention", "ms_deform_attn_sample"]
+from .checkpointing import CHECKPOINT_PARTS, LayerCheckpointing, set_layer_checkpointing  # noqa: E402
+
+__all__ += ["CHECKPOINT_PARTS", "LayerCheckpointing", "set_layer_checkpointing"]

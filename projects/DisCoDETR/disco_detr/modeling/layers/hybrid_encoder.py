@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .attention import MultiheadAttention
+from .checkpointing import LayerCheckpointing
 
 __all__ = ["AIFILayer", "CSPRepLayer", "ConvNormAct", "HybridEncoder", "RepVGGBlock", "sincos_position_embedding_2d"]
 
@@ -107,7 +108,7 @@ class AIFILayer(nn.Module):
         return self.norm2(src + self.dropout(ffn))
 
 
-class HybridEncoder(nn.Module):
+class HybridEncoder(LayerCheckpointing, nn.Module):
     """RT-DETR's efficient hybrid encoder (AIFI + CCFM).
 
     forward(maps: list of L backbone maps (B, C_l, h_l, w_l), finest first; masks: list of (B, h_l, w_l) bool,
@@ -157,7 +158,7 @@ class HybridEncoder(nn.Module):
             if masks is not None and masks[lvl].any():
                 key_mask = masks[lvl].flatten(1)
             for layer in layers:
-                src = layer(src, pos, key_mask)
+                src = self.run_layer(layer, src, pos, key_mask)
             proj[lvl] = src.transpose(1, 2).reshape(b, d, h, w)
 
         n = len(proj)
@@ -167,7 +168,7 @@ class HybridEncoder(nn.Module):
             inner[0] = high
             low = proj[idx - 1]
             up = F.interpolate(high, size=low.shape[-2:], mode="nearest")
-            inner.insert(0, self.fpn_blocks[i](torch.cat([up, low], 1)))
+            inner.insert(0, self.run_layer(self.fpn_blocks[i], torch.cat([up, low], 1)))
         outs = [inner[0]]                                    # bottom-up, finest first
         for i in range(n - 1):
             down = self.downsample_convs[i](outs[-1])
@@ -175,5 +176,5 @@ class HybridEncoder(nn.Module):
             if down.shape[-2:] != high.shape[-2:]:
                 raise ValueError(f"level sizes do not halve: {down.shape[-2:]} vs {high.shape[-2:]}; the backbone "
                                  "must give ceil(H / stride) maps")
-            outs.append(self.pan_blocks[i](torch.cat([down, high], 1)))
+            outs.append(self.run_layer(self.pan_blocks[i], torch.cat([down, high], 1)))
         return outs

@@ -98,7 +98,8 @@ def encoder_proposals(spatial_shapes: Tensor, mask: Tensor | None = None, *, gri
     # logit of the valid ones; clamp keeps padded-token coordinates (> 1) finite before they are replaced
     logits = torch.log(boxes.clamp(1e-6, 1 - 1e-6) / (1 - boxes.clamp(1e-6, 1 - 1e-6)))
     fill_value = torch.finfo(dtype).max if fill is None else fill
-    logits = torch.where(ok, logits, torch.full_like(logits, fill_value)).to(dtype)
+    # in the output dtype: float64's max does not fit the float32 anchors
+    logits = torch.where(ok, logits.to(dtype), torch.full_like(logits, fill_value, dtype=dtype))
     return logits, ok
 
 

@@ -5,6 +5,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .attention import MultiheadAttention
+from .checkpointing import LayerCheckpointing
 
 __all__ = ["FFN", "DETREncoderLayer", "DETREncoder"]
 
@@ -41,7 +42,7 @@ class DETREncoderLayer(nn.Module):
         return self.ffn(src)
 
 
-class DETREncoder(nn.Module):
+class DETREncoder(LayerCheckpointing, nn.Module):
     """Stack of :class:`DETREncoderLayer`.
 
     forward(src (B, HW, d), pos (B, HW, d), key_padding_mask (B, HW) True on padding)
@@ -57,5 +58,5 @@ class DETREncoder(nn.Module):
 
     def forward(self, src: Tensor, pos: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         for layer in self.layers:
-            src = layer(src, pos, key_padding_mask)
+            src = self.run_layer(layer, src, pos, key_padding_mask)
         return src
