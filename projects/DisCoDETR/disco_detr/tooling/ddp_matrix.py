@@ -176,14 +176,14 @@ def case_config(case: Case):
 def make_data(root: str) -> str:
     """The tiny demo data set of the tests (16 train / 6 val / 4 unlabelled images of 96 px) with both
     proposal stores, in ``root``; returns ``root``."""
-    from . import generate_proposals
     from .demo_images import generate_demo_dataset
 
     generate_demo_dataset(root, num_train=16, num_val=6, num_unlabelled=4, image_size=IMAGE_SIZE, seed=3)
     images = os.path.join(root, "images", "unlabelled")
     for method, name in (("edgeboxes", "unlabelled.sqlite"), ("selective_search", "unlabelled_ss.sqlite")):
-        generate_proposals.main(["--images", images, "--method", method, "--workers", "1",
-                                 "--out", os.path.join(root, "proposals", name)])
+        subprocess.run([sys.executable, config_path("tools/generate_proposals.py"), "--images", images, "--method",
+                        method, "--workers", "1", "--out", os.path.join(root, "proposals", name)],
+                       check=True, capture_output=True)
     return root
 
 
