@@ -40,7 +40,7 @@ from detectron2.config import LazyConfig
 from ..variants import METHODS, VARIANTS, config_path
 
 __all__ = ["EMPTY_ITERATION", "KINDS", "TEST_CASES", "Case", "CaseResult", "all_cases", "case_config", "compare_runs",
-           "format_table", "main", "ddp_dataset", "make_data", "run_cases"]
+           "format_table", "logged_losses", "main", "ddp_dataset", "make_data", "run_cases"]
 
 #: the training kinds: fine-tuning, then the pre-training methods (keys of :data:`disco_detr.variants.METHODS`)
 KINDS = ("finetune", *METHODS)
@@ -254,7 +254,7 @@ def _launch(names: list[str], world: int, out: str, data: str, timeout: float) -
 
 # --------------------------------------------------------------------------- the verdict
 
-def _losses(run_dir: str) -> dict[int, dict[str, float]]:
+def logged_losses(run_dir: str) -> dict[int, dict[str, float]]:
     """{iteration: {loss name: value}} from detectron2's metrics.json (log_period 1)."""
     out = {}
     with open(os.path.join(run_dir, "metrics.json")) as f:
@@ -284,7 +284,7 @@ def compare_runs(case: Case, out: str) -> CaseResult:
         error = _error(run_dir)
         if error is not None:
             return CaseResult(case, find_unused, error=f"{os.path.basename(run_dir)}: {error}")
-    losses_one, losses_two = _losses(one), _losses(two)
+    losses_one, losses_two = logged_losses(one), logged_losses(two)
     if sorted(losses_one) != list(range(ITERATIONS)) or sorted(losses_two) != sorted(losses_one):
         return CaseResult(case, find_unused, error=f"logged iterations {sorted(losses_one)} / {sorted(losses_two)}")
     loss_diff = 0.0

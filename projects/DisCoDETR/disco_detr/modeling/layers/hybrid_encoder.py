@@ -9,8 +9,8 @@ then bottom-up (conv3x3/s2+BN+SiLU, concat with the top-down map, :class:`CSPRep
 finer map's size (not a fixed x2), so odd image sizes work (the backbone rounds sizes up at every stride). Padding
 (True in the masks) is masked out of AIFI's keys.
 
-BatchNorm is detectron2's ``NaiveSyncBatchNorm``: plain ``BatchNorm2d`` in one process and in eval, statistics
-of the whole global batch under DDP (the release trains with ``sync_bn``), so N processes normalise as one would.
+BatchNorm is :class:`~.sync_batch_norm.SyncBatchNorm2d`: plain ``BatchNorm2d`` in one process and in eval,
+statistics of the whole global batch under DDP (the release trains with ``sync_bn``), so N processes normalise as one would.
 
 Module attribute names follow the release (``input_proj``, ``aifi``, ``lateral_convs``, ``fpn_blocks``,
 ``downsample_convs``, ``pan_blocks``), which the checkpoint converters of :mod:`disco_detr.checkpoint.rtdetr` rely on.
@@ -18,11 +18,11 @@ Module attribute names follow the release (``input_proj``, ``aifi``, ``lateral_c
 from __future__ import annotations
 
 import torch
-from detectron2.layers import NaiveSyncBatchNorm
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .attention import MultiheadAttention
+from .sync_batch_norm import SyncBatchNorm2d
 
 __all__ = ["AIFILayer", "CSPRepLayer", "ConvNormAct", "HybridEncoder", "RepVGGBlock", "sincos_position_embedding_2d"]
 
@@ -34,7 +34,7 @@ class ConvNormAct(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, act: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, bias=False)
-        self.norm = NaiveSyncBatchNorm(out_channels)
+        self.norm = SyncBatchNorm2d(out_channels)
         self.act = nn.SiLU() if act else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -139,7 +139,7 @@ class HybridEncoder(nn.Module):
         self.aifi_position = aifi_position
         n = len(self.in_channels)
         self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, d_model, 1, bias=False), NaiveSyncBatchNorm(d_model)) for c in self.in_channels)
+            nn.Sequential(nn.Conv2d(c, d_model, 1, bias=False), SyncBatchNorm2d(d_model)) for c in self.in_channels)
         self.aifi = nn.ModuleList(
             nn.ModuleList(AIFILayer(d_model, num_heads, dim_feedforward, dropout) for _ in range(num_aifi_layers))
             for _ in self.aifi_levels)
