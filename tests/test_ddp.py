@@ -4,7 +4,6 @@ Samples are functions of their stream position (not of the rank), the loss norma
 averaged over workers and DDP averages gradients, so with FrozenBN, no dropout and SGD two
 processes with 2 images each must reach the weights of one process with 4 images.
 """
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import torch
 from detectron2.config import instantiate
 
 from disco_detr.config import load_config
+from disco_detr.tooling.ddp_matrix import logged_losses
 
 from conftest import REPO
 
@@ -47,7 +47,7 @@ def test_two_cpu_processes_match_one(demo_root, tmp_path):
     assert _copypaste(log_eval) == _copypaste(log_one)
     # the logged losses (averaged over workers) equal the single-process losses: the same
     # samples, and the loss normaliser counts the boxes of all workers
-    losses_one, losses_two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    losses_one, losses_two = logged_losses(tmp_path / "one"), logged_losses(tmp_path / "two")
     assert len(losses_one) == 3
     for it in losses_one:
         for name, value in losses_one[it].items():
@@ -69,14 +69,3 @@ def _copypaste(log):
     """The AP,AP50,... numbers of detectron2's last 'copypaste:' line."""
     lines = [line for line in log.splitlines() if "copypaste: " in line and "AP" not in line.split("copypaste: ")[1]]
     return lines[-1].split("copypaste: ")[1]
-
-
-def _losses(output_dir):
-    """{iteration: {loss name: value}} from detectron2's metrics.json (log_period=1)."""
-    out = {}
-    with open(output_dir / "metrics.json") as f:
-        for line in f:
-            record = json.loads(line)
-            if "total_loss" in record:
-                out[record["iteration"]] = {k: v for k, v in record.items() if k.startswith("loss")}
-    return out

@@ -182,14 +182,20 @@ def _sync_bn_worker(rank, port, x, grad_out, out_dir):
         dist.destroy_process_group()
 
 
-def test_sync_batchnorm_over_two_processes_equals_one_batchnorm(tmp_path):
-    torch.manual_seed(1)
-    x, grad_out = torch.randn(8, 5) * 3 + 1, torch.randn(8, 5)
-    mp.spawn(_sync_bn_worker, args=(_free_port(), x, grad_out, str(tmp_path)), nprocs=2, join=True)
+def _reference_batchnorm():
+    """nn.BatchNorm1d(5) with the affine parameters the workers give SyncBatchNorm1d."""
     ref = nn.BatchNorm1d(5)
     with torch.no_grad():
         ref.weight.copy_(torch.linspace(0.5, 1.5, 5))
         ref.bias.copy_(torch.linspace(-1, 1, 5))
+    return ref
+
+
+def test_sync_batchnorm_over_two_processes_equals_one_batchnorm(tmp_path):
+    torch.manual_seed(1)
+    x, grad_out = torch.randn(8, 5) * 3 + 1, torch.randn(8, 5)
+    mp.spawn(_sync_bn_worker, args=(_free_port(), x, grad_out, str(tmp_path)), nprocs=2, join=True)
+    ref = _reference_batchnorm()
     xr = x.clone().requires_grad_(True)
     out = ref(xr)
     (out * grad_out).sum().backward()
@@ -203,6 +209,18 @@ def test_sync_batchnorm_over_two_processes_equals_one_batchnorm(tmp_path):
     single = SyncBatchNorm1d(5)
     single.load_state_dict(ref.state_dict())
     torch.testing.assert_close(single(x), ref(x))
+
+
+def test_sync_batchnorm_over_two_processes_keeps_the_variance_of_offset_features(tmp_path):
+    """Features whose mean is far from zero (|mean| >> std, as pooled encoder features can be): the two-pass
+    statistics give BatchNorm1d's output; E[x^2] - E[x]^2 in float32 would lose the variance to rounding."""
+    torch.manual_seed(2)
+    x, grad_out = torch.randn(8, 5) * 3 + 1000, torch.randn(8, 5)
+    mp.spawn(_sync_bn_worker, args=(_free_port(), x, grad_out, str(tmp_path)), nprocs=2, join=True)
+    ref = _reference_batchnorm()
+    out = ref(x)
+    parts = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in (0, 1)]
+    torch.testing.assert_close(torch.cat([p["out"] for p in parts]), out.detach(), atol=1e-3, rtol=0)
 
 
 def test_epoch_schedule_follows_the_loaded_dataset(demo_root, tmp_path):

@@ -1,6 +1,7 @@
 """The GPU check behind tools/gpu_check.py: one command that runs the CUDA-only tests and measures the GPU figures.
 
     python tools/gpu_check.py                       # sized for under 8 minutes on one H100 / H200 (unmeasured)
+    python tools/gpu_check.py --quick               # the sections by value, sized for 5 minutes on one H100
     python tools/gpu_check.py --out output/gpu_check --variants dino rtdetr --no-compile
 
 Without CUDA it refuses with a one-line message (exit status 2). Writes ``<out>/gpu_check.json`` and
@@ -27,6 +28,12 @@ Sections (each can be skipped):
 4. pretrain: tools/benchmarks/benchmark_gpu.py (issue 12, one home for these figures) at N = 300 queries
    (configs/disco_cond.py / siamese_cond.py) and N = 900 (disco_dino.py / siamese_dino.py): DisCo / Siamese
    step ratio, DMOQF's share of a DisCo step, TFLOP/s and peak memory.
+
+--quick keeps the sections in the same order with less in each (:data:`QUICK`, sized by :func:`quick_plan`
+from estimates, since no GPU has run it yet): the tests under a timeout; the kernel at batch 2 only (bf16 and
+fp32, encoder and decoder); one eager bf16 step per variant (3 timed steps, no compiled steps); the DisCo /
+Siamese ratio at N = 900 only. Every unit after the tests that would start after --time-budget seconds is
+recorded as skipped, so the least valuable figures are the ones a slow machine loses. Same JSON and tables.
 
 Goals (issue 21): kernel >= 2x the PyTorch path for forward+backward at DINO's sizes in bf16 with no more
 memory; DisCo / Siamese <= 1.03; DMOQF <= 1 % of a step at N = 900. The JSON records each goal as met or not.
@@ -60,6 +67,22 @@ def variant_steps() -> dict[str, tuple[str, tuple[int, int], int]]:
     from ..variants import VARIANTS
 
     return {v.name: (v.finetune_coco_config, v.paper_image_hw, v.batch_per_gpu) for v in VARIANTS.values()}
+
+#: the full check's settings of the options --quick changes (None on the command line: the preset decides)
+FULL = {"kernel_batches": [2, 8], "iters": 5, "warmup": 2, "time_budget": 450.0, "pretrain_queries": [300, 900],
+        "tests_timeout": None}
+#: --quick's settings: the check within :data:`QUICK_LIMIT_S` on one H100 (see :func:`quick_plan`)
+QUICK = {"kernel_batches": [2], "iters": 3, "warmup": 1, "time_budget": 240.0, "pretrain_queries": [900],
+         "tests_timeout": 120.0}
+QUICK_LIMIT_S = 300.0
+#: estimated H100 seconds of one unit of work, unmeasured (no GPU has run the check): start-up = python, torch,
+#: detectron2 and triton imports plus CUDA context; a kernel case = both backends built, Triton's JIT compile of
+#: the case's forward and backward (a few s), then warm-up + timed calls of a few ms each; a variant step = the
+#: COCO config built at random init, cuDNN's first-step autotuning at 800 x 1333, 1 + iters steps + 1 counted
+#: step of ~0.2-0.5 s; pre-training = the DisCo and the Siamese DETR model built and stepped warmup + iters times
+#: at batch 32 of 384 x 384 views.
+ESTIMATE_S = {"startup": 20.0, "kernel_case": 8.0, "variant_step": 15.0, "pretrain": 35.0}
+
 TEST_FILES = ["tests/test_ms_deform_attn_triton.py", "tests/test_amp.py",
               "tests/test_compile.py::test_inductor_compiles_the_tiny_detector_on_cuda"]
 
@@ -75,40 +98,87 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=os.path.join(REPO, "output", "gpu_check"))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--variants", nargs="+", default=None, help="default: every variant of the table")
-    parser.add_argument("--kernel-batches", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--quick", action="store_true",
+                        help="the sections by value within 5 minutes on one H100 (see QUICK); other options override")
+    parser.add_argument("--kernel-batches", type=int, nargs="+", default=None, help="full: 2 8, quick: 2")
     parser.add_argument("--kernel-queries", type=int, default=900, help="decoder queries (DINO: 900)")
-    parser.add_argument("--iters", type=int, default=5, help="timed steps / calls per measurement")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant before timing")
+    parser.add_argument("--iters", type=int, default=None, help="timed steps / calls per measurement (full 5, quick 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per variant before timing (full 2, quick 1)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the compiled steps")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, if not in the table")
-    parser.add_argument("--time-budget", type=float, default=450.0,
-                        help="seconds; compiled variant steps (run last) that would start later are skipped")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds; compiled variant steps (run last) that would start later are skipped (full 450); "
+                             "with --quick every unit after the tests (quick 240)")
+    parser.add_argument("--pretrain-queries", type=int, nargs="+", default=None, choices=sorted(PRETRAIN),
+                        help="section 4's query counts (full: 300 900, quick: 900)")
+    parser.add_argument("--tests-timeout", type=float, default=None, help="seconds for section 1 (full: none, quick 120)")
     for section in ("tests", "kernel", "variants", "pretrain"):
         parser.add_argument(f"--skip-{section}", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.quick:
+        args.compile = False  # compilation is the least predictable cost: --quick measures eager steps only
+    return args
+
+
+def quick_plan(num_variants: int, args) -> list[tuple[str, float]]:
+    """The units of work of a check with ``args`` (sections not skipped) and their estimated H100 seconds
+    (:data:`ESTIMATE_S`; the tests count their timeout), in running order: what sizes :data:`QUICK`."""
+    plan = [("startup", ESTIMATE_S["startup"])]
+    if not args.skip_tests:
+        plan.append(("tests", args.tests_timeout or float("inf")))
+    if not args.skip_kernel:
+        plan += [(f"kernel batch {b} {d} {s}", ESTIMATE_S["kernel_case"]) for b, d, s in _kernel_cases(args)]
+    if not args.skip_variants:
+        plan += [(f"variant step {i}", ESTIMATE_S["variant_step"]) for i in range(num_variants)]
+        if args.compile:
+            plan += [(f"compiled variant step {i}", float("inf")) for i in range(num_variants)]
+    if not args.skip_pretrain:
+        plan += [(f"pretrain N={n}", ESTIMATE_S["pretrain"]) for n in args.pretrain_queries]
+    return plan
+
+
+def _kernel_cases(args) -> list[tuple[int, str, str]]:
+    return list(itertools.product(args.kernel_batches, ("bfloat16", "float32"), ("encoder", "decoder")))
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() > deadline
+
+
+SKIPPED = "skipped: --time-budget reached"
 
 
 # -------------------------------------------------------------------------------------------------- tests
-def run_tests() -> dict:
+def run_tests(timeout: float | None = None) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(REPO, "projects", "DisCoDETR"),
                                                        os.environ.get("PYTHONPATH", "")]))
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *TEST_FILES],
-                          cwd=REPO, env=env, capture_output=True, text=True)
-    lines = proc.stdout.strip().splitlines()
-    return {"files": TEST_FILES, "returncode": proc.returncode, "summary": lines[-1] if lines else "",
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *TEST_FILES],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        returncode, stdout, summary = proc.returncode, proc.stdout, None
+    except subprocess.TimeoutExpired as expired:
+        stdout = expired.stdout.decode() if isinstance(expired.stdout, bytes) else expired.stdout or ""
+        returncode, summary = None, f"timed out after {timeout:g} s (the tests that finished are in the tail)"
+    lines = stdout.strip().splitlines()
+    return {"files": TEST_FILES, "returncode": returncode, "summary": summary or (lines[-1] if lines else ""),
             "seconds": round(time.perf_counter() - start, 1), "tail": "\n".join(lines[-40:])}
 
 
 # ------------------------------------------------------------------------------------------------- kernel
-def kernel_figures(device, args) -> list[dict]:
+def kernel_figures(device, args, deadline: float | None = None) -> list[dict]:
     from disco_detr.modeling.layers.ms_deform_attn import set_ms_deform_attn_backend
 
     bench = load_tool("benchmark_ms_deform_attn")
     meter = bench.CUDAPeakMemory(device)
     rows = []
-    cases = list(itertools.product(args.kernel_batches, ("bfloat16", "float32"), ("encoder", "decoder")))
-    for batch, dtype_name, setting in tqdm(cases, desc="kernel vs PyTorch", leave=False):
+    for batch, dtype_name, setting in tqdm(_kernel_cases(args), desc="kernel vs PyTorch", leave=False):
+        if _past(deadline):
+            rows.append({"batch": batch, "dtype": dtype_name, "setting": setting, "error": SKIPPED})
+            continue
         opts = types.SimpleNamespace(batch=batch, queries=args.kernel_queries, d_model=256, heads=8, points=4)
         dtype = bench.DTYPES[dtype_name]
         outputs, row = {}, {"batch": batch, "dtype": dtype_name, "setting": setting}
@@ -207,8 +277,8 @@ def variant_figures(device, args, peak, compiled: bool, deadline: float | None =
     gpu = load_tool("benchmark_gpu")
     rows = []
     for name in tqdm(args.variants, desc=f"training steps ({'compiled' if compiled else 'eager'})", leave=False):
-        if deadline is not None and time.perf_counter() > deadline:
-            rows.append({"variant": name, "compiled": compiled, "error": "skipped: --time-budget reached"})
+        if _past(deadline):
+            rows.append({"variant": name, "compiled": compiled, "error": SKIPPED})
             continue
         try:
             rows.append(variant_step(name, compiled, device, args, peak))
@@ -229,12 +299,16 @@ def add_speedups(rows: list[dict]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- pretrain
-def pretrain_figures(device, args) -> dict:
+def pretrain_figures(device, args, deadline: float | None = None) -> dict:
     gpu = load_tool("benchmark_gpu")
     out = {}
     from ..variants import VARIANTS
 
-    for n, variant in PRETRAIN.items():
+    for n in args.pretrain_queries:
+        if _past(deadline):
+            out[n] = {"error": SKIPPED}
+            continue
+        variant = PRETRAIN[n]
         disco, siamese = VARIANTS[variant].pretrain_config("disco"), VARIANTS[variant].pretrain_config("siamese")
         argv = ["--device", str(device), "--disco-config", disco, "--siamese-config", siamese, "--no-finetune",
                 "--iters", str(max(args.iters, 5)), "--warmup", str(args.warmup)]
@@ -282,12 +356,14 @@ def tables(result: dict) -> str:
     if result.get("kernel"):
         lines += ["## Deformable attention: Triton kernel vs PyTorch path (DINO sizes, 4 levels of 800x1333)", "",
                   "| batch | dtype | setting | Nq | fwd ms PyTorch | fwd ms Triton | fwd+bwd ms PyTorch | fwd+bwd ms Triton"
-                  " | speed-up fwd+bwd | MiB PyTorch | MiB Triton | max abs diff |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  " | speed-up fwd+bwd | MiB PyTorch | MiB Triton | max abs diff | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in result["kernel"]:
-            lines.append("| " + " | ".join(_cell(r.get(k)) for k in (
+            note = "; ".join(r[k] for k in ("error", "pytorch_error", "triton_error") if r.get(k))
+            lines.append("| " + " | ".join([_cell(r.get(k)) for k in (
                 "batch", "dtype", "setting", "nq", "pytorch_forward_ms", "triton_forward_ms", "pytorch_train_ms",
-                "triton_train_ms", "speedup_train", "pytorch_train_mib", "triton_train_mib", "max_abs_diff")) + " |")
+                "triton_train_ms", "speedup_train", "pytorch_train_mib", "triton_train_mib", "max_abs_diff")]
+                + [note.replace("|", "/")[:200]]) + " |")
         lines.append("")
     if result.get("variants"):
         lines += ["## Training step per variant (paper resolution, AMP)", "",
@@ -341,16 +417,18 @@ def main(argv=None) -> dict:
     peak = load_tool("benchmark_gpu").peak_tflops(device, args.peak_tflops)
     result = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__, "triton": triton.__version__,
               "peak_tflops": peak, "args": vars(args)}
+    deadline = start + args.time_budget
+    every = deadline if args.quick else None  # --quick: the budget holds for every unit after the tests
     if not args.skip_tests:
-        result["tests"] = run_tests()
+        result["tests"] = run_tests(args.tests_timeout)
     if not args.skip_kernel:
-        result["kernel"] = kernel_figures(device, args)
+        result["kernel"] = kernel_figures(device, args, every)
     # compiled steps last: their compilation time is the least predictable part, and the budget cuts it short
-    variants = [] if args.skip_variants else variant_figures(device, args, peak, compiled=False)
+    variants = [] if args.skip_variants else variant_figures(device, args, peak, compiled=False, deadline=every)
     if not args.skip_pretrain:
-        result["pretrain"] = pretrain_figures(device, args)
+        result["pretrain"] = pretrain_figures(device, args, every)
     if not args.skip_variants and args.compile:
-        variants += variant_figures(device, args, peak, compiled=True, deadline=start + args.time_budget)
+        variants += variant_figures(device, args, peak, compiled=True, deadline=deadline)
     if variants:
         result["variants"] = add_speedups(variants)
     result["goals"] = goals(result)

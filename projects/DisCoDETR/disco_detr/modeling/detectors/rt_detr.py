@@ -6,6 +6,7 @@ Architecture (the release's ``rtdetr_pytorch`` and transformers' ``RTDetr``; d =
 * Backbone: any detectron2 ``Backbone`` giving strides 8/16/32 (ResNet-50-vd in the paper).
 * Efficient hybrid encoder (:class:`~..layers.hybrid_encoder.HybridEncoder`): AIFI on the stride-32 map, CCFM
   across the three levels; then the decoder input projections (per level conv1x1 + BN), flattened: the memory.
+  Every BN is ``layers.sync_batch_norm.SyncBatchNorm2d`` (global-batch statistics under DDP, as the release's sync_bn).
 * IoU-aware query selection: proposal heads ``enc_output`` (Linear + LayerNorm), ``enc_score_head`` (d -> C,
   trained with the varifocal loss, whose target is the IoU) and ``enc_bbox_head`` (3-layer MLP, logit deltas);
   the content queries are the selected ``enc_output`` rows, detached, the references the selected boxes.
@@ -45,6 +46,7 @@ from torch.nn import functional as F
 
 from ..layers import MLP, LayerCheckpointing, MultiheadAttention, MultiScaleDeformableAttention, inverse_sigmoid
 from ..layers.hybrid_encoder import HybridEncoder
+from ..layers.sync_batch_norm import SyncBatchNorm2d
 from .base import DecoderOutput, EncoderOutput
 from .two_stage import TwoStageDETR, init_prediction_heads
 
@@ -154,7 +156,7 @@ class RTDETR(TwoStageDETR):
         self.encoder = encoder
         self.decoder = decoder
         self.decoder_input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(d_model, d_model, 1, bias=False), nn.BatchNorm2d(d_model))
+            nn.Sequential(nn.Conv2d(d_model, d_model, 1, bias=False), SyncBatchNorm2d(d_model))
             for _ in self.in_features)
         self.enc_output = nn.Sequential(nn.Linear(d_model, d_model), nn.LayerNorm(d_model))
         self.enc_score_head = nn.Linear(d_model, num_classes)

@@ -9,6 +9,9 @@ then bottom-up (conv3x3/s2+BN+SiLU, concat with the top-down map, :class:`CSPRep
 finer map's size (not a fixed x2), so odd image sizes work (the backbone rounds sizes up at every stride). Padding
 (True in the masks) is masked out of AIFI's keys.
 
+BatchNorm is :class:`~.sync_batch_norm.SyncBatchNorm2d`: plain ``BatchNorm2d`` in one process and in eval,
+statistics of the whole global batch under DDP (the release trains with ``sync_bn``), so N processes normalise as one would.
+
 Module attribute names follow the release (``input_proj``, ``aifi``, ``lateral_convs``, ``fpn_blocks``,
 ``downsample_convs``, ``pan_blocks``), which the checkpoint converters of :mod:`disco_detr.checkpoint.rtdetr` rely on.
 """
@@ -20,17 +23,19 @@ from torch.nn import functional as F
 
 from .attention import MultiheadAttention
 from .checkpointing import LayerCheckpointing
+from .sync_batch_norm import SyncBatchNorm2d
 
 __all__ = ["AIFILayer", "CSPRepLayer", "ConvNormAct", "HybridEncoder", "RepVGGBlock", "sincos_position_embedding_2d"]
 
 
 class ConvNormAct(nn.Module):
-    """Conv2d (no bias, 'same' padding (k-1)//2) + BatchNorm2d + SiLU (or no activation): (B,Ci,H,W)->(B,Co,H',W')."""
+    """Conv2d (no bias, 'same' padding (k-1)//2) + BatchNorm2d (synchronised) + SiLU (or no activation):
+    (B,Ci,H,W)->(B,Co,H',W')."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, act: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, bias=False)
-        self.norm = nn.BatchNorm2d(out_channels)
+        self.norm = SyncBatchNorm2d(out_channels)
         self.act = nn.SiLU() if act else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -135,7 +140,7 @@ class HybridEncoder(LayerCheckpointing, nn.Module):
         self.aifi_position = aifi_position
         n = len(self.in_channels)
         self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, d_model, 1, bias=False), nn.BatchNorm2d(d_model)) for c in self.in_channels)
+            nn.Sequential(nn.Conv2d(c, d_model, 1, bias=False), SyncBatchNorm2d(d_model)) for c in self.in_channels)
         self.aifi = nn.ModuleList(
             nn.ModuleList(AIFILayer(d_model, num_heads, dim_feedforward, dropout) for _ in range(num_aifi_layers))
             for _ in self.aifi_levels)
