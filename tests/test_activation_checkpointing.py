@@ -73,7 +73,7 @@ def test_each_part_keeps_fewer_activations(variant):
 def test_training_batchnorm_statistics_are_updated_once():
     """RT-DETR's hybrid encoder has training-mode BatchNorm in its CSP blocks: the re-run in backward must not
     move the running statistics a second time."""
-    base = tiny_detector("rt_detr")
+    base = tiny_detector("rtdetr")
     batch = mixed_size_batch(torch.Generator().manual_seed(0))
     plain, model = copy.deepcopy(base), copy.deepcopy(base)
     model.set_activation_checkpointing(["encoder"])
@@ -88,7 +88,7 @@ def test_training_batchnorm_statistics_are_updated_once():
 
 def test_unknown_part_is_rejected():
     with pytest.raises(ValueError, match="transformer"):
-        tiny_detector("conditional").set_activation_checkpointing(["transformer"])
+        tiny_detector("cond").set_activation_checkpointing(["transformer"])
 
 
 def test_live_tensor_bytes_counts_a_storage_once_until_freed():

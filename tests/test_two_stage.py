@@ -25,7 +25,7 @@ from disco_detr.modeling.matching import HungarianMatcher
 from conftest import perturb_parameters_
 
 FEATURES = ("res2", "res3", "res4")
-VARIANTS = ("dino", "rt_detr")
+VARIANTS = ("dino", "rtdetr")
 
 
 def _tiny(variant: str, seed: int = 0) -> TwoStageDETR:
