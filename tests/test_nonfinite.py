@@ -100,13 +100,20 @@ def _worker(workdir: str) -> None:
         counter = [(it, v) for v, it in loop.storage.history("nonfinite_skipped").values()]
         torch.save({"weights": model.module.state_dict(), "skipped": loop.nonfinite_skipped, "counter": counter,
                     "warnings": list(records)}, os.path.join(workdir, f"{name}_rank{rank}.pt"))
+    # both processes leave together with the process group torn down: a gloo thread still running at exit aborts
+    # the process ("terminate called without an active exception")
+    comm.synchronize()
+    torch.distributed.destroy_process_group()
 
 
 def test_a_nan_on_one_of_two_processes_skips_the_step_on_both(tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
         [os.path.join(REPO, "projects", "DisCoDETR"), REPO, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    for _ in range(2):  # a gloo thread alive at a process's exit can abort it after its work is done: one retry
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), str(tmp_path)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0 or "terminate called without an active exception" not in proc.stderr:
+            break
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     want = reference_weights()
     taken = reference_weights(skipped=())
