@@ -14,20 +14,18 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 
 from detectron2.config import LazyCall as L
 
 from .convert.detrex import convert_detrex
 from .convert.rtdetr import convert_rtdetr
+from .model_zoo.catalog import REPO_ROOT  # the repository root: row paths are relative to it
 from .modeling.backbone import build_tiny_resnet
 from .modeling.detectors import DABDETR, DINO, RTDETR, ConditionalDETR, DeformableDETR
 
 __all__ = ["METHODS", "REPO_ROOT", "SLOW_DEFORMABLE", "VARIANTS", "PretrainingMethod", "Variant", "config_path"]
 
-#: the repository root: row paths are relative to it
-REPO_ROOT = Path(__file__).resolve().parents[3]
 #: the learning-rate factors of deformable attention's sampling offsets and reference points (x0.1)
 SLOW_DEFORMABLE = MappingProxyType({"sampling_offsets": 0.1, "reference_points": 0.1})
 #: the tests' detector size: d = 32, 4 heads, feed-forward 64, 1 encoder + 2 decoder layers, 12 queries

@@ -41,7 +41,7 @@ memory; DisCo / Siamese <= 1.03; DMOQF <= 1 % of a step at N = 900. The JSON rec
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import itertools
 import json
 import os
@@ -50,12 +50,12 @@ import subprocess
 import sys
 import time
 import types
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-REPO = str(Path(__file__).resolve().parents[4])
+from .paths import REPO
+
 DINO_LEVELS = [(100, 167), (50, 84), (25, 42), (13, 21)]
 #: the pre-training cases of section 4: queries -> the variant whose DisCo / Siamese configs run
 PRETRAIN = {300: "cond", 900: "dino"}
