@@ -32,6 +32,9 @@ import os
 import subprocess
 import time
 
+from detectron2.config import LazyConfig
+
+from ..data.label_splits import LabelSplit
 from .demo_runs import (
     DEFAULT_VARIANT,
     LABELS,
@@ -45,6 +48,14 @@ from .demo_runs import (
     run_graph,
     variants,
 )
+from .paths import REPO
+
+
+def finetune_dataset(config: str, fraction: float, fold: int) -> str:
+    """The registered dataset the demo fine-tunes on: the fine-tuning preset's training set, or its label split
+    ``<set>_<P>pct_fold<F>`` (:class:`disco_detr.data.label_splits.LabelSplit`) when ``fraction`` < 1."""
+    parent = LazyConfig.load(os.path.join(REPO, config)).dataloader.train.dataset.names
+    return parent if fraction >= 1 else LabelSplit(parent, fraction=fraction, fold=fold).name
 
 
 def main(argv=None):
@@ -60,6 +71,10 @@ def main(argv=None):
     parser.add_argument("--reference-period", type=int, default=25,
                         help="fine-tuning iterations between two records of the reference points (CS)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fraction", type=float, default=1.0,
+                        help="fine-tune on this fraction of the labelled training images (a label split of "
+                             "disco_detr/data/label_splits.py, e.g. 0.1; default 1: all of them)")
+    parser.add_argument("--fold", type=int, default=0, help="the label split's fold (0-4; with --fraction < 1)")
     parser.add_argument("--starts", nargs="+", choices=STARTS, default=list(STARTS),
                         help="the fine-tuning starts to compare (default: all four)")
     parser.add_argument("--jobs", type=int, default=3, help="training runs side by side (default 3)")
@@ -81,11 +96,12 @@ def main(argv=None):
     timings.update(make_proposals(args.data, {METHOD_OF[m] for m in methods}))
     common = [f"train.seed={args.seed}"]
     v = args.variant
+    presets = VARIANTS[v]
+    labelled = finetune_dataset(presets.demo_config, args.fraction, args.fold)
     analysis = [f"train.analysis.reference_period={args.reference_period}", "train.analysis.query_distance=True"]
     names = [f"pretrain_{m}" for m in methods] + [f"finetune_{s}" for s in ["none", *methods] if s in starts]
     out = {name: os.path.join(out_root, name) for name in names}
     inits = {"none": WEIGHTS, **{m: f"{out[f'pretrain_{m}']}/model_final.pth" for m in methods}}
-    presets = VARIANTS[v]
     configs = {f"pretrain_{m}": presets.demo_pretrain_config(m) for m in methods}
     steps = {}
     for name in names:
@@ -95,7 +111,8 @@ def main(argv=None):
             extra, deps = [f"train.max_iter={args.pretrain_iters}"], []
         else:
             start_from = name.split("_", 1)[1]
-            extra = [f"train.max_iter={args.finetune_iters}", f"train.init_checkpoint={inits[start_from]}", *analysis]
+            extra = [f"train.max_iter={args.finetune_iters}", f"train.init_checkpoint={inits[start_from]}", *analysis,
+                     f"dataloader.train.dataset.names={labelled}"]
             deps = [f"pretrain_{start_from}"] if start_from != "none" else []
         os.makedirs(out[name], exist_ok=True)
         cmd = ["tools/lazyconfig_train_net.py", "--config-file", configs.get(name, presets.demo_config), *common,
@@ -121,7 +138,8 @@ def main(argv=None):
     total = time.time() - start
 
     print(f"\nDemo results, {v} (seed {args.seed}; pre-training {args.pretrain_iters} iterations of 8 images, "
-          f"fine-tuning {args.finetune_iters} iterations of 8 images; COCO-style AP on the 100 val images;\n"
+          f"fine-tuning {args.finetune_iters} iterations of 8 images on {labelled}; COCO-style AP on the 100 val "
+          f"images;\n"
           f"CS: convergence stability of the fine-tuning queries' reference points, recorded every "
           f"{args.reference_period} iterations (eq. 13, higher = steadier);\n"
           f"distance: mean distance from each matched query's reference point to its object's centre at the end, "
@@ -140,7 +158,7 @@ def main(argv=None):
     if figures:
         print("Figures: " + ", ".join(os.path.join(out_root, f) for f in figures))
     with open(os.path.join(out_root, "demo_results.json"), "w") as f:
-        json.dump({"variant": v, "seed": args.seed, "pretrain_iters": args.pretrain_iters,
+        json.dump({"variant": v, "seed": args.seed, "labelled": labelled, "pretrain_iters": args.pretrain_iters,
                    "finetune_iters": args.finetune_iters, "results": table, "timings_s": timings,
                    "total_s": total}, f, indent=1)
     print(f"Table: {out_root}/demo_results.json")
