@@ -105,3 +105,41 @@ def test_tiny_study_runs_the_grid_writes_splits_and_resumes(demo_proposals, tmp_
 def test_entry_point_is_the_module():
     with open(os.path.join(REPO, "tools", "label_efficiency_study.py")) as f:
         assert "from disco_detr.tooling.label_efficiency_study import main" in f.read()
+
+
+def _rule_study(per_fraction):
+    """A study whose (start, fraction) AP values over folds 0-2 are given; AP50 = 10 x the AP mean."""
+    starts = ["none", "siamese", "disco"]
+    results = {s: {} for s in starts}
+    for t, values in per_fraction.items():
+        for s in starts:
+            aps = values[s]
+            results[s][t] = {str(k): {"AP": ap, "AP50": 10 * float(np.mean(aps)), "AP75": 0.0}
+                             for k, ap in enumerate(aps)}
+    return {"starts": starts, "fractions": [0.05, 0.1, 1.0], "folds": [0, 1, 2], "results": results}
+
+
+def test_demo_rule_gap_spread_and_choice_by_hand():
+    study = _rule_study({
+        # none 2 +- 0; siamese 1 (gap 1, downwards); disco 5 +- sqrt(2/3) (gap 3): separated (0.816 < 1.5)
+        "5pct": {"none": [2, 2, 2], "siamese": [1, 1, 1], "disco": [4, 5, 6]},
+        # gap 0.5 against a spread of 0.816: not separated
+        "10pct": {"none": [4, 4, 4], "siamese": [3.5, 3.5, 3.5], "disco": [3, 4, 5]},
+        # the largest gap points down (none above the pre-trained arms) and is separated too, but AP50 < 40
+        "100pct": {"none": [3.9, 3.9, 3.9], "siamese": [0, 0, 0], "disco": [0.1, 0.1, 0.1]},
+    })
+    rows = label_study.separation(study)
+    assert rows["5pct"]["gap"] == pytest.approx(3.0) and rows["5pct"]["spread"] == pytest.approx(np.sqrt(2 / 3))
+    assert rows["5pct"]["separated"] and rows["5pct"]["eligible"] and rows["5pct"]["best_ap50"] == pytest.approx(50)
+    assert rows["10pct"]["gap"] == pytest.approx(0.5) and not rows["10pct"]["separated"]
+    assert rows["100pct"]["gap"] == pytest.approx(3.9) and rows["100pct"]["spread"] == pytest.approx(0, abs=1e-12)
+    assert rows["100pct"]["separated"] and not rows["100pct"]["eligible"]  # best AP50 39
+    assert label_study.demo_fraction(study) == ("5pct", True)
+    # nothing separated: the eligible fraction with the largest gap / spread, flagged as not separated
+    study = _rule_study({t: {"none": [4, 4, 4], "siamese": [4, 4, 4], "disco": d}
+                         for t, d in (("5pct", [3, 4, 5]), ("10pct", [3.5, 4, 5.5]), ("100pct", [4, 4.3, 4.4]))})
+    assert label_study.demo_fraction(study) == ("100pct", False)
+    study = _rule_study({t: {"none": [1, 1, 1], "siamese": [1, 1, 1], "disco": [1, 2, 3]}
+                         for t in ("5pct", "10pct", "100pct")})
+    with pytest.raises(ValueError, match="AP50"):
+        label_study.demo_fraction(study)

@@ -111,6 +111,40 @@ def cells(study: dict, metric: str) -> dict:
     return out
 
 
+def separation(study: dict, min_ap50: float = 40.0) -> dict:
+    """The demo's choice rule (docs/experiments.md, "Choosing make demo") on every fraction of ``study``.
+
+    Per fraction token: ``gap``, the largest |mean AP of a pre-trained start - mean AP of "none"| (either
+    direction); ``spread``, the largest standard deviation of AP over the folds among all starts; ``best_ap50``,
+    the highest mean AP50 of a start; ``eligible`` (``best_ap50 >= min_ap50``), ``separated``
+    (``spread < gap / 2``) and ``ratio`` = gap / spread (inf when every spread is 0)."""
+    ap, ap50 = cells(study, "AP"), cells(study, "AP50")
+    out = {}
+    for fraction in study["fractions"]:
+        t = token(fraction)
+        none = ap["none"][t]["mean"]
+        gap = max(abs(ap[s][t]["mean"] - none) for s in study["starts"] if s != "none")
+        spread = max(ap[s][t]["std"] for s in study["starts"])
+        best = max(ap50[s][t]["mean"] for s in study["starts"])
+        out[t] = {"gap": gap, "spread": spread, "best_ap50": best, "eligible": best >= min_ap50,
+                  "separated": spread < gap / 2, "ratio": gap / spread if spread > 0 else float("inf")}
+    return out
+
+
+def demo_fraction(study: dict) -> tuple[str, bool]:
+    """The fraction token the rule picks and whether its arms are separated: the separated eligible fraction with
+    the largest gap / spread, else the eligible one with the largest gap / spread; ratios within 5 % of the best
+    count as tied and the larger fraction wins. Raises ValueError when no fraction is eligible."""
+    rows = separation(study)
+    eligible = [(f, rows[token(f)]) for f in study["fractions"] if rows[token(f)]["eligible"]]
+    if not eligible:
+        raise ValueError("no fraction reaches the rule's AP50; the rule picks none")
+    pool = [(f, r) for f, r in eligible if r["separated"]] or eligible
+    best = max(r["ratio"] for _, r in pool)
+    chosen = max(f for f, r in pool if r["ratio"] >= 0.95 * best)
+    return token(chosen), rows[token(chosen)]["separated"]
+
+
 def print_tables(study: dict, metric: str) -> None:
     """``metric``'s mean +- std per (start, fraction) cell, then the pre-training health metrics per start."""
     tokens = [token(f) for f in study["fractions"]]
@@ -130,6 +164,14 @@ def print_tables(study: dict, metric: str) -> None:
         for start, values in health.items():
             print(f"| {start} | " + " | ".join("-" if values.get(m) is None else f"{values[m]:.4f}"
                                                for m in HEALTH) + " |")
+    if "none" in study["starts"] and len(study["starts"]) > 1 and len(study["folds"]) > 1:
+        print("\nThe demo's choice rule (docs/experiments.md): gap = largest |pre-trained mean AP - none|, spread = "
+              "largest AP std over the folds, separated when spread < gap / 2")
+        print("| fraction | gap | spread | gap / spread | best AP50 | separated | eligible (AP50 >= 40) |")
+        print("|---|---|---|---|---|---|---|")
+        for t, r in separation(study).items():
+            print(f"| {t} | {r['gap']:.2f} | {r['spread']:.2f} | {r['ratio']:.2f} | {r['best_ap50']:.2f} | "
+                  f"{'yes' if r['separated'] else 'no'} | {'yes' if r['eligible'] else 'no'} |")
 
 
 def main(argv=None):
