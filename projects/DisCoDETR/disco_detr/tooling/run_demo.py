@@ -8,8 +8,12 @@
    ("none": no DETR pre-training), from DETReg, from Siamese DETR and from DisCo DETR; each fine-tuning
    records its queries' reference points (for convergence stability, CS) and, at its
    evaluation, the distance between matched queries and their objects (the paper's Figures 4-6);
-5. print a table of fine-tuning AP / AP50 / AP75 on the val split with CS and distance, and
-   write the analysis figures (tools/analyze.py) next to the runs.
+5. print a table of fine-tuning AP / AP50 / AP75 on the val split with CS and distance,
+   write the analysis figures (tools/analyze.py) next to the runs, and draw the detections of the arm
+   with the best AP50 on the first --pictures val images (tools/predict.py).
+
+``--fraction P --fold F`` fine-tunes every arm on the label split ``<train set>_<P>pct_fold<F>``
+(disco_detr/data/label_splits.py) instead of the whole labelled training set.
 
 ``--variant NAME`` runs the same story for another detector (a row of disco_detr.variants.VARIANTS): it
 uses the row's presets ``configs/demo/NAME.py`` (fine-tuning), ``configs/demo/disco_NAME.py``,
@@ -80,6 +84,8 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=3, help="training runs side by side (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each training run (default 1)")
     parser.add_argument("--no-figures", action="store_true", help="skip the analysis figures")
+    parser.add_argument("--pictures", type=int, default=4,
+                        help="val images drawn with the detections of the arm with the best AP50 (default 4; 0: none)")
     parser.add_argument("--force", action="store_true", help="rerun steps whose results exist")
     args = parser.parse_args(argv)
     if args.variant not in variants():
@@ -135,6 +141,14 @@ def main(argv=None):
                             "attention_disco.png": ["attention", runs["disco"], "--image", "0"]})
         for file_name, cmd in figures.items():
             run(["tools/analyze.py", *cmd, "--out", os.path.join(out_root, file_name)], subprocess.DEVNULL)
+    best = max(results, key=lambda name: results[name]["AP50"])
+    pictures = os.path.join(out_root, f"predictions_{best}")
+    val_images = sorted(os.listdir(os.path.join(args.data, "images", "val")))[:args.pictures]
+    if val_images:
+        inputs = [a for name in val_images for a in ("--input", os.path.join(args.data, "images", "val", name))]
+        run(["tools/predict.py", "--config-file", presets.demo_config, "--weights",
+             os.path.join(runs[best], "model_final.pth"), *inputs, "--output", pictures, "--device", "cpu"],
+            subprocess.DEVNULL)
     total = time.time() - start
 
     print(f"\nDemo results, {v} (seed {args.seed}; pre-training {args.pretrain_iters} iterations of 8 images, "
@@ -157,8 +171,12 @@ def main(argv=None):
     print(f"\nRuns (logs, metrics.json, checkpoints, analysis records): {out_root}/<step>/")
     if figures:
         print("Figures: " + ", ".join(os.path.join(out_root, f) for f in figures))
+    if val_images:
+        print(f"Detections of the best arm by AP50 ({LABELS[best]}) on {len(val_images)} val images, score >= 0.5: "
+              f"{pictures}/")
     with open(os.path.join(out_root, "demo_results.json"), "w") as f:
-        json.dump({"variant": v, "seed": args.seed, "labelled": labelled, "pretrain_iters": args.pretrain_iters,
+        json.dump({"variant": v, "seed": args.seed, "labelled": labelled, "pictures": pictures if val_images else None,
+                   "pretrain_iters": args.pretrain_iters,
                    "finetune_iters": args.finetune_iters, "results": table, "timings_s": timings,
                    "total_s": total}, f, indent=1)
     print(f"Table: {out_root}/demo_results.json")
