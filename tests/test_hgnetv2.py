@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from detectron2.config import LazyConfig
 from detectron2.layers import FrozenBatchNorm2d
 from torch import nn
 
@@ -15,7 +16,7 @@ from disco_detr.convert.hgnetv2 import convert_hgnetv2, hgnetv2_shapes
 from disco_detr.modeling import HGNetV2, build_hgnetv2
 from disco_detr.modeling.backbone import set_backbone_checkpointing
 
-from conftest import REFERENCE
+from conftest import REFERENCE, REPO
 
 pytest.importorskip("timm")
 FIXTURE = os.path.join(REFERENCE, "hgnetv2.pt")
@@ -128,3 +129,15 @@ def test_dfine_release_keys_convert():
     del state["backbone.stages.3.blocks.0.aggregation.1.bn.bias"]
     with pytest.raises(KeyError, match="aggregation.1.bn.bias"):
         convert_hgnetv2(state, "dfine")
+
+
+@pytest.mark.parametrize("size", ["S", "M", "L", "X"])
+def test_dfine_size_table_backbones_feed_their_encoders(size):
+    """configs/common/models/d_fine_hgnetv2_sizes.py: each size's backbone gives the encoder's in_channels."""
+    table = LazyConfig.load(os.path.join(REPO, "configs", "common", "models", "d_fine_hgnetv2_sizes.py"))
+    row = table.DFINE_HGNETV2_SIZES[size]
+    with torch.device("meta"):
+        backbone = build_hgnetv2(**row.backbone)
+    shapes = backbone.output_shape()
+    assert tuple(s.channels for s in shapes.values()) == tuple(row.encoder.in_channels)
+    assert [s.stride for s in shapes.values()] == [8, 16, 32] and len(row.decoder.num_points) == 3

@@ -13,7 +13,7 @@ Outputs: ``stem`` (stride 4), ``stage1`` (stride 4), ``stage2`` / ``stage3`` / `
 D-FINE's ``return_idx [1, 2, 3]``), each (B, C, ceil-divided H, W), channels from the architecture (B4:
 128 / 512 / 1024 / 2048 for stage1-4). Stages after the last requested output are not built.
 
-Deviations from the release (docs/d_fine.md):
+Deviations from the release (docs/hgnetv2.md):
 - ``freeze_at`` follows detectron2 (0 trains everything, 1 freezes the stem, k >= 2 the stem and stage1 ..
   stage{k-1}); the release's ``freeze_at=0, freeze_stem_only=True`` (L, X) is ``freeze_at=1`` here, its
   ``freeze_at=-1`` (S, M, DEIM) is ``freeze_at=0``.
