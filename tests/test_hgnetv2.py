@@ -141,3 +141,30 @@ def test_dfine_size_table_backbones_feed_their_encoders(size):
     shapes = backbone.output_shape()
     assert tuple(s.channels for s in shapes.values()) == tuple(row.encoder.in_channels)
     assert [s.stride for s in shapes.values()] == [8, 16, 32] and len(row.decoder.num_points) == 3
+
+
+def test_convert_tool_writes_a_loadable_backbone(fixture, tmp_path):
+    """tools/convert/convert_hgnetv2.py on a transformers-layout file: the output loads into our backbone."""
+    from disco_detr.tooling.convert.convert_hgnetv2 import main
+
+    entry = fixture["tiny"]["lab"]
+    src, dst = tmp_path / "hf.pth", tmp_path / "out" / "ours.pth"
+    torch.save({"model": {f"model.backbone.model.{k}": v for k, v in entry["state_dict"].items()}}, src)
+    with pytest.raises(SystemExit, match="hf.pth"):  # a tiny backbone is none of B0-B5: the error names the file
+        main([str(src), str(dst), "--source", "hf"])
+    B0 = {k: torch.randn(s) for k, s in hgnetv2_shapes("B0", True).items()}
+    torch.save({"model": {f"model.backbone.model.{k}": v for k, v in _to_hf(B0).items()}}, src)
+    main([str(src), str(dst), "--source", "hf"])
+    written = torch.load(dst, weights_only=True)["model"]
+    assert set(written) == {f"backbone.{k}" for k in B0} and torch.equal(written["backbone.stem.stem1.conv.weight"],
+                                                                         B0["stem.stem1.conv.weight"])
+
+
+def _to_hf(state):
+    """Our names -> transformers' (the inverse of the converter's "hf" rules, written out for the test)."""
+    out = {}
+    for k, v in state.items():
+        k = k.replace(".conv.", ".convolution.").replace(".bn.", ".normalization.")
+        k = k.replace("stem.", "embedder.", 1) if k.startswith("stem.") else k.replace("stages.", "encoder.stages.", 1)
+        out[k] = v
+    return out
