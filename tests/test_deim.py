@@ -141,7 +141,9 @@ def _mapper(cls=MosaicDetrDatasetMapper, **kwargs):
 def test_mosaic_without_affine_by_hand(synthetic_records):
     """Identity affine: each image resized to short side 32, boxes scaled and shifted into their cells."""
     mapper = _mapper(mosaic_size=32, rotation=0.0, translation=(0.0, 0.0), scaling=(1.0, 1.0))
+    synthetic_records[0]["annotations"][0]["segmentation"] = [[10, 5, 30, 5, 30, 25]]  # not mapped: left out
     canvas, annos = mapper.mosaic(synthetic_records)
+    assert not any("segmentation" in a for a in annos)
     # resized sizes (h, w): (32, 64), (32, 32), (32, 48), (64, 32); cells 64 x 64
     assert canvas.shape == (128, 128, 3)
     expected = {0: [8, 4, 24, 20], 1: [64, 0, 96, 32], 2: [4, 64 + 4, 20, 64 + 30],

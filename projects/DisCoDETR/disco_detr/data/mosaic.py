@@ -37,13 +37,14 @@ __all__ = ["MosaicDetrDatasetMapper", "affine_boxes", "mosaic_affine_matrix", "p
 
 
 def _xyxy_annotations(dataset_dict: dict) -> list[dict]:
-    """Non-crowd annotations with ``bbox`` as float64 xyxy pixels."""
+    """Non-crowd annotations with ``bbox`` as float64 xyxy pixels (masks and keypoints left out: not mapped)."""
     annos = []
     for obj in dataset_dict.get("annotations", []):
         if obj.get("iscrowd", 0):
             continue
         box = BoxMode.convert(list(obj["bbox"]), obj["bbox_mode"], BoxMode.XYXY_ABS)
-        annos.append({**obj, "bbox": np.asarray(box, dtype=np.float64), "bbox_mode": BoxMode.XYXY_ABS})
+        kept = {k: v for k, v in obj.items() if k not in ("segmentation", "keypoints")}
+        annos.append({**kept, "bbox": np.asarray(box, dtype=np.float64), "bbox_mode": BoxMode.XYXY_ABS})
     return annos
 
 
