@@ -13,33 +13,14 @@ Download the file yourself; nothing is fetched here. The backbone is located ins
 convolution; every tensor is checked key by key and shape by shape against B0-B5 (disco_detr.convert.hgnetv2); the
 output holds ``{"model": {prefix + name: tensor}}`` (prefix ``backbone.`` by default).
 """
-import argparse
-import os
-import sys
-
-import torch
-
 from disco_detr.convert.hgnetv2 import HGNETV2_SOURCES, convert_hgnetv2
-from disco_detr.convert.resnet_vd import load_weights_file, unwrap_state_dict
+
+from .backbone_cli import backbone_parser, convert_file
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", help="input checkpoint (.pth / .pt / .bin / .safetensors)")
-    parser.add_argument("dst", help="output .pth for train.init_checkpoint")
-    parser.add_argument("--source", required=True, choices=HGNETV2_SOURCES, help="key layout of the input")
-    parser.add_argument("--prefix", default="backbone.", help="prefix of the output keys (default: backbone.)")
-    parser.add_argument("--key", default=None, help="dotted path of the state dict inside the file, e.g. ema.module")
-    parser.add_argument("--allow-pickle", action="store_true",
-                        help="load with weights_only=False (only for files you trust)")
-    args = parser.parse_args(argv)
-    try:
-        state = unwrap_state_dict(load_weights_file(args.src, args.allow_pickle), args.key)
-        converted, dropped = convert_hgnetv2(state, args.source, args.prefix)
-    except Exception as e:  # every failure names the file
-        sys.exit(f"error: {args.src}: {type(e).__name__}: {e}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
-    torch.save({"model": converted, "__author__": f"converted from {args.src} ({args.source} layout)"}, args.dst)
+    args = backbone_parser(__doc__, HGNETV2_SOURCES).parse_args(argv)
+    converted, dropped = convert_file(args, convert_hgnetv2)
     lab = any(".lab." in k for k in converted)
     print(f"wrote {len(converted)} tensors to {args.dst} (learnable affine blocks: {'yes' if lab else 'no'}); "
           f"dropped {len(dropped)} keys")
