@@ -26,12 +26,14 @@ from .label_splits import (
     split_pool,
     write_label_split,
 )
+from .mosaic import MosaicDetrDatasetMapper
 from .pretrain_datasets import load_unlabelled_folder, register_unlabelled_images
 
 __all__ = [
     "DetrDatasetMapper",
     "LabelSplit",
     "LabelSplitError",
+    "MosaicDetrDatasetMapper",
     "StreamDataset",
     "StreamSampler",
     "build_train_loader",

@@ -56,7 +56,9 @@ class StreamDataset(torchdata.Dataset):
     Position p lies in epoch ``p // len(dataset)``; the image is that epoch's permutation
     (seeded by ``(seed, epoch)``) at ``p % len(dataset)``. A sample whose mapping raises or
     returns None is logged with its file name and replaced by a deterministic random other
-    image (up to ``max_retries`` times), so one bad file never stops a run.
+    image (up to ``max_retries`` times), so one bad file never stops a run. A mapper with a
+    ``map_in_stream(record, dataset, epoch)`` method is called through it: it may draw further records from
+    ``dataset`` (with the seeded RNGs) and depend on the epoch (e.g. :class:`.mosaic.MosaicDetrDatasetMapper`).
     """
 
     def __init__(self, dataset: list, mapper, seed: int = 0, shuffle: bool = True, max_retries: int = 10):
@@ -90,7 +92,10 @@ class StreamDataset(torchdata.Dataset):
             record = self.dataset[index]
             seed_rngs(mix_seeds(self.seed, position, attempt, 1))
             try:
-                sample = self.mapper(record)
+                if hasattr(self.mapper, "map_in_stream"):
+                    sample = self.mapper.map_in_stream(record, self.dataset, position // len(self.dataset))
+                else:
+                    sample = self.mapper(record)
             except Exception as e:
                 logger.warning("Skipping sample %s: %s: %s", record.get("file_name", index), type(e).__name__, e)
                 continue

@@ -95,8 +95,9 @@ class DetrDatasetMapper:
                     "the dataset and the model's num_classes disagree"
                 )
 
-    def __call__(self, dataset_dict: dict) -> dict:
-        dataset_dict = copy.deepcopy(dataset_dict)
+    def read(self, dataset_dict: dict) -> np.ndarray:
+        """The (H, W, 3) uint8 RGB image of ``dataset_dict`` (checked against its size) after checking its
+        annotations in training; errors name the file."""
         file_name = dataset_dict["file_name"]
         image = read_rgb_image(file_name)
         try:
@@ -105,10 +106,19 @@ class DetrDatasetMapper:
             raise ValueError(f"{file_name}: {e}") from e
         if self.is_train:
             self.check_annotations(dataset_dict)
+        return image
 
+    def __call__(self, dataset_dict: dict) -> dict:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = self.read(dataset_dict)
         augs = self.augmentation
         if self.augmentation_with_crop is not None and np.random.rand() < self.crop_probability:
             augs = self.augmentation_with_crop
+        return self.apply(dataset_dict, image, augs)
+
+    def apply(self, dataset_dict: dict, image: np.ndarray, augs: T.AugmentationList) -> dict:
+        """Run ``augs`` on ``image`` (H, W, 3) uint8 and the dict's annotations (crowd regions dropped); fill
+        "image" and, in training, "instances" (xyxy pixels of the result, empty boxes dropped)."""
         aug_input = T.AugInput(image)
         transforms = augs(aug_input)
         image = aug_input.image

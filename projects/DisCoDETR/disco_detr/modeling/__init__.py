@@ -2,6 +2,7 @@ from . import detectors  # noqa: F401  (registers the meta-architectures)
 from .backbone import MobileNetV2Backbone, build_resnet, build_tiny_resnet
 from .criterion import SetCriterion
 from .detectors import DABDETR, DINO, RTDETR, ConditionalDETR, DeformableDETR
+from .hgnetv2 import HGNetV2, build_hgnetv2
 from .matching import HungarianMatcher
 from .resnet_vd import ResNetVd, build_resnet_vd
 
@@ -11,10 +12,12 @@ __all__ = [
     "RTDETR",
     "ConditionalDETR",
     "DeformableDETR",
+    "HGNetV2",
     "HungarianMatcher",
     "MobileNetV2Backbone",
     "ResNetVd",
     "SetCriterion",
+    "build_hgnetv2",
     "build_resnet",
     "build_resnet_vd",
     "build_tiny_resnet",

@@ -15,40 +15,17 @@ EMA weights of an RT-DETR release training checkpoint). Every backbone tensor is
 and shape by shape against the ResNet-vd architecture read from the file; the output holds
 ``{"model": {prefix + name: tensor}}`` (prefix ``backbone.`` by default).
 """
-import argparse
-import os
-import sys
+from disco_detr.convert.resnet_vd import RESNET_VD_SOURCES, convert_resnet_vd, infer_resnet_vd_config
 
-import torch
-
-from disco_detr.convert.resnet_vd import (
-    RESNET_VD_SOURCES,
-    convert_resnet_vd,
-    infer_resnet_vd_config,
-    load_weights_file,
-    unwrap_state_dict,
-)
+from .backbone_cli import backbone_parser, convert_file
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", help="input checkpoint (.pth / .pt / .bin / .safetensors)")
-    parser.add_argument("dst", help="output .pth for train.init_checkpoint")
-    parser.add_argument("--source", required=True, choices=RESNET_VD_SOURCES, help="key layout of the input")
-    parser.add_argument("--prefix", default="backbone.", help="prefix of the output keys (default: backbone.)")
-    parser.add_argument("--key", default=None, help="dotted path of the state dict inside the file, e.g. ema.module")
+    parser = backbone_parser(__doc__, RESNET_VD_SOURCES)
     parser.add_argument("--source-prefix", default=None, help="backbone prefix inside the file (found automatically)")
-    parser.add_argument("--allow-pickle", action="store_true",
-                        help="load with weights_only=False (only for files you trust)")
     args = parser.parse_args(argv)
-    try:
-        state = unwrap_state_dict(load_weights_file(args.src, args.allow_pickle), args.key)
-        converted, dropped = convert_resnet_vd(state, args.source, args.prefix, source_prefix=args.source_prefix)
-    except Exception as e:  # every failure names the file
-        sys.exit(f"error: {args.src}: {type(e).__name__}: {e}")
+    converted, dropped = convert_file(args, convert_resnet_vd, source_prefix=args.source_prefix)
     config = infer_resnet_vd_config({k[len(args.prefix):]: v for k, v in converted.items()})
-    os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
-    torch.save({"model": converted, "__author__": f"converted from {args.src} ({args.source} layout)"}, args.dst)
     params = sum(v.numel() for k, v in converted.items() if k.endswith(("weight", "bias")))
     print(f"wrote {len(converted)} tensors ({params:,} parameters) to {args.dst}: stem {config['stem_widths']}, "
           f"depths {config['depths']}, widths {config['widths']}, bottleneck ratio {config['bottleneck_ratio']}")
