@@ -17,6 +17,9 @@ long run, and DDP without ``find_unused_parameters`` stops when such a batch lea
 Random draws in the forward (dropout, denoising noise, DisCo's box jitter) are switched off: the trainer seeds
 them per process from (seed, iteration, rank), so one process and two draw differently by design.
 
+Pass: every logged loss term within :data:`LOSS_RTOL` (relative, floor 1) and the weight updates within
+:data:`WEIGHT_RTOL` of their norm, except the cases of :data:`TOLERANCES`, each with its measured reason.
+
 Files: ``<out>/<case>/w<N>/`` holds the N-process run (``metrics.json``, ``model_final.pth``, ``init.pth``,
 ``error.txt`` when it failed). tools/ddp_matrix.py runs the whole matrix and prints the table;
 tests/test_ddp_matrix.py runs :data:`TEST_CASES`, one case per variant.
@@ -39,8 +42,9 @@ from detectron2.config import LazyConfig
 
 from ..variants import METHODS, VARIANTS, config_path
 
-__all__ = ["EMPTY_ITERATION", "KINDS", "TEST_CASES", "Case", "CaseResult", "all_cases", "case_config", "compare_runs",
-           "format_table", "logged_losses", "main", "ddp_dataset", "make_data", "run_cases"]
+__all__ = ["EMPTY_ITERATION", "KINDS", "TEST_CASES", "TOLERANCES", "Case", "CaseResult", "Tolerance", "all_cases",
+           "case_config", "compare_runs", "format_table", "logged_losses", "main", "ddp_dataset", "make_data",
+           "run_cases"]
 
 #: the training kinds: fine-tuning, then the pre-training methods (keys of :data:`disco_detr.variants.METHODS`)
 KINDS = ("finetune", *METHODS)
@@ -64,8 +68,38 @@ class Case:
 
 
 @dataclass(frozen=True)
+class Tolerance:
+    """How far a case's two runs may differ: ``loss`` for each logged loss term (relative, floor 1), except the
+    terms whose names start with one of ``tied_terms``, which get ``tied_loss``; ``weight`` for the weight
+    updates (|delta_2 - delta_1| / |delta_1|). ``reason``: why a case needs more than the defaults."""
+
+    loss: float = LOSS_RTOL
+    weight: float = WEIGHT_RTOL
+    tied_terms: tuple[str, ...] = ()
+    tied_loss: float = LOSS_RTOL
+    reason: str = ""
+
+    def is_tied(self, term: str) -> bool:
+        return term.startswith(self.tied_terms) if self.tied_terms else False
+
+
+#: the cases allowed more than float rounding, each for a cause that is not DDP's (docs/experiments.md, "The DDP
+#: matrix on CPU"). RT-DETR DisCo DETR: the two runs' SyncBatchNorm statistics differ in the last bits (the mean of
+#: two processes' means against one mean), so the Hungarian costs do (1 ulp), and the matching has exact ties (at
+#: the first step every query's box is an encoder anchor of one size, the box heads starting at zero): a tie broken
+#: the other way gives a box to another of the tied queries. L_loc does not see which (the tie is in its terms);
+#: L_rec and CLD do (their target is the box's crop, the other view's query), and the runs drift from there.
+TOLERANCES = {
+    Case("rtdetr", "disco"): Tolerance(
+        weight=2e-2, tied_terms=("loss_rec", "loss_contrast"), tied_loss=5e-2,
+        reason="a tied Hungarian matching broken by float rounding moves L_rec / CLD"),
+}
+
+
+@dataclass(frozen=True)
 class CaseResult:
-    """One case's verdict: the largest relative loss difference over iterations and terms, the relative
+    """One case's verdict: the largest relative loss difference over iterations and the terms of the default
+    tolerance (``loss_diff``) and over the case's tied terms (``tied_loss_diff``, None without), the relative
     difference of the weight updates (|delta_2 - delta_1| / |delta_1|), and the error that stopped a run."""
 
     case: Case
@@ -73,11 +107,18 @@ class CaseResult:
     loss_diff: float | None = None
     weight_diff: float | None = None
     error: str | None = None
+    tied_loss_diff: float | None = None
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return TOLERANCES.get(self.case, Tolerance())
 
     @property
     def ok(self) -> bool:
-        return (self.error is None and self.loss_diff is not None and self.loss_diff <= LOSS_RTOL
-                and self.weight_diff is not None and self.weight_diff <= WEIGHT_RTOL)
+        tol = self.tolerance
+        return (self.error is None and self.loss_diff is not None and self.loss_diff <= tol.loss
+                and (self.tied_loss_diff is None or self.tied_loss_diff <= tol.tied_loss)
+                and self.weight_diff is not None and self.weight_diff <= tol.weight)
 
 
 #: the cases of ``make test`` (tests/test_ddp_matrix.py), one per variant: a case's training costs about the same
@@ -287,26 +328,31 @@ def compare_runs(case: Case, out: str) -> CaseResult:
     losses_one, losses_two = logged_losses(one), logged_losses(two)
     if sorted(losses_one) != list(range(ITERATIONS)) or sorted(losses_two) != sorted(losses_one):
         return CaseResult(case, find_unused, error=f"logged iterations {sorted(losses_one)} / {sorted(losses_two)}")
-    loss_diff = 0.0
+    tolerance = TOLERANCES.get(case, Tolerance())
+    loss_diff, tied_diff = 0.0, (0.0 if tolerance.tied_terms else None)
     for it, terms in losses_one.items():
         if terms.keys() != losses_two[it].keys():
             return CaseResult(case, find_unused, error=f"iteration {it}: loss terms differ: "
                               f"{sorted(terms.keys() ^ losses_two[it].keys())}")
         for name, value in terms.items():
-            loss_diff = max(loss_diff, abs(losses_two[it][name] - value) / max(1.0, abs(value)))
+            diff = abs(losses_two[it][name] - value) / max(1.0, abs(value))
+            if tolerance.is_tied(name):
+                tied_diff = max(tied_diff, diff)
+            else:
+                loss_diff = max(loss_diff, diff)
     load = lambda path: torch.load(path, map_location="cpu", weights_only=True)  # noqa: E731
     init, init_two = load(os.path.join(one, "init.pth")), load(os.path.join(two, "init.pth"))
     final_one = load(os.path.join(one, "model_final.pth"))["model"]
     final_two = load(os.path.join(two, "model_final.pth"))["model"]
     keys = list(init)
     if init.keys() != init_two.keys() or any(not torch.equal(init[k], init_two[k]) for k in keys):
-        return CaseResult(case, find_unused, loss_diff, error="the initial weights differ")
+        return CaseResult(case, find_unused, loss_diff, error="the initial weights differ", tied_loss_diff=tied_diff)
     delta_one = torch.cat([(final_one[k] - init[k]).flatten() for k in keys])
     delta_two = torch.cat([(final_two[k] - init[k]).flatten() for k in keys])
     if delta_one.norm() == 0:
-        return CaseResult(case, find_unused, loss_diff, error="no weight moved")
+        return CaseResult(case, find_unused, loss_diff, error="no weight moved", tied_loss_diff=tied_diff)
     weight_diff = float((delta_one - delta_two).norm() / delta_one.norm())
-    return CaseResult(case, find_unused, loss_diff, weight_diff)
+    return CaseResult(case, find_unused, loss_diff, weight_diff, tied_loss_diff=tied_diff)
 
 
 def run_cases(cases: list[Case], out: str, data: str, timeout: float = 1800) -> list[CaseResult]:
@@ -319,12 +365,21 @@ def run_cases(cases: list[Case], out: str, data: str, timeout: float = 1800) -> 
 
 
 def format_table(results: list[CaseResult]) -> str:
+    """The markdown table of ``results``; a case of :data:`TOLERANCES` shows its tied terms' difference after
+    the others' ("a; loss_rec/loss_contrast b") and its tolerances after the verdict."""
     rows = ["| variant | kind | find_unused | max loss diff | weight diff | result |", "|---|---|---|---|---|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.1e}"  # noqa: E731
     for r in results:
-        fmt = lambda v: "-" if v is None else f"{v:.1e}"  # noqa: E731
         verdict = "ok" if r.ok else (r.error or "differs")
-        rows.append(f"| {r.case.variant} | {r.case.kind} | {r.find_unused} | {fmt(r.loss_diff)} | "
-                    f"{fmt(r.weight_diff)} | {verdict} |")
+        loss = fmt(r.loss_diff)
+        tol = r.tolerance
+        if tol.tied_terms:
+            loss += f"; {'/'.join(tol.tied_terms)} {fmt(r.tied_loss_diff)}"
+        if r.case in TOLERANCES:
+            verdict += (f" (tolerance: loss {tol.loss:g}, {'/'.join(tol.tied_terms) or 'tied terms'} "
+                        f"{tol.tied_loss:g}, weights {tol.weight:g}: {tol.reason})")
+        rows.append(f"| {r.case.variant} | {r.case.kind} | {r.find_unused} | {loss} | {fmt(r.weight_diff)} | "
+                    f"{verdict} |")
     return "\n".join(rows)
 
 
