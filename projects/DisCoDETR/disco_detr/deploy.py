@@ -39,7 +39,6 @@ their level sizes from the graph (``torch.jit.is_tracing()`` branches in ``flatt
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -50,6 +49,9 @@ from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.structures import ImageList
 from torch import Tensor, nn
+
+from disco_detr_runtime.predict import resize_image
+from disco_detr_runtime.session import INPUT_NAMES, OUTPUT_NAMES, RuntimeDetector
 
 from .checkpoint import DisCoCheckpointer
 from .data.image_io import read_rgb_image as read_image  # the one reader, under deploy's public name
@@ -64,8 +66,6 @@ __all__ = ["ExportableDetector", "FinetunedCheckpointer", "OnnxDetector", "build
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAMES = ("images", "orig_sizes")
-OUTPUT_NAMES = ("boxes", "scores", "labels")
 #: the extra outputs of a graph exported with ``per_query_outputs=True`` (for parity checks): the last decoder
 #: layer's class logits (B, Q, C) and boxes (B, Q, 4) normalised cxcywh, per query index, before the top-k
 PER_QUERY_OUTPUT_NAMES = ("query_logits", "query_boxes")
@@ -187,12 +187,9 @@ def dataset_category_ids(cfg, num_classes: int) -> list[int]:
 
 # ---- images --------------------------------------------------------------------------------------------
 def resize_for_onnx(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(h, w, 3) uint8 RGB -> (3, height, width) float32 in [0, 255] (bilinear, as detectron2's ``T.Resize``),
-    the ``images`` input of an exported graph (stack them for a batch)."""
-    from detectron2.data import transforms as T
-
-    resized = T.Resize((height, width)).get_transform(image).apply_image(image)
-    return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)
+    """(h, w, 3) uint8 RGB -> (3, height, width) float32 in [0, 255] (bilinear, the pixels of detectron2's
+    ``T.Resize``), the ``images`` input of an exported graph (stack them for a batch)."""
+    return resize_image(image, height, width)
 
 
 # ---- export --------------------------------------------------------------------------------------------
@@ -285,30 +282,14 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
     return path
 
 
-class OnnxDetector:
-    """An exported graph run by onnxruntime (CPU unless ``providers`` say otherwise).
+class OnnxDetector(RuntimeDetector):
+    """An exported graph run by onnxruntime (CPU unless ``providers`` say otherwise): the torch-free
+    :class:`disco_detr_runtime.RuntimeDetector` with ``runtime="onnxruntime"``.
 
     ``__call__(images (B, 3, H, W) float32, orig_sizes (B, 2) int64)`` -> (boxes, scores, labels) numpy arrays
-    as documented in the module docstring; ``metadata`` holds the model's metadata (``class_names`` ...).
+    as documented in the module docstring; ``metadata`` holds the model's metadata (``class_names`` ...);
+    ``session`` is the ``onnxruntime.InferenceSession``.
     """
 
     def __init__(self, path: str, providers: list[str] | None = None, threads: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(path, options, providers=providers or ["CPUExecutionProvider"])
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        shape = self.session.get_inputs()[0].shape
-        self.batch_size, self.height, self.width = shape[0], shape[2], shape[3]
-
-    @property
-    def class_names(self) -> list[str] | None:
-        names = self.metadata.get("class_names")
-        return json.loads(names) if names else None
-
-    def __call__(self, images: np.ndarray, orig_sizes: np.ndarray):
-        return self.session.run(list(OUTPUT_NAMES), {"images": np.ascontiguousarray(images, dtype=np.float32),
-                                                     "orig_sizes": np.asarray(orig_sizes, dtype=np.int64)})
+        super().__init__(path, "onnxruntime", threads=threads, providers=providers)

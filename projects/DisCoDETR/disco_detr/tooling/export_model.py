@@ -11,7 +11,9 @@ Every variant exports (Conditional, Deformable SS / MS, DAB, DINO, RT-DETR); inp
 float32 RGB in [0, 255] resized to H x W and ``orig_sizes`` (B, 2) int64 (height, width) of the originals;
 outputs ``boxes`` (B, K, 4) xyxy pixels of the originals, ``scores`` (B, K), ``labels`` (B, K) int64: the
 detector's own top-k (see ``disco_detr/deploy.py`` and docs/deployment.md). The class names of the dataset
-the config fine-tunes on are stored in the model's metadata (``class_names``, JSON).
+the config fine-tunes on are stored in the model's metadata (``class_names``, JSON), with the dataset's category
+ids (``category_ids``) and the config's test resize (``test_resize``, JSON; see ``disco_detr_runtime/predict.py``),
+which ``tools/predict.py --model`` reads.
 
 The default size is the config's test size (the test mapper's short side, square); without --no-check the
 exported graph is run by onnxruntime on random images and compared with the PyTorch model (max abs
@@ -51,13 +53,22 @@ def parse_args(argv=None):
 
 def default_size(cfg) -> tuple[int, int]:
     """The config's test resize as a square: the RT-DETR square size or the test mapper's short side."""
+    resize = config_test_resize(cfg)
+    side = resize.get("square", resize.get("min_size"))
+    return side, side
+
+
+def config_test_resize(cfg) -> dict:
+    """The config's test resize as the ``test_resize`` metadata entry that ``tools/predict.py --model`` applies
+    to a dynamic graph's images: ``{"square": s}`` (RT-DETR's s x s) or ``{"min_size": s, "max_size": m}``."""
     mapper = cfg.dataloader.test.mapper
     square = mapper.get("square_sizes")
-    side = square[0] if square else mapper.get("min_sizes", (800,))[0]
-    return int(side), int(side)
+    if square:
+        return {"square": int(square[0])}
+    return {"min_size": int(mapper.get("min_sizes", (800,))[0]), "max_size": int(mapper.get("max_size", 1333))}
 
 
-def match_detections(got, want, tolerance: float) -> tuple[float, float, int]:
+def match_detections(got, want, tolerance: float, runtime: str = "onnxruntime") -> tuple[float, float, int]:
     """Pair one image's top-k detections of two runs as sets, within near-tied scores.
 
     got, want: (boxes (K, 4) as fractions of the image size, scores (K,), labels (K,)) numpy arrays. Each
@@ -81,7 +92,7 @@ def match_detections(got, want, tolerance: float) -> tuple[float, float, int]:
         box_err = max(box_err, float(np.abs(gb[i] - wb[j]).max()))
         score_err = max(score_err, float(abs(gs[i] - ws[j])))
     boundary = max(gs.min(initial=np.inf), ws.min(initial=np.inf)) + tolerance
-    for name, scores, labels, paired in (("onnxruntime", gs, gl, paired_g), ("PyTorch", ws, wl, paired_w)):
+    for name, scores, labels, paired in ((runtime, gs, gl, paired_g), ("PyTorch", ws, wl, paired_w)):
         lone = ~paired & ~(scores <= boundary)
         if lone.any():
             k = int(np.flatnonzero(lone)[0])
@@ -90,8 +101,9 @@ def match_detections(got, want, tolerance: float) -> tuple[float, float, int]:
     return box_err, score_err, int((~paired_g).sum() + (~paired_w).sum())
 
 
-def check_parity(detector, path: str, sizes, tolerance: float) -> dict:
-    """Run the exported graph (exported with ``per_query_outputs=True``) and the PyTorch model on random images.
+def check_parity(detector, path: str, sizes, tolerance: float, runtime: str = "onnxruntime") -> dict:
+    """Run the exported graph (exported with ``per_query_outputs=True``) by ``runtime`` ("onnxruntime" or
+    "openvino") and the PyTorch model on random images.
 
     Two comparisons, so that near-tied scores (a barely trained detector's top-k scores lie within 1e-5 of one
     another, and float rounding reorders them) do not fail a correct graph:
@@ -106,17 +118,18 @@ def check_parity(detector, path: str, sizes, tolerance: float) -> dict:
     differences and the number of detections swapped at tied scores;
     raises RuntimeError when a difference exceeds ``tolerance``.
     """
-    from disco_detr.deploy import OUTPUT_NAMES, PER_QUERY_OUTPUT_NAMES, ExportableDetector, OnnxDetector
+    from disco_detr.deploy import OUTPUT_NAMES, PER_QUERY_OUTPUT_NAMES, ExportableDetector
+    from disco_detr_runtime import RuntimeDetector
 
-    session = OnnxDetector(path)
+    session = RuntimeDetector(path, runtime)
     wrapper = ExportableDetector(detector, per_query_outputs=True).eval()
     gen = torch.Generator().manual_seed(0)
     report = {}
     for h, w, batch_size in sizes:
         images = torch.randint(0, 256, (batch_size, 3, h, w), generator=gen).float()
         orig = np.array([[2 * h, 3 * w]] * batch_size, dtype=np.int64)   # boxes mapped to a larger original
-        boxes, scores, labels, query_logits, query_boxes = session.session.run(
-            list(OUTPUT_NAMES + PER_QUERY_OUTPUT_NAMES), {"images": images.numpy(), "orig_sizes": orig})
+        boxes, scores, labels, query_logits, query_boxes = session.run(images.numpy(), orig,
+                                                                       OUTPUT_NAMES + PER_QUERY_OUTPUT_NAMES)
         with torch.no_grad():
             want_logits, want_boxes = (t.cpu().numpy() for t in wrapper(images.to(detector.device),
                                                                          torch.from_numpy(orig).to(detector.device))[3:])
@@ -126,7 +139,7 @@ def check_parity(detector, path: str, sizes, tolerance: float) -> dict:
              "query_boxes": float(np.abs(query_boxes - want_boxes).max()), "boxes": 0.0, "scores": 0.0, "swapped": 0}
         report[f"{h}x{w}, batch {batch_size}"] = r
         if not (r["query_logits"] <= tolerance and r["query_boxes"] <= tolerance):
-            raise RuntimeError(f"{path}: onnxruntime and PyTorch differ per query at {h}x{w}: {r} (tolerance {tolerance})")
+            raise RuntimeError(f"{path}: {runtime} and PyTorch differ per query at {h}x{w}: {r} (tolerance {tolerance})")
         for i, out in enumerate(outputs):
             inst = out["instances"].to("cpu")
             nonempty = (boxes[i, :, 2] > boxes[i, :, 0]) & (boxes[i, :, 3] > boxes[i, :, 1])
@@ -134,9 +147,10 @@ def check_parity(detector, path: str, sizes, tolerance: float) -> dict:
             try:
                 box_err, score_err, swapped = match_detections(
                     (boxes[i][nonempty] / scale, scores[i][nonempty], labels[i][nonempty]),
-                    (inst.pred_boxes.tensor.numpy() / scale, inst.scores.numpy(), inst.pred_classes.numpy()), tolerance)
+                    (inst.pred_boxes.tensor.numpy() / scale, inst.scores.numpy(), inst.pred_classes.numpy()), tolerance,
+                    runtime)
             except RuntimeError as e:
-                raise RuntimeError(f"{path}: onnxruntime and PyTorch differ in the top-k at {h}x{w}, image {i}: {e}") from None
+                raise RuntimeError(f"{path}: {runtime} and PyTorch differ in the top-k at {h}x{w}, image {i}: {e}") from None
             r.update(boxes=max(r["boxes"], box_err), scores=max(r["scores"], score_err), swapped=r["swapped"] + swapped)
     return report
 
@@ -171,7 +185,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from disco_detr.config import load_config
-    from disco_detr.deploy import build_finetuned_detector, dataset_class_names, export_onnx
+    from disco_detr.deploy import build_finetuned_detector, dataset_category_ids, dataset_class_names, export_onnx
 
     try:
         cfg = load_config(args.config_file, args.opts)
@@ -184,7 +198,9 @@ def main(argv=None) -> int:
     class_names = dataset_class_names(cfg, detector.num_classes)
     start = time.perf_counter()
     try:
-        metadata = {"class_names": json.dumps(class_names), "config_file": args.config_file, "weights": args.weights}
+        metadata = {"class_names": json.dumps(class_names), "config_file": args.config_file, "weights": args.weights,
+                    "category_ids": json.dumps(dataset_category_ids(cfg, detector.num_classes)),
+                    "test_resize": json.dumps(config_test_resize(cfg))}
         export_onnx(detector, args.output, height, width, batch_size=args.batch_size, dynamic=args.dynamic,
                     opset=args.opset, sampling=args.sampling, per_query_outputs=not args.no_check, metadata=metadata)
     except ValueError as e:
