@@ -226,7 +226,7 @@ class ExportableDetector(nn.Module):
 
 def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, batch_size: int = 1,
                 dynamic: bool = False, opset: int = DEFAULT_OPSET, metadata: dict | None = None,
-                sampling: str = "grid_sample", per_query_outputs: bool = False) -> str:
+                sampling: str = "grid_sample", per_query_outputs: bool = False, half: bool = False) -> str:
     """Export ``detector``'s inference graph (:class:`ExportableDetector`) to ``path``.
 
     height, width, batch_size: the export size and batch B (with ``dynamic``, only the example's: B, H and W
@@ -236,6 +236,8 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
     sampling: the deformable attention's bilinear sampling in the graph, "grid_sample" (ONNX GridSample) or
     "gather" (Gather ops and corner weights; see ``modeling/layers/ms_deform_attn.py``).
     per_query_outputs: also output :data:`PER_QUERY_OUTPUT_NAMES` (see :class:`ExportableDetector`).
+    half: fp16 weights and activations, the sampling locations, box arithmetic, softmax and top-k in fp32
+    (:func:`disco_detr.onnx_half.convert_to_half`; the grid_sample path only); inputs and outputs keep their types.
     """
     import onnx
 
@@ -245,6 +247,9 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
                          f"at a size that is one (got {height}x{width}), so that no padding is needed")
     if sampling not in MS_DEFORM_ATTN_SAMPLINGS:
         raise ValueError(f"sampling must be one of {MS_DEFORM_ATTN_SAMPLINGS}, got {sampling!r}")
+    if half and sampling != "grid_sample":
+        raise ValueError("half precision takes the grid_sample path (the gather path's pixel coordinates lose "
+                         "precision in fp16; docs/deployment.md)")
     if opset < 16 and sampling == "grid_sample":
         raise ValueError(f"opset {opset} < 16: ONNX GridSample (the deformable attention) needs opset 16")
     wrapper = ExportableDetector(detector, per_query_outputs).eval()
@@ -270,13 +275,17 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
     onnx.checker.check_model(model)
     props = {"detector": type(detector).__name__, "input_size": "dynamic" if dynamic else f"{height}x{width}",
              "batch_size": "dynamic" if dynamic else str(batch_size), "num_classes": str(detector.num_classes),
-             "sampling": sampling,
+             "sampling": sampling, "precision": "fp16" if half else "fp32",
              "images": "(B, 3, H, W) float32 RGB in [0, 255], resized to the input size",
              "orig_sizes": "(B, 2) int64 (height, width) of the original images",
              "boxes": "(B, K, 4) float32 x0, y0, x1, y1 in pixels of the original image",
              "scores": "(B, K) float32 sigmoid probabilities, highest first",
              "labels": "(B, K) int64 contiguous class indices (class_names)",
              **(metadata or {})}
+    if half:
+        from .onnx_half import convert_to_half
+
+        model = convert_to_half(model)
     onnx.helper.set_model_props(model, {k: str(v) for k, v in props.items()})
     onnx.save(model, path)
     return path

@@ -51,6 +51,7 @@ class RuntimeDetector:
             import onnxruntime as ort
 
             options = ort.SessionOptions()
+            options.log_severity_level = 3   # errors only: an fp16 graph draws constant-folding notices
             if threads:
                 options.intra_op_num_threads = threads
                 options.inter_op_num_threads = 1

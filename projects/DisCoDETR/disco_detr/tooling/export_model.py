@@ -6,6 +6,7 @@
         --output rtdetr_640.onnx --height 640 --width 640
     python tools/export_model.py ... --dynamic        # any batch size and H x W (every variant)
     python tools/export_model.py ... --sampling gather  # deformable attention without GridSample (TensorRT)
+    python tools/export_model.py ... --half             # fp16 (disco_detr/onnx_half.py; checked against fp32 PyTorch)
 
 Every variant exports (Conditional, Deformable SS / MS, DAB, DINO, RT-DETR); inputs ``images`` (B, 3, H, W)
 float32 RGB in [0, 255] resized to H x W and ``orig_sizes`` (B, 2) int64 (height, width) of the originals;
@@ -30,6 +31,9 @@ import time
 import numpy as np
 import torch
 
+#: the parity check's default tolerance of an fp32 graph, and of an fp16 one (against the fp32 PyTorch model)
+FP32_TOLERANCE, HALF_TOLERANCE = 1e-3, 2e-2
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,9 +48,13 @@ def parse_args(argv=None):
     p.add_argument("--sampling", choices=("grid_sample", "gather"), default="grid_sample",
                    help="deformable attention's bilinear sampling in the graph: ONNX GridSample, or gathers and corner "
                         "weights (no GridSample; pick it for TensorRT, see docs/deployment.md)")
+    p.add_argument("--half", action="store_true",
+                   help="fp16 weights and activations (sampling locations, box arithmetic, softmax and top-k in fp32; "
+                        "grid_sample only; errors per variant in docs/deployment.md)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
-    p.add_argument("--tolerance", type=float, default=1e-3,
-                   help="largest accepted |difference| of scores, and of boxes relative to the image size")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="largest accepted |difference| of logits and scores, and of boxes relative to the image size "
+                        f"(default {FP32_TOLERANCE:g}, with --half {HALF_TOLERANCE:g})")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
     return p.parse_args(argv)
 
@@ -202,11 +210,13 @@ def main(argv=None) -> int:
                     "category_ids": json.dumps(dataset_category_ids(cfg, detector.num_classes)),
                     "test_resize": json.dumps(config_test_resize(cfg))}
         export_onnx(detector, args.output, height, width, batch_size=args.batch_size, dynamic=args.dynamic,
-                    opset=args.opset, sampling=args.sampling, per_query_outputs=not args.no_check, metadata=metadata)
+                    opset=args.opset, sampling=args.sampling, per_query_outputs=not args.no_check, metadata=metadata,
+                    half=args.half)
     except ValueError as e:
         print(f"export_model: {e}", file=sys.stderr)
         return 2
-    shape = "any batch and size" if args.dynamic else f"{height}x{width}, batch {args.batch_size}"
+    shape = ("any batch and size" if args.dynamic else f"{height}x{width}, batch {args.batch_size}") + \
+        (", fp16" if args.half else "")
     print(f"wrote {args.output} ({type(detector).__name__}, input {shape}, {len(class_names)} classes) "
           f"in {time.perf_counter() - start:.1f} s")
     if not args.no_check:
@@ -216,7 +226,8 @@ def main(argv=None) -> int:
             sizes = [(height, width, args.batch_size)]
             if args.dynamic:   # another size and batch through the same graph
                 sizes.append((height + 32, max(width - 32, 32), args.batch_size + 2))
-            report = check_parity(detector, args.output, sizes, args.tolerance)
+            tolerance = args.tolerance or (HALF_TOLERANCE if args.half else FP32_TOLERANCE)
+            report = check_parity(detector, args.output, sizes, tolerance)
         finally:   # the written graph has only the documented outputs
             drop_outputs(args.output, PER_QUERY_OUTPUT_NAMES)
         for size, r in report.items():
