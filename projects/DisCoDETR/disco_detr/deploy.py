@@ -8,7 +8,9 @@ and ``tools/benchmarks/benchmark_onnx.py`` share.
 * ``read_image``: the project's one image reader, :func:`disco_detr.data.image_io.read_rgb_image` (any
   image file -> (H, W, 3) uint8 RGB, the pixels training and the proposal tool see).
 * :class:`ExportableDetector` / :func:`export_onnx`: the inference graph of a detector as ONNX, and
-  :class:`OnnxDetector` to run it with onnxruntime.
+  :class:`OnnxDetector` to run it with onnxruntime;
+* :func:`check_parity` / :func:`match_detections`: an exported graph against PyTorch (per query, and the
+  top-k as sets paired within tied scores), :func:`drop_outputs` to remove the check's extra outputs.
 
 The ONNX graph
 --------------
@@ -50,8 +52,9 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
+from disco_detr_runtime import RuntimeDetector
 from disco_detr_runtime.predict import resize_image
-from disco_detr_runtime.session import INPUT_NAMES, OUTPUT_NAMES, RuntimeDetector
+from disco_detr_runtime.session import INPUT_NAMES, OUTPUT_NAMES
 
 from .checkpoint import DisCoCheckpointer
 from .data.image_io import read_rgb_image as read_image  # the one reader, under deploy's public name
@@ -60,7 +63,8 @@ from .modeling.detectors.base import DETRDetector
 from .modeling.layers.ms_deform_attn import MS_DEFORM_ATTN_SAMPLINGS, ms_deform_attn_sampling
 from .modeling.pretrain.base import DETECTOR_PREFIX
 
-__all__ = ["ExportableDetector", "FinetunedCheckpointer", "OnnxDetector", "build_finetuned_detector",
+__all__ = ["ExportableDetector", "FinetunedCheckpointer", "OnnxDetector", "build_finetuned_detector", "check_parity",
+           "drop_outputs", "match_detections", "FP32_TOLERANCE", "HALF_TOLERANCE",
            "dataset_category_ids", "dataset_class_names", "export_onnx", "read_image", "resize_for_onnx",
            "INPUT_NAMES", "OUTPUT_NAMES", "PER_QUERY_OUTPUT_NAMES"]
 
@@ -71,6 +75,8 @@ logger = logging.getLogger(__name__)
 PER_QUERY_OUTPUT_NAMES = ("query_logits", "query_boxes")
 #: ONNX opset of the export (GridSample needs >= 16)
 DEFAULT_OPSET = 17
+#: the parity check's default tolerance of an fp32 graph, and of an fp16 one (against the fp32 PyTorch model)
+FP32_TOLERANCE, HALF_TOLERANCE = 1e-3, 2e-2
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------
@@ -302,3 +308,114 @@ class OnnxDetector(RuntimeDetector):
 
     def __init__(self, path: str, providers: list[str] | None = None, threads: int | None = None):
         super().__init__(path, "onnxruntime", threads=threads, providers=providers)
+
+
+# ---- parity of an exported graph with PyTorch ----------------------------------------------------------
+def match_detections(got, want, tolerance: float, runtime: str = "onnxruntime") -> tuple[float, float, int]:
+    """Pair one image's top-k detections of two runs as sets, within near-tied scores.
+
+    got, want: (boxes (K, 4) as fractions of the image size, scores (K,), labels (K,)) numpy arrays. Each
+    detection is paired with one of the other run of the same label whose score and box are within
+    ``tolerance`` (closest pairs first). A detection left without a partner is accepted only at the top-k
+    boundary: its score within ``tolerance`` of the lowest score kept, where float rounding may swap near-tied
+    (query, class) pairs in and out of the top-k. Returns (max |box| difference, max |score| difference over
+    the pairs, number of detections left unpaired); raises RuntimeError on any other unpaired detection.
+    """
+    (gb, gs, gl), (wb, ws, wl) = got, want
+    dist = np.maximum(np.abs(gb[:, None] - wb[None]).max(-1, initial=0), np.abs(gs[:, None] - ws[None]))
+    dist[(gl[:, None] != wl[None]) | ~(dist <= tolerance)] = np.inf                  # (Kg, Kw); NaN never pairs
+    paired_g, paired_w = np.zeros(len(gs), bool), np.zeros(len(ws), bool)
+    box_err = score_err = 0.0
+    for i, j in zip(*np.unravel_index(np.argsort(dist, axis=None), dist.shape)):
+        if not np.isfinite(dist[i, j]):
+            break
+        if paired_g[i] or paired_w[j]:
+            continue
+        paired_g[i] = paired_w[j] = True
+        box_err = max(box_err, float(np.abs(gb[i] - wb[j]).max()))
+        score_err = max(score_err, float(abs(gs[i] - ws[j])))
+    boundary = max(gs.min(initial=np.inf), ws.min(initial=np.inf)) + tolerance
+    for name, scores, labels, paired in ((runtime, gs, gl, paired_g), ("PyTorch", ws, wl, paired_w)):
+        lone = ~paired & ~(scores <= boundary)
+        if lone.any():
+            k = int(np.flatnonzero(lone)[0])
+            raise RuntimeError(f"the {name} detection of score {scores[k]:.6g} and label {labels[k]} has no "
+                               f"counterpart within tolerance {tolerance} (and is above the top-k boundary)")
+    return box_err, score_err, int((~paired_g).sum() + (~paired_w).sum())
+
+
+def check_parity(detector, path: str, sizes, tolerance: float, runtime: str = "onnxruntime") -> dict:
+    """Run the exported graph (exported with ``per_query_outputs=True``) by ``runtime`` ("onnxruntime" or
+    "openvino") and the PyTorch model on random images.
+
+    Two comparisons, so that near-tied scores (a barely trained detector's top-k scores lie within 1e-5 of one
+    another, and float rounding reorders them) do not fail a correct graph:
+
+    * per query index, before the top-k: the graph's class logits and normalised boxes against
+      :class:`~disco_detr.deploy.ExportableDetector` run in PyTorch (max abs differences);
+    * the top-k detections against ``DETRDetector.forward`` (with the original sizes), as sets paired within
+      tied scores (:func:`match_detections`; boxes as fractions of the original image size).
+
+    sizes: ``[(H, W, B), ...]`` input sizes and batch sizes to run (random images; the boxes are mapped to
+    originals of twice the height and three times the width). Returns, per size ``"HxW, batch B"``, the max abs
+    differences and the number of detections swapped at tied scores;
+    raises RuntimeError when a difference exceeds ``tolerance``.
+    """
+    session = RuntimeDetector(path, runtime)
+    wrapper = ExportableDetector(detector, per_query_outputs=True).eval()
+    gen = torch.Generator().manual_seed(0)
+    report = {}
+    for h, w, batch_size in sizes:
+        images = torch.randint(0, 256, (batch_size, 3, h, w), generator=gen).float()
+        orig = np.array([[2 * h, 3 * w]] * batch_size, dtype=np.int64)   # boxes mapped to a larger original
+        boxes, scores, labels, query_logits, query_boxes = session.run(images.numpy(), orig,
+                                                                       OUTPUT_NAMES + PER_QUERY_OUTPUT_NAMES)
+        with torch.no_grad():
+            want_logits, want_boxes = (t.cpu().numpy() for t in wrapper(images.to(detector.device),
+                                                                         torch.from_numpy(orig).to(detector.device))[3:])
+            outputs = detector([{"image": im, "height": int(o[0]), "width": int(o[1])}
+                                for im, o in zip(images.to(detector.device), orig)])
+        r = {"query_logits": float(np.abs(query_logits - want_logits).max()),
+             "query_boxes": float(np.abs(query_boxes - want_boxes).max()), "boxes": 0.0, "scores": 0.0, "swapped": 0}
+        report[f"{h}x{w}, batch {batch_size}"] = r
+        if not (r["query_logits"] <= tolerance and r["query_boxes"] <= tolerance):
+            raise RuntimeError(f"{path}: {runtime} and PyTorch differ per query at {h}x{w}: {r} (tolerance {tolerance})")
+        for i, out in enumerate(outputs):
+            inst = out["instances"].to("cpu")
+            nonempty = (boxes[i, :, 2] > boxes[i, :, 0]) & (boxes[i, :, 3] > boxes[i, :, 1])
+            scale = np.array([orig[i, 1], orig[i, 0]] * 2, dtype=np.float64)
+            try:
+                box_err, score_err, swapped = match_detections(
+                    (boxes[i][nonempty] / scale, scores[i][nonempty], labels[i][nonempty]),
+                    (inst.pred_boxes.tensor.numpy() / scale, inst.scores.numpy(), inst.pred_classes.numpy()), tolerance,
+                    runtime)
+            except RuntimeError as e:
+                raise RuntimeError(f"{path}: {runtime} and PyTorch differ in the top-k at {h}x{w}, image {i}: {e}") from None
+            r.update(boxes=max(r["boxes"], box_err), scores=max(r["scores"], score_err), swapped=r["swapped"] + swapped)
+    return report
+
+
+def drop_outputs(path: str, names) -> None:
+    """Remove the graph outputs ``names`` from the ONNX file ``path``, with the nodes and initializers that only
+    they used (the metadata stays)."""
+    import onnx
+
+    model = onnx.load(path)
+    graph = model.graph
+    kept = [o for o in graph.output if o.name not in set(names)]
+    del graph.output[:]
+    graph.output.extend(kept)
+    needed = {o.name for o in kept}
+    nodes = []
+    for node in reversed(graph.node):
+        if needed.intersection(node.output):
+            nodes.append(node)
+            needed.update(node.input)
+            needed.update(n for a in node.attribute for g in [a.g, *a.graphs] for sub in g.node for n in sub.input)
+    del graph.node[:]
+    graph.node.extend(reversed(nodes))
+    initializers = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)

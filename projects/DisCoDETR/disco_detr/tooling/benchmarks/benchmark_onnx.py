@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-FP32_TOL, HALF_TOL = 1e-3, 2e-2
+from disco_detr.deploy import FP32_TOLERANCE, HALF_TOLERANCE
+
 OPSETS = (16, 17, 18, 19, 20)
 
 
@@ -82,7 +83,7 @@ def differences(got: list[np.ndarray], want: list[np.ndarray], size: int, tolera
     per-query max |box| and |score| differences (by query index; ``box_nearest``: each query's box against the
     nearest PyTorch query's, for two-stage detectors whose proposal order may differ), queries whose best class
     differs, and the top-k pairing."""
-    from disco_detr.tooling.export_model import match_detections
+    from disco_detr.deploy import match_detections
 
     boxes, scores, labels, q_logits, q_boxes = got
     w_boxes, w_scores, w_labels, w_logits, w_qboxes = want
@@ -103,8 +104,7 @@ def run_variant(name: str, args, image: torch.Tensor, tmp: str) -> dict:
     from detectron2.config import instantiate
 
     from disco_detr.config import load_config
-    from disco_detr.deploy import OUTPUT_NAMES, PER_QUERY_OUTPUT_NAMES, ExportableDetector, export_onnx
-    from disco_detr.tooling.export_model import drop_outputs
+    from disco_detr.deploy import OUTPUT_NAMES, PER_QUERY_OUTPUT_NAMES, ExportableDetector, drop_outputs, export_onnx
     from disco_detr.variants import VARIANTS
     from disco_detr_runtime import RuntimeDetector
 
@@ -140,8 +140,8 @@ def run_variant(name: str, args, image: torch.Tensor, tmp: str) -> dict:
     start = time.perf_counter()
     outputs["fp16"] = half.run(*feeds, names)
     result["onnxruntime_fp16_s"] = time.perf_counter() - start   # one run (accuracy; the timing is indicative)
-    for key, tol, rt in (("onnxruntime", FP32_TOL, "onnxruntime"), ("openvino", FP32_TOL, "openvino"),
-                         ("fp16", HALF_TOL, "onnxruntime fp16")):
+    for key, tol, rt in (("onnxruntime", FP32_TOLERANCE, "onnxruntime"), ("openvino", FP32_TOLERANCE, "openvino"),
+                         ("fp16", HALF_TOLERANCE, "onnxruntime fp16")):
         result[f"diff_{key}"] = differences(outputs[key], outputs["torch"], args.size, tol, rt)
     sessions.clear()
     del half
@@ -156,8 +156,7 @@ def option_support(name: str, tmp: str) -> dict:
     """{option: "ok" | the failure} for one variant's tiny detector (module docstring, ``--options``)."""
     from detectron2.config import LazyConfig, instantiate
 
-    from disco_detr.deploy import export_onnx
-    from disco_detr.tooling.export_model import check_parity
+    from disco_detr.deploy import check_parity, export_onnx
     from disco_detr.variants import VARIANTS, config_path
 
     row = VARIANTS[name]
@@ -166,10 +165,10 @@ def option_support(name: str, tmp: str) -> dict:
     torch.manual_seed(0)
     detector = instantiate(cfg.model).eval()
     path = os.path.join(tmp, f"{name}_option.onnx")
-    trials = {f"opset {o}": ({"opset": o}, FP32_TOL) for o in OPSETS}
-    trials["dynamic"] = ({"dynamic": True}, FP32_TOL)
-    trials["gather"] = ({"dynamic": True, "opset": 18, "sampling": "gather"}, FP32_TOL)
-    trials["half"] = ({"half": True}, HALF_TOL)
+    trials = {f"opset {o}": ({"opset": o}, FP32_TOLERANCE) for o in OPSETS}
+    trials["dynamic"] = ({"dynamic": True}, FP32_TOLERANCE)
+    trials["gather"] = ({"dynamic": True, "opset": 18, "sampling": "gather"}, FP32_TOLERANCE)
+    trials["half"] = ({"half": True}, HALF_TOLERANCE)
     support = {}
     for option, (kwargs, tol) in trials.items():
         sizes = [(64, 64, 1)] + ([(96, 64, 3)] if kwargs.get("dynamic") else [])
