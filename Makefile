@@ -26,7 +26,8 @@ $(STAMP): requirements.txt setup.py
 		--python-version 3.10 --only-binary=:all: --upgrade sal-detectron2==0.7.2
 	rm -rf "$$($(PY) -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/tools"
 	$(PIP) install -q --no-deps -e .
-	# the export extra (onnx, onnxruntime) for tools/export_model.py and its tests; numpy stays < 2
+	# the export extra (onnx, onnxruntime, openvino) for tools/export_model.py, tools/predict.py --model and their
+	# tests; numpy stays < 2
 	$(PIP) install -q "numpy<2" -e ".[export]"
 	touch $(STAMP)
 

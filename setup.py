@@ -1,4 +1,5 @@
-"""Installs the package ``disco_detr`` whose code lives under projects/DisCoDETR."""
+"""Installs the packages ``disco_detr`` and ``disco_detr_runtime`` (the torch-free deployment runtime), whose code
+lives under projects/DisCoDETR."""
 from setuptools import find_packages, setup
 
 setup(
@@ -11,7 +12,8 @@ setup(
     packages=find_packages(where="projects/DisCoDETR"),
     install_requires=[],  # installed by the Makefile (see requirements.txt and the README)
     extras_require={
-        # tools/export_model.py, tools/benchmarks/benchmark_onnx.py, tests/test_export.py (the Makefile installs it)
-        "export": ["onnx>=1.16", "onnxruntime>=1.18"],
+        # tools/export_model.py, tools/predict.py --model, tools/benchmarks/benchmark_onnx.py, tests/test_export.py,
+        # tests/test_openvino.py, tests/test_predict_runtime.py (the Makefile installs it)
+        "export": ["onnx>=1.16", "onnxruntime>=1.18", "openvino>=2024.0"],
     },
 )

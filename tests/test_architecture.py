@@ -18,8 +18,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "projects", "DisCoDETR", "disco_detr")
 RUNTIME = ("data", "modeling", "engine", "checkpoint", "model_zoo", "convert", "evaluation")
 # scripts of tools/ that are not one module's entry point: detectron2's training script, two whose argument
-# parsing calls a tooling module of another name, and the three that another part of the code base moves
-SCRIPTS = {"lazyconfig_train_net.py", "module_graph.py", "make_demo_data.py", "gpu_check.py"}
+# parsing calls a tooling module of another name, and the three that another part of the code base moves;
+# predict.py picks its module (disco_detr.tooling.predict, or the torch-free disco_detr_runtime.predict for
+# --model) before importing either (tests/test_predict_runtime.py)
+SCRIPTS = {"lazyconfig_train_net.py", "module_graph.py", "make_demo_data.py", "gpu_check.py", "predict.py"}
 #: tools whose logic is a shared module of other tools too (tooling/studies.py: the budget study's main and
 #: the pieces the label-efficiency study reuses)
 TOOL_MODULES = {"pretrain_budget_study.py": "disco_detr.tooling.studies"}

@@ -16,6 +16,7 @@ from disco_detr.data.pretrain_datasets import list_images
 from disco_detr.data.pretrain_mapper import PairedViewMapper
 from disco_detr.data.proposal_store import Proposals, ProposalStore
 from disco_detr.data.voc import find_voc_image, image_size
+from disco_detr_runtime import image_io as runtime_image_io
 
 H, W = 48, 64
 ROTATE_90 = 6  # EXIF orientation: the stored image must be turned 90 degrees clockwise to be upright
@@ -127,6 +128,7 @@ def _every_path(path, expected, store, key, monkeypatch):
         seen[label] = got[0]
     seen["proposals"] = _proposal_tool_input(path, monkeypatch)
     seen["deploy"] = deploy.read_image(path)
+    seen["runtime"] = runtime_image_io.read_rgb_image(path)   # tools/predict.py --model: the torch-free twin
     return seen
 
 
@@ -143,7 +145,7 @@ def test_every_path_sees_the_same_expected_pixels(tmp_path, files, monkeypatch):
     store = _upright_store(tmp_path, files)
     for name, (path, expected, atol) in files.items():
         seen = _every_path(path, expected, store, name, monkeypatch)
-        assert set(seen) == {"finetune", "pretrain", "detreg", "proposals", "deploy"}
+        assert set(seen) == {"finetune", "pretrain", "detreg", "proposals", "deploy", "runtime"}
         reference = read_rgb_image(path)
         assert reference.dtype == np.uint8 and reference.shape == expected.shape, name
         assert reference.flags.c_contiguous and reference.flags.writeable, name
@@ -177,12 +179,14 @@ def test_unreadable_files_name_the_file_on_every_path(tmp_path, files, content, 
         lambda: DETRegMapper()(record),
         lambda: proposal_methods.proposals_for_file(str(bad)),
         lambda: deploy.read_image(str(bad)),
+        lambda: runtime_image_io.read_rgb_image(str(bad)),
     ]
     for call in calls:
         with pytest.raises(OSError, match="bad_file.jpg"):
             call()
-    with pytest.raises(OSError, match="missing.jpg"):
-        read_rgb_image(str(tmp_path / "missing.jpg"))
+    for read in (read_rgb_image, runtime_image_io.read_rgb_image):
+        with pytest.raises(OSError, match="missing.jpg"):
+            read(str(tmp_path / "missing.jpg"))
 
 
 def _plain_jpegs(tmp_path):

@@ -129,3 +129,17 @@ def test_predict_summary_names_the_highest_score_when_nothing_passes(tmp_path, d
     assert f"highest score was {best:.3f}" in out
     keep = float(out.split("(--confidence ")[1].split()[0])
     assert keep <= best < keep + 0.01
+
+
+def test_an_init_checkpoint_override_names_the_weights(tmp_path, demo_root, tiny_checkpoint, capsys):
+    """Without --weights, ``train.init_checkpoint=<file>`` names the weights (as for lazyconfig_train_net.py
+    --eval-only), not ``<train.output_dir>/model_final.pth``; the config file's own init_checkpoint is not used."""
+    _, config, weights = tiny_checkpoint
+    folder = _folder(tmp_path, demo_root)
+    args = ["--config-file", config, "--input", str(folder), "--output", str(tmp_path / "o"), "--device", "cpu",
+            "--confidence", "0"]
+    assert _tool().main([*args, f"train.init_checkpoint={weights}", f"train.output_dir={tmp_path / 'none'}"]) == 0
+    assert len(json.load(open(tmp_path / "o" / "predictions.json"))) > 0
+    capsys.readouterr()
+    assert _tool().main([*args, f"train.output_dir={tmp_path / 'none'}"]) == 2    # the config's own: not used
+    assert os.path.join(str(tmp_path / "none"), "model_final.pth") in capsys.readouterr().err

@@ -8,7 +8,9 @@ and ``tools/benchmarks/benchmark_onnx.py`` share.
 * ``read_image``: the project's one image reader, :func:`disco_detr.data.image_io.read_rgb_image` (any
   image file -> (H, W, 3) uint8 RGB, the pixels training and the proposal tool see).
 * :class:`ExportableDetector` / :func:`export_onnx`: the inference graph of a detector as ONNX, and
-  :class:`OnnxDetector` to run it with onnxruntime.
+  :class:`OnnxDetector` to run it with onnxruntime;
+* :func:`check_parity` / :func:`match_detections`: an exported graph against PyTorch (per query, and the
+  top-k as sets paired within tied scores), :func:`drop_outputs` to remove the check's extra outputs.
 
 The ONNX graph
 --------------
@@ -39,7 +41,6 @@ their level sizes from the graph (``torch.jit.is_tracing()`` branches in ``flatt
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -51,6 +52,10 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
+from disco_detr_runtime import RuntimeDetector
+from disco_detr_runtime.predict import resize_image
+from disco_detr_runtime.session import INPUT_NAMES, OUTPUT_NAMES
+
 from .checkpoint import DisCoCheckpointer
 from .data.image_io import read_rgb_image as read_image  # the one reader, under deploy's public name
 from .engine.num_classes import resolve_num_classes
@@ -58,19 +63,20 @@ from .modeling.detectors.base import DETRDetector
 from .modeling.layers.ms_deform_attn import MS_DEFORM_ATTN_SAMPLINGS, ms_deform_attn_sampling
 from .modeling.pretrain.base import DETECTOR_PREFIX
 
-__all__ = ["ExportableDetector", "FinetunedCheckpointer", "OnnxDetector", "build_finetuned_detector",
+__all__ = ["ExportableDetector", "FinetunedCheckpointer", "OnnxDetector", "build_finetuned_detector", "check_parity",
+           "drop_outputs", "match_detections", "FP32_TOLERANCE", "HALF_TOLERANCE",
            "dataset_category_ids", "dataset_class_names", "export_onnx", "read_image", "resize_for_onnx",
            "INPUT_NAMES", "OUTPUT_NAMES", "PER_QUERY_OUTPUT_NAMES"]
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAMES = ("images", "orig_sizes")
-OUTPUT_NAMES = ("boxes", "scores", "labels")
 #: the extra outputs of a graph exported with ``per_query_outputs=True`` (for parity checks): the last decoder
 #: layer's class logits (B, Q, C) and boxes (B, Q, 4) normalised cxcywh, per query index, before the top-k
 PER_QUERY_OUTPUT_NAMES = ("query_logits", "query_boxes")
 #: ONNX opset of the export (GridSample needs >= 16)
 DEFAULT_OPSET = 17
+#: the parity check's default tolerance of an fp32 graph, and of an fp16 one (against the fp32 PyTorch model)
+FP32_TOLERANCE, HALF_TOLERANCE = 1e-3, 2e-2
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------
@@ -187,12 +193,9 @@ def dataset_category_ids(cfg, num_classes: int) -> list[int]:
 
 # ---- images --------------------------------------------------------------------------------------------
 def resize_for_onnx(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(h, w, 3) uint8 RGB -> (3, height, width) float32 in [0, 255] (bilinear, as detectron2's ``T.Resize``),
-    the ``images`` input of an exported graph (stack them for a batch)."""
-    from detectron2.data import transforms as T
-
-    resized = T.Resize((height, width)).get_transform(image).apply_image(image)
-    return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)
+    """(h, w, 3) uint8 RGB -> (3, height, width) float32 in [0, 255] (bilinear, the pixels of detectron2's
+    ``T.Resize``), the ``images`` input of an exported graph (stack them for a batch)."""
+    return resize_image(image, height, width)
 
 
 # ---- export --------------------------------------------------------------------------------------------
@@ -229,7 +232,7 @@ class ExportableDetector(nn.Module):
 
 def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, batch_size: int = 1,
                 dynamic: bool = False, opset: int = DEFAULT_OPSET, metadata: dict | None = None,
-                sampling: str = "grid_sample", per_query_outputs: bool = False) -> str:
+                sampling: str = "grid_sample", per_query_outputs: bool = False, half: bool = False) -> str:
     """Export ``detector``'s inference graph (:class:`ExportableDetector`) to ``path``.
 
     height, width, batch_size: the export size and batch B (with ``dynamic``, only the example's: B, H and W
@@ -239,6 +242,8 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
     sampling: the deformable attention's bilinear sampling in the graph, "grid_sample" (ONNX GridSample) or
     "gather" (Gather ops and corner weights; see ``modeling/layers/ms_deform_attn.py``).
     per_query_outputs: also output :data:`PER_QUERY_OUTPUT_NAMES` (see :class:`ExportableDetector`).
+    half: fp16 weights and activations, the sampling locations, box arithmetic, softmax and top-k in fp32
+    (:func:`disco_detr.onnx_half.convert_to_half`; the grid_sample path only); inputs and outputs keep their types.
     """
     import onnx
 
@@ -248,6 +253,9 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
                          f"at a size that is one (got {height}x{width}), so that no padding is needed")
     if sampling not in MS_DEFORM_ATTN_SAMPLINGS:
         raise ValueError(f"sampling must be one of {MS_DEFORM_ATTN_SAMPLINGS}, got {sampling!r}")
+    if half and sampling != "grid_sample":
+        raise ValueError("half precision takes the grid_sample path (the gather path's pixel coordinates lose "
+                         "precision in fp16; docs/deployment.md)")
     if opset < 16 and sampling == "grid_sample":
         raise ValueError(f"opset {opset} < 16: ONNX GridSample (the deformable attention) needs opset 16")
     wrapper = ExportableDetector(detector, per_query_outputs).eval()
@@ -273,42 +281,141 @@ def export_onnx(detector: DETRDetector, path: str, height: int, width: int, *, b
     onnx.checker.check_model(model)
     props = {"detector": type(detector).__name__, "input_size": "dynamic" if dynamic else f"{height}x{width}",
              "batch_size": "dynamic" if dynamic else str(batch_size), "num_classes": str(detector.num_classes),
-             "sampling": sampling,
+             "sampling": sampling, "precision": "fp16" if half else "fp32",
              "images": "(B, 3, H, W) float32 RGB in [0, 255], resized to the input size",
              "orig_sizes": "(B, 2) int64 (height, width) of the original images",
              "boxes": "(B, K, 4) float32 x0, y0, x1, y1 in pixels of the original image",
              "scores": "(B, K) float32 sigmoid probabilities, highest first",
              "labels": "(B, K) int64 contiguous class indices (class_names)",
              **(metadata or {})}
+    if half:
+        from .onnx_half import convert_to_half
+
+        model = convert_to_half(model)
     onnx.helper.set_model_props(model, {k: str(v) for k, v in props.items()})
     onnx.save(model, path)
     return path
 
 
-class OnnxDetector:
-    """An exported graph run by onnxruntime (CPU unless ``providers`` say otherwise).
+class OnnxDetector(RuntimeDetector):
+    """An exported graph run by onnxruntime (CPU unless ``providers`` say otherwise): the torch-free
+    :class:`disco_detr_runtime.RuntimeDetector` with ``runtime="onnxruntime"``.
 
     ``__call__(images (B, 3, H, W) float32, orig_sizes (B, 2) int64)`` -> (boxes, scores, labels) numpy arrays
-    as documented in the module docstring; ``metadata`` holds the model's metadata (``class_names`` ...).
+    as documented in the module docstring; ``metadata`` holds the model's metadata (``class_names`` ...);
+    ``session`` is the ``onnxruntime.InferenceSession``.
     """
 
     def __init__(self, path: str, providers: list[str] | None = None, threads: int | None = None):
-        import onnxruntime as ort
+        super().__init__(path, "onnxruntime", threads=threads, providers=providers)
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(path, options, providers=providers or ["CPUExecutionProvider"])
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        shape = self.session.get_inputs()[0].shape
-        self.batch_size, self.height, self.width = shape[0], shape[2], shape[3]
 
-    @property
-    def class_names(self) -> list[str] | None:
-        names = self.metadata.get("class_names")
-        return json.loads(names) if names else None
+# ---- parity of an exported graph with PyTorch ----------------------------------------------------------
+def match_detections(got, want, tolerance: float, runtime: str = "onnxruntime") -> tuple[float, float, int]:
+    """Pair one image's top-k detections of two runs as sets, within near-tied scores.
 
-    def __call__(self, images: np.ndarray, orig_sizes: np.ndarray):
-        return self.session.run(list(OUTPUT_NAMES), {"images": np.ascontiguousarray(images, dtype=np.float32),
-                                                     "orig_sizes": np.asarray(orig_sizes, dtype=np.int64)})
+    got, want: (boxes (K, 4) as fractions of the image size, scores (K,), labels (K,)) numpy arrays. Each
+    detection is paired with one of the other run of the same label whose score and box are within
+    ``tolerance`` (closest pairs first). A detection left without a partner is accepted only at the top-k
+    boundary: its score within ``tolerance`` of the lowest score kept, where float rounding may swap near-tied
+    (query, class) pairs in and out of the top-k. Returns (max |box| difference, max |score| difference over
+    the pairs, number of detections left unpaired); raises RuntimeError on any other unpaired detection.
+    """
+    (gb, gs, gl), (wb, ws, wl) = got, want
+    dist = np.maximum(np.abs(gb[:, None] - wb[None]).max(-1, initial=0), np.abs(gs[:, None] - ws[None]))
+    dist[(gl[:, None] != wl[None]) | ~(dist <= tolerance)] = np.inf                  # (Kg, Kw); NaN never pairs
+    paired_g, paired_w = np.zeros(len(gs), bool), np.zeros(len(ws), bool)
+    box_err = score_err = 0.0
+    for i, j in zip(*np.unravel_index(np.argsort(dist, axis=None), dist.shape)):
+        if not np.isfinite(dist[i, j]):
+            break
+        if paired_g[i] or paired_w[j]:
+            continue
+        paired_g[i] = paired_w[j] = True
+        box_err = max(box_err, float(np.abs(gb[i] - wb[j]).max()))
+        score_err = max(score_err, float(abs(gs[i] - ws[j])))
+    boundary = max(gs.min(initial=np.inf), ws.min(initial=np.inf)) + tolerance
+    for name, scores, labels, paired in ((runtime, gs, gl, paired_g), ("PyTorch", ws, wl, paired_w)):
+        lone = ~paired & ~(scores <= boundary)
+        if lone.any():
+            k = int(np.flatnonzero(lone)[0])
+            raise RuntimeError(f"the {name} detection of score {scores[k]:.6g} and label {labels[k]} has no "
+                               f"counterpart within tolerance {tolerance} (and is above the top-k boundary)")
+    return box_err, score_err, int((~paired_g).sum() + (~paired_w).sum())
+
+
+def check_parity(detector, path: str, sizes, tolerance: float, runtime: str = "onnxruntime") -> dict:
+    """Run the exported graph (exported with ``per_query_outputs=True``) by ``runtime`` ("onnxruntime" or
+    "openvino") and the PyTorch model on random images.
+
+    Two comparisons, so that near-tied scores (a barely trained detector's top-k scores lie within 1e-5 of one
+    another, and float rounding reorders them) do not fail a correct graph:
+
+    * per query index, before the top-k: the graph's class logits and normalised boxes against
+      :class:`~disco_detr.deploy.ExportableDetector` run in PyTorch (max abs differences);
+    * the top-k detections against ``DETRDetector.forward`` (with the original sizes), as sets paired within
+      tied scores (:func:`match_detections`; boxes as fractions of the original image size).
+
+    sizes: ``[(H, W, B), ...]`` input sizes and batch sizes to run (random images; the boxes are mapped to
+    originals of twice the height and three times the width). Returns, per size ``"HxW, batch B"``, the max abs
+    differences and the number of detections swapped at tied scores;
+    raises RuntimeError when a difference exceeds ``tolerance``.
+    """
+    session = RuntimeDetector(path, runtime)
+    wrapper = ExportableDetector(detector, per_query_outputs=True).eval()
+    gen = torch.Generator().manual_seed(0)
+    report = {}
+    for h, w, batch_size in sizes:
+        images = torch.randint(0, 256, (batch_size, 3, h, w), generator=gen).float()
+        orig = np.array([[2 * h, 3 * w]] * batch_size, dtype=np.int64)   # boxes mapped to a larger original
+        boxes, scores, labels, query_logits, query_boxes = session.run(images.numpy(), orig,
+                                                                       OUTPUT_NAMES + PER_QUERY_OUTPUT_NAMES)
+        with torch.no_grad():
+            want_logits, want_boxes = (t.cpu().numpy() for t in wrapper(images.to(detector.device),
+                                                                         torch.from_numpy(orig).to(detector.device))[3:])
+            outputs = detector([{"image": im, "height": int(o[0]), "width": int(o[1])}
+                                for im, o in zip(images.to(detector.device), orig)])
+        r = {"query_logits": float(np.abs(query_logits - want_logits).max()),
+             "query_boxes": float(np.abs(query_boxes - want_boxes).max()), "boxes": 0.0, "scores": 0.0, "swapped": 0}
+        report[f"{h}x{w}, batch {batch_size}"] = r
+        if not (r["query_logits"] <= tolerance and r["query_boxes"] <= tolerance):
+            raise RuntimeError(f"{path}: {runtime} and PyTorch differ per query at {h}x{w}: {r} (tolerance {tolerance})")
+        for i, out in enumerate(outputs):
+            inst = out["instances"].to("cpu")
+            nonempty = (boxes[i, :, 2] > boxes[i, :, 0]) & (boxes[i, :, 3] > boxes[i, :, 1])
+            scale = np.array([orig[i, 1], orig[i, 0]] * 2, dtype=np.float64)
+            try:
+                box_err, score_err, swapped = match_detections(
+                    (boxes[i][nonempty] / scale, scores[i][nonempty], labels[i][nonempty]),
+                    (inst.pred_boxes.tensor.numpy() / scale, inst.scores.numpy(), inst.pred_classes.numpy()), tolerance,
+                    runtime)
+            except RuntimeError as e:
+                raise RuntimeError(f"{path}: {runtime} and PyTorch differ in the top-k at {h}x{w}, image {i}: {e}") from None
+            r.update(boxes=max(r["boxes"], box_err), scores=max(r["scores"], score_err), swapped=r["swapped"] + swapped)
+    return report
+
+
+def drop_outputs(path: str, names) -> None:
+    """Remove the graph outputs ``names`` from the ONNX file ``path``, with the nodes and initializers that only
+    they used (the metadata stays)."""
+    import onnx
+
+    model = onnx.load(path)
+    graph = model.graph
+    kept = [o for o in graph.output if o.name not in set(names)]
+    del graph.output[:]
+    graph.output.extend(kept)
+    needed = {o.name for o in kept}
+    nodes = []
+    for node in reversed(graph.node):
+        if needed.intersection(node.output):
+            nodes.append(node)
+            needed.update(node.input)
+            needed.update(n for a in node.attribute for g in [a.g, *a.graphs] for sub in g.node for n in sub.input)
+    del graph.node[:]
+    graph.node.extend(reversed(nodes))
+    initializers = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
