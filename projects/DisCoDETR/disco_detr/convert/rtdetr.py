@@ -35,7 +35,7 @@ from torch import nn
 
 from .resnet_vd import convert_resnet_vd
 
-__all__ = ["RTDETR_SOURCES", "convert_rtdetr"]
+__all__ = ["RTDETR_SOURCES", "convert_rtdetr", "fill_and_check"]
 
 RTDETR_SOURCES = ("hf", "release")
 
@@ -123,6 +123,35 @@ def _model_prefix(keys) -> str:
     return "model." if any(k.startswith("model.encoder_input_proj.") for k in keys) else ""
 
 
+def fill_and_check(converted: dict[str, torch.Tensor], origin: dict[str, str], ref_state: Mapping[str, torch.Tensor],
+                   model_name: str) -> list[str]:
+    """Finish a converted state dict in place against the target's ``ref_state``: BN step counters filled with
+    zeros where only the target has them; the denoising label embedding dropped when the target is built
+    without denoising (its source keys are returned); then every target key filled, no key without a place,
+    every shape equal (``KeyError`` / ``ValueError`` naming the keys otherwise). ``origin``: our key -> source key."""
+    expected = {k: tuple(v.shape) for k, v in ref_state.items()}
+    dropped = []
+    for k in expected:
+        if k.endswith("num_batches_tracked") and k not in converted:
+            converted[k] = torch.zeros((), dtype=torch.long)
+            origin[k] = "(new)"
+    for k in [k for k in converted if k.startswith("denoising_class_embed.") and k not in expected]:
+        dropped.append(origin.pop(k))
+        del converted[k]
+    missing = [k for k in expected if k not in converted]
+    if missing:
+        raise KeyError(f"missing keys for the {model_name} model: {missing[:20]}"
+                       + (f" ... ({len(missing)} in all)" if len(missing) > 20 else ""))
+    unexpected = [f"{origin[k]} -> {k}" for k in converted if k not in expected]
+    if unexpected:
+        raise KeyError(f"keys with no place in the {model_name} model: {unexpected[:20]}")
+    bad = [f"{origin[k]} -> {k}: {tuple(v.shape)} vs {expected[k]}" for k, v in converted.items()
+           if tuple(v.shape) != expected[k]]
+    if bad:
+        raise ValueError(f"shape mismatch: {bad[:20]}")
+    return dropped
+
+
 def convert_rtdetr(state: Mapping[str, torch.Tensor], source: str, reference: nn.Module | Mapping[str, torch.Tensor],
                    ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Rename a ``source``-layout RT-DETR state dict (``"hf"`` or ``"release"``) to our layout.
@@ -140,7 +169,6 @@ def convert_rtdetr(state: Mapping[str, torch.Tensor], source: str, reference: nn
     if source not in RTDETR_SOURCES:
         raise KeyError(f"unknown source {source!r}; choose from {RTDETR_SOURCES}")
     ref_state = reference.state_dict() if isinstance(reference, nn.Module) else reference
-    expected = {k: tuple(v.shape) for k, v in ref_state.items()}
     converted: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}
     dropped: list[str] = []
@@ -203,24 +231,5 @@ def convert_rtdetr(state: Mapping[str, torch.Tensor], source: str, reference: nn
                                     reference=backbone_ref)
     for k, v in backbone.items():
         put(k, v, k)
-    # BN step counters: carried where both sides have them, filled with zeros where only we have them
-    for k in expected:
-        if k.endswith("num_batches_tracked") and k not in converted:
-            converted[k] = torch.zeros((), dtype=torch.long)
-            origin[k] = "(new)"
-    # a model built without denoising (num_denoising=0) has no label embedding for it
-    for k in [k for k in converted if k.startswith("denoising_class_embed.") and k not in expected]:
-        dropped.append(origin.pop(k))
-        del converted[k]
-    missing = [k for k in expected if k not in converted]
-    if missing:
-        raise KeyError(f"missing keys for the RT-DETR model: {missing[:20]}"
-                       + (f" ... ({len(missing)} in all)" if len(missing) > 20 else ""))
-    unexpected = [f"{origin[k]} -> {k}" for k in converted if k not in expected]
-    if unexpected:
-        raise KeyError(f"keys with no place in the RT-DETR model: {unexpected[:20]}")
-    bad = [f"{origin[k]} -> {k}: {tuple(v.shape)} vs {expected[k]}" for k, v in converted.items()
-           if tuple(v.shape) != expected[k]]
-    if bad:
-        raise ValueError(f"shape mismatch: {bad[:20]}")
+    dropped += fill_and_check(converted, origin, ref_state, "RT-DETR")
     return converted, dropped

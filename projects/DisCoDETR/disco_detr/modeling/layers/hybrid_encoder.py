@@ -162,7 +162,8 @@ class HybridEncoder(LayerCheckpointing, nn.Module):
         expansion / depth_mult: CSPRepLayer hidden width factor and ``round(3 * depth_mult)`` RepVGG blocks;
         aifi_position: "hf" or "release" (see :func:`sincos_position_embedding_2d`);
         fusion: "csp" (RT-DETR: :class:`CSPRepLayer` blocks, conv3x3/s2 downsampling) or "gelan" (D-FINE:
-        :class:`GELANBlock` of width ``round(expansion * d_model // 2)``, :class:`SCDown` downsampling).
+        :class:`GELANBlock` of width ``round(expansion * d_model // 2)``, :class:`SCDown` downsampling, no
+        activation after the lateral convs).
     """
 
     def __init__(self, in_channels: list[int] | tuple[int, ...] = (512, 1024, 2048), d_model: int = 256,
@@ -186,7 +187,7 @@ class HybridEncoder(LayerCheckpointing, nn.Module):
             nn.ModuleList(AIFILayer(d_model, num_heads, dim_feedforward, dropout) for _ in range(num_aifi_layers))
             for _ in self.aifi_levels)
         blocks = round(3 * depth_mult)
-        self.lateral_convs = nn.ModuleList(ConvNormAct(d_model, d_model, 1) for _ in range(n - 1))
+        self.lateral_convs = nn.ModuleList(ConvNormAct(d_model, d_model, 1, act=fusion == "csp") for _ in range(n - 1))
         if fusion == "csp":
             def block():
                 return CSPRepLayer(2 * d_model, d_model, blocks, expansion)

@@ -1,0 +1,168 @@
+"""D-FINE (detectors/d_fine.py, criterion/d_fine.py): the transformers fixture number for number (every layer's
+logits, boxes and bin logits, the initial boxes, the query selection, and every loss term under the fixture's
+fixed matching), the converters, the distribution maths by hand, and a training step with denoising."""
+import os
+
+import pytest
+import torch
+from detectron2.structures import ImageList
+
+from disco_detr.convert.d_fine import convert_dfine
+from disco_detr.modeling import DFINE, HungarianMatcher, build_resnet_vd
+from disco_detr.modeling.criterion import DFineCriterion
+from disco_detr.modeling.detectors.d_fine import DFineDecoder
+from disco_detr.modeling.layers.distribution import (box_to_distance, distance_to_box, distribution_targets,
+                                                     weighting_function)
+from disco_detr.modeling.layers.hybrid_encoder import HybridEncoder
+
+from conftest import REFERENCE
+
+FIXTURE = os.path.join(REFERENCE, "d_fine.pt")
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    return torch.load(FIXTURE, weights_only=True)
+
+
+def _fixture_model(criterion=None, num_denoising=100):
+    """The fixture's tiny D-FINE (its README): ResNet-vd stem 4/4/8, widths 16-128, d 32, 20 queries, 3 layers,
+    points (3, 6, 3), LQE hidden 16."""
+    backbone = build_resnet_vd(stem_widths=(4, 4, 8), depths=(1, 1, 1, 1), widths=(16, 32, 64, 128), freeze_at=0)
+    encoder = HybridEncoder((32, 64, 128), 32, 4, 64, 0.0, expansion=0.5, depth_mult=0.34, fusion="gelan")
+    decoder = DFineDecoder(3, 32, 4, 64, 0.0, (3, 6, 3))
+    return DFINE(backbone=backbone, in_features=("res3", "res4", "res5"), encoder=encoder, decoder=decoder,
+                 num_classes=5, num_queries=20, criterion=criterion, num_denoising=num_denoising, lqe_hidden_dim=16)
+
+
+def _criterion():
+    return DFineCriterion(5, HungarianMatcher(2.0, 5.0, 2.0, focal_alpha=0.25, focal_gamma=2.0))
+
+
+@pytest.fixture(scope="module")
+def decoded(fixture):
+    model = _fixture_model().eval()
+    state, dropped = convert_dfine(fixture["state_dict"], "hf", model)
+    assert sorted(dropped) == sorted(k for k in fixture["state_dict"]
+                                     if k.startswith(("class_embed.", "bbox_embed.")) or k.endswith(
+                                         ("decoder.up", "decoder.reg_scale", "num_points_scale")))
+    model.load_state_dict(state, strict=True)
+    pixel_values = fixture["pixel_values"]
+    images = ImageList(pixel_values, [tuple(pixel_values.shape[-2:])] * len(pixel_values))
+    with torch.no_grad():
+        encoded = model.encode(images)
+        return encoded, model.decode(encoded, model.initial_queries(encoded))
+
+
+def test_matches_the_transformers_fixture(fixture, decoded):
+    exp = fixture["expected"]
+    encoded, out = decoded
+    assert exp["enc_topk_gap"] > 1e-4
+    assert torch.equal(encoded.extras["topk_indices"], exp["enc_topk_indices"])
+    assert torch.allclose(encoded.extras["enc_logits"], exp["enc_topk_logits"], atol=5e-5, rtol=0)
+    assert torch.allclose(encoded.extras["enc_boxes"], exp["enc_topk_bboxes"], atol=7e-6, rtol=0)
+    for ours, theirs in zip(encoded.level_maps(encoded.memory), exp["encoder_last_hidden_state"]):
+        assert torch.allclose(ours, theirs, atol=5e-5, rtol=0)
+    # transformers stacks (pre, layer 0, ..., layer L-1) on axis 1; ours is (L, B, ...) plus the pre fields
+    assert torch.allclose(out.pre_logits, exp["logits"][:, 0], atol=5e-5, rtol=0)
+    assert torch.allclose(out.pre_boxes, exp["boxes"][:, 0], atol=7e-6, rtol=0)
+    assert torch.allclose(out.logits.transpose(0, 1), exp["logits"][:, 1:], atol=5e-5, rtol=0)
+    assert torch.allclose(out.boxes.transpose(0, 1), exp["boxes"][:, 1:], atol=7e-6, rtol=0)
+    assert torch.allclose(out.corners.transpose(0, 1), exp["corners"], atol=5e-5, rtol=0)
+    assert torch.allclose(out.hidden, exp["hidden"], atol=5e-5, rtol=0)
+    assert torch.allclose(out.initial, exp["initial"][:, 0], atol=7e-6, rtol=0)
+    # the LQE shift and the distribution refinement both matter here
+    assert (out.logits[0] - out.pre_logits).abs().max() > 1e-2
+    assert (out.boxes[-1] - out.initial).abs().max() > 1e-3
+
+
+def test_every_loss_term_matches_the_fixture(fixture, decoded):
+    encoded, out = decoded
+    criterion = _criterion()
+    targets, indices, num_boxes = fixture["targets"], fixture["indices"], fixture["num_boxes"]
+    exp = fixture["losses"]
+    layers = out.logits.shape[0]
+    for layer in range(layers):
+        got = criterion.layer_losses(out.logits[layer], out.boxes[layer], targets, num_boxes, indices)
+        got.update(criterion.local_losses(out.corners[layer], out.initial, out.boxes[layer], targets, num_boxes,
+                                          indices, out.corners[-1], out.logits[-1]))
+        assert set(got) == set(exp[f"layer{layer}"])
+        for name, value in got.items():
+            assert torch.allclose(value, exp[f"layer{layer}"][name], atol=1e-5, rtol=1e-5), (layer, name)
+    for name, (logits, boxes) in {"pre": (out.pre_logits, out.pre_boxes),
+                                  "enc": (encoded.extras["enc_logits"], encoded.extras["enc_boxes"])}.items():
+        got = criterion.layer_losses(logits, boxes, targets, num_boxes, indices)
+        for term, value in got.items():
+            assert torch.allclose(value, exp[name][term], atol=1e-5, rtol=1e-5), (name, term)
+    assert exp["layer0"]["loss_ddf"] > 1.0 and exp["layer0"]["loss_fgl"] > 0.1
+
+
+def test_weighting_function_by_hand():
+    w = weighting_function(32, 0.5, 4.0)
+    a = 0.5 * 4.0
+    step = (a + 1) ** (2 / 30)
+    assert w.shape == (33,) and w[16] == 0 and w[0] == -2 * a and w[-1] == 2 * a
+    assert torch.allclose(w[17], torch.tensor(step - 1)) and torch.allclose(w[15], torch.tensor(1 - step))
+    assert torch.allclose(w[31], torch.tensor(step ** 15 - 1)) and torch.allclose(w, -w.flip(0))
+    assert (w.diff() > 0).all()
+
+
+def test_distances_round_trip_and_bin_targets():
+    anchor = torch.tensor([[0.5, 0.4, 0.2, 0.3], [0.3, 0.6, 0.1, 0.05]])
+    box = torch.tensor([[0.35, 0.2, 0.62, 0.58], [0.26, 0.57, 0.36, 0.64]])
+    d = box_to_distance(anchor, box, 4.0)
+    back = distance_to_box(anchor, d, 4.0)
+    assert torch.allclose(back, torch.cat([(box[:, :2] + box[:, 2:]) / 2, box[:, 2:] - box[:, :2]], 1), atol=1e-6)
+    values = torch.tensor([-2.0, -1.0, 0.0, 0.5, 2.0])
+    left, right = distribution_targets(torch.tensor([-3.0, -1.0, 0.25, 0.4, 2.0, 5.0]), values)
+    assert left.tolist() == [0, 1, 2, 2, 3, 3]
+    assert torch.allclose(right, torch.tensor([0.0, 0.0, 0.5, 0.8, 1.0, 1.0]))
+
+
+def test_train_step_with_denoising_has_every_loss_and_gradient(fixture):
+    torch.manual_seed(0)
+    model = _fixture_model(_criterion(), num_denoising=8)
+    model.load_state_dict(convert_dfine(fixture["state_dict"], "hf", model)[0])   # at init every layer's bins are 0
+    model.train()
+    batch = [{"image": fixture["images"][i], "instances": _instances(fixture["targets"][i], (96, 128))}
+             for i in range(2)]
+    losses = model(batch)
+    names = {"loss_vfl", "loss_bbox", "loss_giou", "loss_fgl", "loss_ddf"}
+    for suffix in ("", "_0", "_1", "_dn", "_dn_0", "_dn_1"):
+        assert {n + suffix for n in names} <= set(losses)
+    for suffix in ("_pre", "_enc", "_dn_pre"):
+        assert {n + suffix for n in ("loss_vfl", "loss_bbox", "loss_giou")} <= set(losses)
+    assert losses["loss_ddf"] == 0 and losses["loss_ddf_0"] > 0 and losses["loss_fgl_dn"] > 0
+    sum(losses.values()).backward()
+    for name in ("pre_bbox_head.layers.0.weight", "lqe_layers.0.reg_conf.layers.0.weight",
+                 "bbox_embed.0.layers.2.weight", "decoder.layers.0.gateway.gate.weight",
+                 "decoder.layers.1.cross_attn.sampling_offsets.weight", "denoising_class_embed.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    # a batch without boxes keeps the same loss keys (zeros for the denoising ones)
+    empty = [{"image": fixture["images"][0], "instances": _instances({"boxes": torch.zeros(0, 4),
+                                                                      "labels": torch.zeros(0, dtype=torch.long)},
+                                                                     (96, 128))}]
+    assert set(model(empty)) == set(losses)
+
+
+def _instances(target, hw):
+    from detectron2.structures import Boxes, Instances
+
+    h, w = hw
+    b = target["boxes"]
+    xyxy = torch.cat([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], 1) * torch.tensor([w, h, w, h])
+    inst = Instances(hw)
+    inst.gt_boxes, inst.gt_classes = Boxes(xyxy), target["labels"]
+    return inst
+
+
+def test_converter_rejects_wrong_constants_and_unknown_keys(fixture):
+    model = _fixture_model()
+    bad = dict(fixture["state_dict"])
+    bad["model.decoder.reg_scale"] = torch.tensor([3.0])
+    with pytest.raises(ValueError, match="reg_scale"):
+        convert_dfine(bad, "hf", model)
+    bad = dict(fixture["state_dict"], **{"model.decoder.extra.weight": torch.zeros(1)})
+    with pytest.raises(KeyError, match="extra"):
+        convert_dfine(bad, "hf", model)
