@@ -11,8 +11,7 @@ from disco_detr.convert.d_fine import convert_dfine
 from disco_detr.modeling import DFINE, HungarianMatcher, build_resnet_vd
 from disco_detr.modeling.criterion import DFineCriterion
 from disco_detr.modeling.detectors.d_fine import DFineDecoder
-from disco_detr.modeling.layers.distribution import (box_to_distance, distance_to_box, distribution_targets,
-                                                     weighting_function)
+from disco_detr.modeling.layers import distribution
 from disco_detr.modeling.layers.hybrid_encoder import HybridEncoder
 
 from conftest import REFERENCE
@@ -98,7 +97,7 @@ def test_every_loss_term_matches_the_fixture(fixture, decoded):
 
 
 def test_weighting_function_by_hand():
-    w = weighting_function(32, 0.5, 4.0)
+    w = distribution.weighting_function(32, 0.5, 4.0)
     a = 0.5 * 4.0
     step = (a + 1) ** (2 / 30)
     assert w.shape == (33,) and w[16] == 0 and w[0] == -2 * a and w[-1] == 2 * a
@@ -110,11 +109,11 @@ def test_weighting_function_by_hand():
 def test_distances_round_trip_and_bin_targets():
     anchor = torch.tensor([[0.5, 0.4, 0.2, 0.3], [0.3, 0.6, 0.1, 0.05]])
     box = torch.tensor([[0.35, 0.2, 0.62, 0.58], [0.26, 0.57, 0.36, 0.64]])
-    d = box_to_distance(anchor, box, 4.0)
-    back = distance_to_box(anchor, d, 4.0)
+    d = distribution.box_to_distance(anchor, box, 4.0)
+    back = distribution.distance_to_box(anchor, d, 4.0)
     assert torch.allclose(back, torch.cat([(box[:, :2] + box[:, 2:]) / 2, box[:, 2:] - box[:, :2]], 1), atol=1e-6)
     values = torch.tensor([-2.0, -1.0, 0.0, 0.5, 2.0])
-    left, right = distribution_targets(torch.tensor([-3.0, -1.0, 0.25, 0.4, 2.0, 5.0]), values)
+    left, right = distribution.distribution_targets(torch.tensor([-3.0, -1.0, 0.25, 0.4, 2.0, 5.0]), values)
     assert left.tolist() == [0, 1, 2, 2, 3, 3]
     assert torch.allclose(right, torch.tensor([0.0, 0.0, 0.5, 0.8, 1.0, 1.0]))
 
