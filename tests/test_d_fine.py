@@ -165,3 +165,59 @@ def test_converter_rejects_wrong_constants_and_unknown_keys(fixture):
     bad = dict(fixture["state_dict"], **{"model.decoder.extra.weight": torch.zeros(1)})
     with pytest.raises(KeyError, match="extra"):
         convert_dfine(bad, "hf", model)
+
+
+def test_pretraining_losses_distil_without_boxes_and_train_the_initial_boxes(fixture):
+    """DisCo / DETReg hand their matching to ``pretraining_losses``: FGL and DDF per matched layer, L1 + GIoU of
+    the initial boxes under layer 0's matching; DDF's unmatched part needs no box at all."""
+    model = _fixture_model(num_denoising=0)
+    model.load_state_dict(convert_dfine(fixture["state_dict"], "hf", model)[0], strict=False)
+    model.eval()   # the fixture's BN statistics (so that the fixture's matching overlaps); gradients still flow
+    images = ImageList(fixture["pixel_values"], [(96, 128)] * 2)
+    encoded = model.encode(images)
+    decoded = model.decode(encoded, model.initial_queries(encoded))
+    targets = fixture["targets"]
+    matches = {suffix: fixture["indices"] for suffix in ("_enc", "_0", "_1", "")}
+    losses = model.pretraining_losses(decoded, targets, matches)
+    assert set(losses) == {"loss_fgl_0", "loss_fgl_1", "loss_fgl", "loss_ddf_0", "loss_ddf_1", "loss_ddf",
+                           "loss_bbox_pre", "loss_giou_pre"}
+    assert losses["loss_ddf"] == 0 and losses["loss_ddf_0"] > 0 and losses["loss_fgl_0"] > 0
+    sum(losses.values()).backward()
+    assert model.pre_bbox_head.layers[0].weight.grad.abs().sum() > 0
+    assert model.bbox_embed[0].layers[0].weight.grad.abs().sum() > 0
+    # no box at all: FGL and the initial boxes have nothing to fit, DDF still distils the last layer
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}] * 2
+    none = [(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))] * 2
+    decoded = model.decode(encoded, model.initial_queries(encoded))
+    losses = model.pretraining_losses(decoded, empty, {"_0": none, "_1": none, "": none})
+    assert losses["loss_fgl_0"] == 0 and losses["loss_bbox_pre"] == 0 and losses["loss_ddf_0"] > 0
+
+
+@pytest.mark.parametrize("method", ["disco", "detreg"])
+def test_pretraining_configs_build_dfine_without_criterion_or_denoising(method):
+    from detectron2.config import LazyConfig, instantiate
+
+    from disco_detr.variants import VARIANTS, config_path
+
+    row = VARIANTS["dfine"]
+    det = LazyConfig.load(config_path(row.pretrain_config(method))).model.detector
+    row.shrink(det, freeze_at=4)
+    torch.manual_seed(0)
+    model = instantiate(det)
+    assert model.criterion is None and model.num_denoising == 0
+    assert set(model.transfer_drop) == {"class_embed.", "enc_score_head.", "denoising_class_embed."}
+
+
+def test_transfer_keeps_the_distribution_heads_and_lqe_and_drops_the_class_heads():
+    from disco_detr.checkpoint.transfer import load_shares, module_group
+
+    pre = _fixture_model(num_denoising=0)
+    fine = _fixture_model()
+    state = {k: v for k, v in pre.state_dict().items() if not k.startswith(pre.transfer_drop)}
+    assert not any(k.startswith(("class_embed.", "enc_score_head.")) for k in state)
+    kept = [k for k in state if k.startswith(("bbox_embed.", "pre_bbox_head.", "lqe_layers."))]
+    assert kept and all(module_group(k) == "heads" for k in kept)
+    shares = load_shares(state, fine.state_dict())
+    assert shares["heads"]["numel_loaded"] == sum(
+        v.numel() for k, v in fine.state_dict().items() if module_group(k) == "heads" and not k.startswith(
+            fine.transfer_drop))

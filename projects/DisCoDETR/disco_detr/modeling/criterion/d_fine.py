@@ -19,8 +19,6 @@ Coordinates: boxes are normalised cxcywh; bin logits (B, N, 4 * (bins + 1)), edg
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -32,10 +30,50 @@ from ..precision import float32_policy
 from .rt_detr import RTDETRCriterion
 from .set_criterion import flatten_indices, num_boxes_across_workers
 
-if TYPE_CHECKING:
-    from ..detectors.d_fine import DFineDecoderOutput, DFineDenoisingOutput
+__all__ = ["DFineCriterion", "distribution_losses"]
 
-__all__ = ["DFineCriterion"]
+
+@float32_policy
+def distribution_losses(corners: Tensor, initial: Tensor, boxes: Tensor, targets: list[dict], num_boxes: float,
+                        indices: list[tuple[Tensor, Tensor]], teacher_corners: Tensor, teacher_logits: Tensor,
+                        bin_values: Tensor, reg_scale: float, temperature: float = 5.0) -> dict[str, Tensor]:
+    """Unweighted ``loss_fgl`` and ``loss_ddf`` (module docstring) of one layer: corners (B, N, 4 * (bins + 1)) its
+    bin logits, initial (B, N, 4) the initial boxes, boxes (B, N, 4) its boxes, ``targets`` (dicts with "boxes"
+    (T_b, 4) cxcywh), ``indices`` its matching, teacher_corners (B, N, 4 * (bins + 1)) and teacher_logits
+    (B, N, C) the last layer's; ``bin_values`` (bins + 1,) W, ``reg_scale`` and ``temperature`` (T) as D-FINE's."""
+    corners, initial, boxes = corners.float(), initial.float(), boxes.float()
+    bins = bin_values.numel()
+    batch_ids, query_ids, _ = flatten_indices(indices, corners.device)
+    tgt = torch.cat([t["boxes"][j.to(t["boxes"].device)] for t, (_, j) in zip(targets, indices)]).float()
+    tgt = box_cxcywh_to_xyxy(tgt)
+    iou = torch.diag(box_iou(box_cxcywh_to_xyxy(boxes[batch_ids, query_ids]), tgt)).detach() if len(tgt) \
+        else boxes.new_zeros(0)
+    # FGL
+    with torch.no_grad():
+        distance = box_to_distance(initial[batch_ids, query_ids].detach(), tgt, reg_scale).reshape(-1)
+        left, weight_right = distribution_targets(distance, bin_values.to(distance.dtype))
+    pred = corners[batch_ids, query_ids].reshape(-1, bins)
+    fgl = (F.cross_entropy(pred, left, reduction="none") * (1 - weight_right)
+           + F.cross_entropy(pred, left + 1, reduction="none") * weight_right)
+    loss_fgl = (fgl * iou.repeat_interleave(4)).sum() / num_boxes
+    # DDF
+    student = corners.reshape(-1, bins)
+    teacher = teacher_corners.float().reshape(-1, bins).detach()
+    if torch.equal(student, teacher):
+        return {"loss_fgl": loss_fgl, "loss_ddf": student.sum() * 0.0}
+    weight = teacher_logits.detach().float().sigmoid().max(-1).values                     # (B, N)
+    weight[batch_ids, query_ids] = iou
+    matched = torch.zeros_like(weight, dtype=torch.bool)
+    matched[batch_ids, query_ids] = True
+    weight, matched = weight.repeat_interleave(4, dim=1).reshape(-1), matched.repeat_interleave(4, 1).reshape(-1)
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student / t, -1), F.softmax(teacher / t, -1), reduction="none").sum(-1)
+    kl = weight * t ** 2 * kl
+    scale = 1.0 / corners.shape[0]
+    num_pos, num_neg = (matched.sum() * scale) ** 0.5, ((~matched).sum() * scale) ** 0.5
+    pos = kl[matched].mean() if matched.any() else kl.sum() * 0.0
+    neg = kl[~matched].mean() if (~matched).any() else kl.sum() * 0.0
+    return {"loss_fgl": loss_fgl, "loss_ddf": (pos * num_pos + neg * num_neg) / (num_pos + num_neg)}
 
 
 class DFineCriterion(RTDETRCriterion):
@@ -58,46 +96,13 @@ class DFineCriterion(RTDETRCriterion):
         self.max_num_bins, self.reg_scale = max_num_bins, reg_scale
         self.register_buffer("bin_values", weighting_function(max_num_bins, up, reg_scale), persistent=False)
 
-    @float32_policy
     def local_losses(self, corners: Tensor, initial: Tensor, boxes: Tensor, targets: list[dict], num_boxes: float,
                      indices: list[tuple[Tensor, Tensor]], teacher_corners: Tensor,
                      teacher_logits: Tensor) -> dict[str, Tensor]:
-        """Unweighted ``loss_fgl`` and ``loss_ddf`` of one layer: corners (B, N, 4 * (bins + 1)) its bin logits,
-        initial (B, N, 4) the initial boxes, boxes (B, N, 4) its boxes, ``indices`` its matching, teacher_corners
-        (B, N, 4 * (bins + 1)) and teacher_logits (B, N, C) the last layer's."""
-        corners, initial, boxes = corners.float(), initial.float(), boxes.float()
-        bins = self.max_num_bins + 1
-        batch_ids, query_ids, _ = flatten_indices(indices, corners.device)
-        tgt = torch.cat([t["boxes"][j.to(t["boxes"].device)] for t, (_, j) in zip(targets, indices)]).float()
-        tgt = box_cxcywh_to_xyxy(tgt)
-        iou = torch.diag(box_iou(box_cxcywh_to_xyxy(boxes[batch_ids, query_ids]), tgt)).detach() if len(tgt) \
-            else boxes.new_zeros(0)
-        # FGL
-        with torch.no_grad():
-            distance = box_to_distance(initial[batch_ids, query_ids].detach(), tgt, self.reg_scale).reshape(-1)
-            left, weight_right = distribution_targets(distance, self.bin_values.to(distance.dtype))
-        pred = corners[batch_ids, query_ids].reshape(-1, bins)
-        fgl = (F.cross_entropy(pred, left, reduction="none") * (1 - weight_right)
-               + F.cross_entropy(pred, left + 1, reduction="none") * weight_right)
-        loss_fgl = (fgl * iou.repeat_interleave(4)).sum() / num_boxes
-        # DDF
-        student = corners.reshape(-1, bins)
-        teacher = teacher_corners.float().reshape(-1, bins).detach()
-        if torch.equal(student, teacher):
-            return {"loss_fgl": loss_fgl, "loss_ddf": student.sum() * 0.0}
-        weight = teacher_logits.detach().float().sigmoid().max(-1).values                     # (B, N)
-        weight[batch_ids, query_ids] = iou
-        matched = torch.zeros_like(weight, dtype=torch.bool)
-        matched[batch_ids, query_ids] = True
-        weight, matched = weight.repeat_interleave(4, dim=1).reshape(-1), matched.repeat_interleave(4, 1).reshape(-1)
-        t = self.temperature
-        kl = F.kl_div(F.log_softmax(student / t, -1), F.softmax(teacher / t, -1), reduction="none").sum(-1)
-        kl = weight * t ** 2 * kl
-        scale = 1.0 / corners.shape[0]
-        num_pos, num_neg = (matched.sum() * scale) ** 0.5, ((~matched).sum() * scale) ** 0.5
-        pos = kl[matched].mean() if matched.any() else kl.sum() * 0.0
-        neg = kl[~matched].mean() if (~matched).any() else kl.sum() * 0.0
-        return {"loss_fgl": loss_fgl, "loss_ddf": (pos * num_pos + neg * num_neg) / (num_pos + num_neg)}
+        """Unweighted ``loss_fgl`` and ``loss_ddf`` of one layer (:func:`distribution_losses` with this
+        criterion's bins and temperature)."""
+        return distribution_losses(corners, initial, boxes, targets, num_boxes, indices, teacher_corners,
+                                   teacher_logits, self.bin_values, self.reg_scale, self.temperature)
 
     def _layers(self, logits: Tensor, boxes: Tensor, corners: Tensor, initial: Tensor, pre: tuple[Tensor, Tensor],
                 targets: list[dict], num_boxes: float, tag: str, indices=None) -> dict[str, Tensor]:
@@ -118,8 +123,9 @@ class DFineCriterion(RTDETRCriterion):
         return losses
 
     @float32_policy
-    def forward(self, outputs: DFineDecoderOutput, targets: list[dict],
-                denoising: DFineDenoisingOutput | None = None) -> dict[str, Tensor]:
+    def forward(self, outputs, targets: list[dict], denoising=None) -> dict[str, Tensor]:
+        """``outputs``: a :class:`~..detectors.d_fine.DFineDecoderOutput`; ``denoising``: a
+        :class:`~..detectors.d_fine.DFineDenoisingOutput` or None; targets as :class:`SetCriterion`'s."""
         num_boxes = num_boxes_across_workers(targets, outputs.logits.device)
         losses = {}
         if outputs.encoder is not None:

@@ -47,16 +47,22 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..criterion.d_fine import distribution_losses
+from ..criterion.losses import box_losses
+from ..criterion.set_criterion import flatten_indices, num_boxes_across_workers
 from ..layers import MLP, LayerCheckpointing, inverse_sigmoid
 from ..layers.denoising import DenoisingGroups
 from ..layers.distribution import distance_to_box, weighting_function
 from ..layers.ms_deform_attn import ms_deform_attn
-from .base import DecoderOutput, DenoisingOutput, EncoderOutput
+from .base import DecoderOutput, DenoisingOutput, EncoderOutput, layer_suffixes
 from .rt_detr import RTDETR, RTDETRDecoderLayer
 from .two_stage import init_prediction_heads
 
-__all__ = ["DFINE", "DFineDecoder", "DFineDecoderLayer", "DFineDecoderOutput", "DFineDeformableAttention",
-           "DFineDenoisingOutput", "LQE"]
+__all__ = ["DFINE", "PRETRAINING_WEIGHTS", "DFineDecoder", "DFineDecoderLayer", "DFineDecoderOutput",
+           "DFineDeformableAttention", "DFineDenoisingOutput", "LQE"]
+
+#: the weights of :meth:`DFINE.pretraining_losses`: fine-tuning's FGL, DDF and initial-box L1 / GIoU
+PRETRAINING_WEIGHTS = {"loss_fgl": 0.15, "loss_ddf": 1.5, "loss_bbox": 5.0, "loss_giou": 2.0}
 
 
 # ---- decoder ----------------------------------------------------------------------------------------------
@@ -251,12 +257,17 @@ class DFINE(RTDETR):
     ``encoder`` is built with ``fusion="gelan"``):
         max_num_bins (32), reg_scale (4.0), up (0.5): the distribution's bins and :func:`weighting_function`.
         lqe_top_k (4), lqe_hidden_dim (64), lqe_layers (2): :class:`LQE`.
+        pretraining_weights, ddf_temperature: the weights of :meth:`pretraining_losses` (default
+            :data:`PRETRAINING_WEIGHTS`, fine-tuning's) and DDF's temperature (5).
         criterion: :class:`~..criterion.d_fine.DFineCriterion` (None in pre-training).
     """
 
     def __init__(self, *, max_num_bins: int = 32, reg_scale: float = 4.0, up: float = 0.5, lqe_top_k: int = 4,
-                 lqe_hidden_dim: int = 64, lqe_layers: int = 2, **kwargs):
+                 lqe_hidden_dim: int = 64, lqe_layers: int = 2,
+                 pretraining_weights: dict[str, float] | None = None, ddf_temperature: float = 5.0, **kwargs):
         super().__init__(**kwargs)
+        self.pretraining_weights = dict(pretraining_weights or PRETRAINING_WEIGHTS)
+        self.ddf_temperature = ddf_temperature
         d, num_layers = self.d_model, self.decoder.num_layers
         self.max_num_bins, self.reg_scale, self.up = max_num_bins, float(reg_scale), float(up)
         self.decoder_input_proj = nn.ModuleList(nn.Identity() for _ in self.in_features)
@@ -300,6 +311,31 @@ class DFINE(RTDETR):
         return DFineDecoderOutput(torch.stack(hidden), torch.stack(logits), torch.stack(boxes), torch.stack(refs),
                                   corners=torch.stack(corners_all), initial=initial, pre_logits=pre_logits,
                                   pre_boxes=pre_boxes)
+
+    def pretraining_losses(self, decoded: DFineDecoderOutput, targets: list[dict],
+                           matches: dict[str, list[tuple[Tensor, Tensor]]]) -> dict[str, Tensor]:
+        """In pre-training (docs/pretraining.md, "D-FINE"): FGL and DDF of every decoder layer the method matched,
+        on the method's boxes (``targets``) and matching (``matches``, by loss suffix), and L1 + GIoU of the
+        initial boxes (``*_pre``) under layer 0's matching (their only supervision: every layer's box is built
+        on them detached). Weighted by ``pretraining_weights``."""
+        num_boxes = num_boxes_across_workers(targets, decoded.boxes.device)
+        w = self.pretraining_weights
+        losses = {}
+        num_layers = decoded.logits.shape[0]
+        for layer, suffix in layer_suffixes(num_layers):
+            if suffix not in matches:
+                continue
+            values = distribution_losses(decoded.corners[layer], decoded.initial, decoded.boxes[layer], targets,
+                                         num_boxes, matches[suffix], decoded.corners[-1], decoded.logits[-1],
+                                         self.bin_values, self.reg_scale, self.ddf_temperature)
+            losses.update({f"{name}{suffix}": value * w[name] for name, value in values.items()})
+        first = layer_suffixes(num_layers)[0][1]
+        if first in matches:
+            batch_ids, query_ids, _ = flatten_indices(matches[first], decoded.boxes.device)
+            tgt = torch.cat([t["boxes"][j.to(t["boxes"].device)] for t, (_, j) in zip(targets, matches[first])])
+            l1, giou = box_losses(decoded.pre_boxes[batch_ids, query_ids].float(), tgt.float(), num_boxes)
+            losses.update({"loss_bbox_pre": w["loss_bbox"] * l1, "loss_giou_pre": w["loss_giou"] * giou})
+        return losses
 
     def empty_denoising_losses(self) -> dict[str, Tensor]:
         """RT-DETR's zero ``*_dn`` losses plus the ``*_dn_pre`` keys of the initial boxes."""
