@@ -221,3 +221,102 @@ def test_transfer_keeps_the_distribution_heads_and_lqe_and_drops_the_class_heads
     assert shares["heads"]["numel_loaded"] == sum(
         v.numel() for k, v in fine.state_dict().items() if module_group(k) == "heads" and not k.startswith(
             fine.transfer_drop))
+
+
+# transformers' names -> the release's (Peterande/D-FINE src/zoo/dfine, read from its source), for the test only
+_TO_RELEASE = [
+    (r"^model\.encoder_input_proj\.(\d+)\.0\.", r"encoder.input_proj.\1.conv."),
+    (r"^model\.encoder_input_proj\.(\d+)\.1\.", r"encoder.input_proj.\1.norm."),
+    (r"^model\.encoder\.aifi\.(\d+)\.layers\.(\d+)\.self_attn\.o_proj\.", r"encoder.encoder.\1.layers.\2.self_attn.out_proj."),
+    (r"^model\.encoder\.aifi\.(\d+)\.layers\.(\d+)\.self_attn_layer_norm\.", r"encoder.encoder.\1.layers.\2.norm1."),
+    (r"^model\.encoder\.aifi\.(\d+)\.layers\.(\d+)\.mlp\.layers\.0\.", r"encoder.encoder.\1.layers.\2.linear1."),
+    (r"^model\.encoder\.aifi\.(\d+)\.layers\.(\d+)\.mlp\.layers\.1\.", r"encoder.encoder.\1.layers.\2.linear2."),
+    (r"^model\.encoder\.aifi\.(\d+)\.layers\.(\d+)\.final_layer_norm\.", r"encoder.encoder.\1.layers.\2.norm2."),
+    (r"^model\.encoder\.lateral_convs\.", "encoder.lateral_convs."),
+    (r"^model\.encoder\.(fpn|pan)_blocks\.(\d+)\.conv1\.", r"encoder.\1_blocks.\2.cv1."),
+    (r"^model\.encoder\.(fpn|pan)_blocks\.(\d+)\.csp_rep1\.", r"encoder.\1_blocks.\2.cv2.0."),
+    (r"^model\.encoder\.(fpn|pan)_blocks\.(\d+)\.conv2\.", r"encoder.\1_blocks.\2.cv2.1."),
+    (r"^model\.encoder\.(fpn|pan)_blocks\.(\d+)\.csp_rep2\.", r"encoder.\1_blocks.\2.cv3.0."),
+    (r"^model\.encoder\.(fpn|pan)_blocks\.(\d+)\.conv3\.", r"encoder.\1_blocks.\2.cv3.1."),
+    (r"^model\.encoder\.(fpn|pan)_blocks\.(\d+)\.conv4\.", r"encoder.\1_blocks.\2.cv4."),
+    (r"^model\.encoder\.downsample_convs\.(\d+)\.conv([12])\.", r"encoder.downsample_convs.\1.0.cv\2."),
+    (r"^model\.enc_output\.0\.", "decoder.enc_output.proj."),
+    (r"^model\.enc_output\.1\.", "decoder.enc_output.norm."),
+    (r"^model\.(enc_score_head|enc_bbox_head|denoising_class_embed)\.", r"decoder.\1."),
+    (r"^model\.decoder\.layers\.(\d+)\.self_attn\.o_proj\.", r"decoder.decoder.layers.\1.self_attn.out_proj."),
+    (r"^model\.decoder\.layers\.(\d+)\.self_attn_layer_norm\.", r"decoder.decoder.layers.\1.norm1."),
+    (r"^model\.decoder\.layers\.(\d+)\.encoder_attn\.", r"decoder.decoder.layers.\1.cross_attn."),
+    (r"^model\.decoder\.layers\.(\d+)\.gateway\.", r"decoder.decoder.layers.\1.gateway."),
+    (r"^model\.decoder\.layers\.(\d+)\.mlp\.layers\.0\.", r"decoder.decoder.layers.\1.linear1."),
+    (r"^model\.decoder\.layers\.(\d+)\.mlp\.layers\.1\.", r"decoder.decoder.layers.\1.linear2."),
+    (r"^model\.decoder\.layers\.(\d+)\.final_layer_norm\.", r"decoder.decoder.layers.\1.norm3."),
+    (r"^model\.decoder\.query_pos_head\.", "decoder.query_pos_head."),
+    (r"^model\.decoder\.pre_bbox_head\.", "decoder.pre_bbox_head."),
+    (r"^model\.decoder\.lqe_layers\.", "decoder.decoder.lqe_layers."),
+    (r"^model\.decoder\.class_embed\.", "decoder.dec_score_head."),
+    (r"^model\.decoder\.bbox_embed\.", "decoder.dec_bbox_head."),
+    (r"^model\.decoder\.(up|reg_scale)$", r"decoder.\1"),
+]
+
+
+def _release_layout(fixture):
+    """The fixture's weights under the release's names: the backbone by rt_detr.pt's map (the same tiny ResNet-vd),
+    q / k / v stacked into ``in_proj_*``, every other key by :data:`_TO_RELEASE`."""
+    import re
+
+    hf = fixture["state_dict"]
+    backbone = {hf_key: rel for hf_key, rel, _ in torch.load(os.path.join(REFERENCE, "rt_detr.pt"),
+                                                              weights_only=True)["release_key_map"]
+                if hf_key.startswith("model.backbone.")}
+    out = {}
+    for key, value in hf.items():
+        if key in backbone:
+            out[backbone[key]] = value
+            continue
+        m = re.match(r"^model\.(encoder\.aifi\.(\d+)\.layers\.(\d+)|decoder\.layers\.(\d+))\.self_attn\.q_proj\.(weight|bias)$",
+                     key)
+        if m:
+            prefix = (f"encoder.encoder.{m[2]}.layers.{m[3]}" if m[2] is not None else f"decoder.decoder.layers.{m[4]}")
+            parts = [hf[key.replace("q_proj", p)] for p in ("q_proj", "k_proj", "v_proj")]
+            out[f"{prefix}.self_attn.in_proj_{m[5]}"] = torch.cat(parts)
+            continue
+        if re.search(r"\.self_attn\.[kv]_proj\.", key) or key.startswith(("class_embed.", "bbox_embed.")):
+            continue
+        for pattern, target in _TO_RELEASE:
+            if re.match(pattern, key):
+                out[re.sub(pattern, target, key)] = value
+                break
+        else:
+            raise KeyError(key)
+    out["decoder.decoder.up"], out["decoder.decoder.reg_scale"] = out["decoder.up"], out["decoder.reg_scale"]
+    return out
+
+
+def test_release_layout_converts_to_the_same_weights(fixture):
+    model = _fixture_model()
+    reference, _ = convert_dfine(fixture["state_dict"], "hf", model)
+    release, dropped = convert_dfine(_release_layout(fixture), "release", model)
+    assert sorted(release) == sorted(reference)
+    assert all(torch.equal(release[k], reference[k]) for k in reference)
+    assert sorted(dropped) == sorted(["decoder.up", "decoder.reg_scale", "decoder.decoder.up",
+                                      "decoder.decoder.reg_scale"]
+                                     + [k for k in _release_layout(fixture) if k.endswith("num_points_scale")])
+
+
+def test_convert_tool_writes_a_loadable_checkpoint(fixture, tmp_path):
+    from disco_detr.tooling.convert import convert_dfine as tool
+
+    src = tmp_path / "release.pth"
+    torch.save({"ema": {"module": _release_layout(fixture)}}, src)
+    cfg = tmp_path / "fixture_model.py"
+    cfg.write_text("from detectron2.config import LazyCall as L\n"
+                   "from test_d_fine import _fixture_model\n"
+                   "model = L(_fixture_model)()\n")
+    tool.main([str(src), str(tmp_path / "out.pth"), "--source", "release", "--key", "ema.module", "--config", str(cfg)])
+    model = _fixture_model()
+    state = torch.load(tmp_path / "out.pth", weights_only=True)["model"]
+    model.load_state_dict(state, strict=True)
+    reference, _ = convert_dfine(fixture["state_dict"], "hf", model)
+    assert all(torch.equal(state[k], reference[k]) for k in reference)
+    with pytest.raises(SystemExit, match="missing.pth"):
+        tool.main([str(tmp_path / "missing.pth"), str(tmp_path / "x.pth"), "--source", "hf", "--config", str(cfg)])

@@ -10,14 +10,18 @@ Two source layouts (``source``):
                second time at the top level (``class_embed.{i}``, ``bbox_embed.{i}``): the copies must be equal
                and are merged. The backbone (``model.backbone.model.*``) must be a ResNet-vd
                (:func:`~.resnet_vd.convert_resnet_vd`, ``source="hf"``).
-``"release"``  the D-FINE release (Peter-dfine/D-FINE ``src/zoo/dfine``; checkpoints hold ``{"model": ...,
+``"release"``  the D-FINE release (Peterande/D-FINE ``src/zoo/dfine``; checkpoints hold ``{"model": ...,
                "ema": {"module": ...}}``, pick one with :func:`~.resnet_vd.unwrap_state_dict`): ``backbone.*``
                (PResNet: :func:`~.resnet_vd.convert_resnet_vd` ``source="rtdetr"``; HGNetv2 backbones are
-               converted by their own module), ``encoder.*`` (HybridEncoder: AIFI in ``encoder.encoder.{i}.layers.{j}``
-               with stacked ``in_proj_weight``; RepNCSPELAN4 ``cv1..cv4``, its CSP branches ``cv2.0`` / ``cv3.0``
-               and their 3x3 convs ``cv2.1`` / ``cv3.1``; SCDown ``cv1``, ``cv2``), ``decoder.*`` (DFINETransformer:
-               ``decoder.layers``, ``decoder.pre_bbox_head``, ``decoder.lqe_layers``, ``enc_output.{proj,norm}``,
-               ``dec_score_head``, ``dec_bbox_head``, ``query_pos_head``, ``denoising_class_embed``).
+               converted by their own module); ``encoder.*`` (HybridEncoder: AIFI in
+               ``encoder.encoder.{i}.layers.{j}`` with stacked ``in_proj_weight``; RepNCSPELAN4 ``cv1..cv4``, its
+               CSP branches ``cv2.0`` / ``cv3.0`` and their 3x3 convs ``cv2.1`` / ``cv3.1``; SCDown
+               ``downsample_convs.{i}.0.cv{1,2}``); ``decoder.*`` (DFINETransformer: ``decoder.layers``,
+               ``decoder.lqe_layers``, ``pre_bbox_head`` on the transformer or on its decoder,
+               ``enc_output.{proj,norm}``, ``dec_score_head``, ``dec_bbox_head``, ``query_pos_head``,
+               ``denoising_class_embed``; the ``anchors`` / ``valid_mask`` buffers are recomputed here). Its AIFI
+               position embedding swaps rows and columns on non-square maps as RT-DETR's release does: build
+               the encoder with ``aifi_position="release"`` for its checkpoints.
 
 The distribution's constants (``up``, ``reg_scale``) are stored as tensors by both sources; they must equal the
 target model's and are dropped. Every other source key must map to a key of the target model (``reference``)
@@ -86,7 +90,7 @@ _RELEASE_RULES = _rules([
      lambda m: f"encoder.aifi.{m[1]}.{m[2]}.{m[3]}.{m[4]}"),
     (r"^encoder\.lateral_convs\.(.+)$", lambda m: f"encoder.lateral_convs.{m[1]}"),
     (r"^encoder\.(fpn_blocks|pan_blocks)\.(\d+)\.(.+)$", lambda m: f"encoder.{m[1]}.{m[2]}.{_release_elan(m[3])}"),
-    (r"^encoder\.downsample_convs\.(\d+)\.(.+)$",
+    (r"^encoder\.downsample_convs\.(\d+)\.0\.(.+)$",
      lambda m: f"encoder.downsample_convs.{m[1]}.{_release_scdown(m[2])}"),
     (r"^decoder\.enc_output\.proj\.(.+)$", lambda m: f"enc_output.0.{m[1]}"),
     (r"^decoder\.enc_output\.norm\.(.+)$", lambda m: f"enc_output.1.{m[1]}"),
@@ -94,7 +98,7 @@ _RELEASE_RULES = _rules([
     (r"^decoder\.decoder\.layers\.(\d+)\.(self_attn\.out_proj|norm1|norm3|cross_attn|gateway|linear[12])\.(.+)$",
      lambda m: f"decoder.layers.{m[1]}.{m[2]}.{m[3]}"),
     (r"^decoder\.query_pos_head\.(.+)$", lambda m: f"decoder.query_pos_head.{m[1]}"),
-    (r"^decoder\.decoder\.(pre_bbox_head|lqe_layers)\.(.+)$", lambda m: f"{m[1]}.{m[2]}"),
+    (r"^decoder\.(?:decoder\.)?(pre_bbox_head|lqe_layers)\.(.+)$", lambda m: f"{m[1]}.{m[2]}"),
     (r"^decoder\.dec_score_head\.(\d+)\.(.+)$", lambda m: f"class_embed.{m[1]}.{m[2]}"),
     (r"^decoder\.dec_bbox_head\.(\d+)\.(.+)$", lambda m: f"bbox_embed.{m[1]}.{m[2]}"),
 ])
