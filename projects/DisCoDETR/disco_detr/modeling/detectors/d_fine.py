@@ -91,6 +91,8 @@ class DFineDeformableAttention(nn.Module):
         self.attention_weights = nn.Linear(d_model, num_heads * total)
         scale = [1.0 / p for p in self.points_per_level for _ in range(p)]
         self.register_buffer("point_scale", torch.tensor(scale), persistent=False)
+        level = [lvl for lvl, p in enumerate(self.points_per_level) for _ in range(p)]
+        self.register_buffer("point_level", torch.tensor(level), persistent=False)     # (T,) each point's level
         # (L, P_max) index into the T points of a head (padded slots repeat point 0) and their validity
         p_max = max(self.points_per_level)
         starts = [sum(self.points_per_level[:lvl]) for lvl in range(self.num_levels)]
@@ -124,8 +126,7 @@ class DFineDeformableAttention(nn.Module):
         value = value.view(b, value.shape[1], heads, self.d_model // heads)
         offsets = self.sampling_offsets(query).view(b, nq, heads, total, 2)
         weights = self.attention_weights(query).view(b, nq, heads, total).softmax(-1)
-        ref = reference[:, :, None].repeat_interleave(torch.as_tensor(self.points_per_level, device=query.device),
-                                                      dim=3)                                # (B, Nq, 1, T, 4)
+        ref = reference[:, :, None, self.point_level]                                       # (B, Nq, 1, T, 4)
         scale = self.point_scale.to(offsets.dtype)[:, None] * self.offset_scale
         locations = ref[..., :2] + offsets * scale * ref[..., 2:]                           # (B, Nq, H, T, 2)
         p_max = self.point_valid.shape[1]
