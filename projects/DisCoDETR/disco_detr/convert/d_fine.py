@@ -35,8 +35,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .resnet_vd import convert_resnet_vd
-from .rtdetr import _aifi_layer, _apply, _rules, fill_and_check
+from .rtdetr import _aifi_layer, _rules, convert_two_stage
 
 __all__ = ["DFINE_SOURCES", "convert_dfine"]
 
@@ -143,60 +142,7 @@ def convert_dfine(state: Mapping[str, torch.Tensor], source: str, reference: nn.
     if source not in DFINE_SOURCES:
         raise KeyError(f"unknown source {source!r}; choose from {DFINE_SOURCES}")
     model = reference if isinstance(reference, nn.Module) else None
-    ref_state = reference.state_dict() if isinstance(reference, nn.Module) else reference
-    dropped = _check_constants(state, model) + [k for k in state if _DERIVED.search(k)]
-    converted: dict[str, torch.Tensor] = {}
-    origin: dict[str, str] = {}
-    unmapped: list[str] = []
-
-    def put(new: str, value: torch.Tensor, key: str):
-        if new in converted:
-            raise ValueError(f"{key!r} and {origin[new]!r} both map to {new!r}")
-        converted[new], origin[new] = value, key
-
-    if source == "hf":
-        prefix = "model." if any(k.startswith("model.encoder_input_proj.") for k in state) else ""
-        backbone_source, backbone_prefix = "hf", f"{prefix}backbone.model."
-        for key, value in state.items():
-            if key.startswith(backbone_prefix) or key in dropped:
-                continue
-            if prefix and re.match(r"^(class_embed|bbox_embed)\.\d+\.", key):   # the top-level copy of the heads
-                twin = f"{prefix}decoder.{key}"
-                if twin in state and not torch.equal(state[twin], value):
-                    raise ValueError(f"{key!r} differs from {twin!r}; they are one tensor in DFineForObjectDetection")
-                if twin in state:
-                    dropped.append(key)
-                else:
-                    put(_apply(_HF_RULES, f"decoder.{key}"), value, key)
-                continue
-            new = _apply(_HF_RULES, key[len(prefix):]) if key.startswith(prefix) else None
-            if new is None:
-                unmapped.append(key)
-            else:
-                put(new, value, key)
-    else:
-        backbone_source, backbone_prefix = "rtdetr", "backbone."
-        for key, value in state.items():
-            if key.startswith(backbone_prefix) or key in dropped:
-                continue
-            split = _apply(_RELEASE_IN_PROJ, key)
-            if split is not None:
-                for name, part in zip("qkv", value.chunk(3, 0)):
-                    put(split.format(name), part, key)
-                continue
-            new = _apply(_RELEASE_RULES, key)
-            if new is None:
-                unmapped.append(key)
-            else:
-                put(new, value, key)
-    if unmapped:
-        raise KeyError(f"unexpected {source!r} D-FINE keys (no rule maps them): {unmapped[:20]}"
-                       + (f" ... ({len(unmapped)} in all)" if len(unmapped) > 20 else ""))
-    backbone_ref = {k[len("backbone."):]: v for k, v in ref_state.items() if k.startswith("backbone.")}
-    backbone, _ = convert_resnet_vd({k: v for k, v in state.items() if k.startswith(backbone_prefix)},
-                                    backbone_source, "backbone.", source_prefix=backbone_prefix,
-                                    reference=backbone_ref)
-    for k, v in backbone.items():
-        put(k, v, k)
-    dropped += fill_and_check(converted, origin, ref_state, "D-FINE")
-    return converted, dropped
+    skip = _check_constants(state, model) + [k for k in state if _DERIVED.search(k)]
+    rules = _HF_RULES if source == "hf" else _RELEASE_RULES
+    converted, dropped = convert_two_stage(state, source, reference, rules, _RELEASE_IN_PROJ, "D-FINE", skip)
+    return converted, skip + dropped

@@ -35,7 +35,7 @@ from torch import nn
 
 from .resnet_vd import convert_resnet_vd
 
-__all__ = ["RTDETR_SOURCES", "convert_rtdetr", "fill_and_check"]
+__all__ = ["RTDETR_SOURCES", "convert_rtdetr", "convert_two_stage", "fill_and_check"]
 
 RTDETR_SOURCES = ("hf", "release")
 
@@ -168,6 +168,18 @@ def convert_rtdetr(state: Mapping[str, torch.Tensor], source: str, reference: nn
     """
     if source not in RTDETR_SOURCES:
         raise KeyError(f"unknown source {source!r}; choose from {RTDETR_SOURCES}")
+    rules = _HF_RULES if source == "hf" else _RELEASE_RULES
+    return convert_two_stage(state, source, reference, rules, _RELEASE_IN_PROJ, "RT-DETR")
+
+
+def convert_two_stage(state: Mapping[str, torch.Tensor], source: str,
+                      reference: nn.Module | Mapping[str, torch.Tensor], rules: list[Rule], in_proj: list[Rule],
+                      model_name: str, skip: tuple[str, ...] | list[str] = ()) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The renaming RT-DETR's and D-FINE's converters share, for a transformers (``source="hf"``) or release layout:
+    every key but the backbone's and ``skip`` through ``rules`` (transformers: relative to ``model.`` when the file
+    is a ``*ForObjectDetection``, whose top-level copies of the decoder heads must equal ``decoder.*`` and are
+    merged); the release's stacked ``in_proj_*`` (``in_proj`` rules) split into q, k, v; the ResNet-vd backbone
+    through :func:`~.resnet_vd.convert_resnet_vd`; then :func:`fill_and_check`. Returns (converted, dropped)."""
     ref_state = reference.state_dict() if isinstance(reference, nn.Module) else reference
     converted: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}
@@ -181,55 +193,45 @@ def convert_rtdetr(state: Mapping[str, torch.Tensor], source: str, reference: nn
 
     if source == "hf":
         prefix = _model_prefix(state.keys())
-        backbone_prefix = f"{prefix}backbone.model."
-        duplicates = {}
-        for key, value in state.items():
-            if key.startswith(backbone_prefix):
-                continue
-            if prefix and re.match(r"^(class_embed|bbox_embed)\.\d+\.", key):   # 4.x top-level alias of the heads
-                duplicates[key] = value
-                continue
-            local = key[len(prefix):] if key.startswith(prefix) else None
-            new = _apply(_HF_RULES, local) if local is not None else None
-            if new is None:
-                unmapped.append(key)
-            else:
-                put(new, value, key)
-        for key, value in duplicates.items():
-            twin = f"{prefix}decoder.{key}"
-            if twin in state and not torch.equal(state[twin], value):
-                raise ValueError(f"{key!r} differs from {twin!r}; they are one tensor in RTDetrForObjectDetection")
-            if twin not in state:
-                put(_apply(_HF_RULES, f"decoder.{key}"), value, key)
-            else:
-                dropped.append(key)
-        backbone_source, backbone_prefix_arg = "hf", backbone_prefix
+        backbone_source, backbone_prefix = "hf", f"{prefix}backbone.model."
     else:
-        for key, value in state.items():
-            if key.startswith("backbone."):
-                continue
-            split = _apply(_RELEASE_IN_PROJ, key)
-            if split is not None:
-                if value.shape[0] % 3:
-                    raise ValueError(f"{key!r}: {tuple(value.shape)} does not stack q, k, v")
-                for name, part in zip("qkv", value.chunk(3, 0)):
-                    put(split.format(name), part, key)
-                continue
-            new = _apply(_RELEASE_RULES, key)
-            if new is None:
-                unmapped.append(key)
-            else:
-                put(new, value, key)
-        backbone_source, backbone_prefix_arg = "rtdetr", "backbone."
+        prefix, backbone_source, backbone_prefix = "", "rtdetr", "backbone."
+    duplicates = {}
+    for key, value in state.items():
+        if key.startswith(backbone_prefix) or key in skip:
+            continue
+        if source == "hf" and prefix and re.match(r"^(class_embed|bbox_embed)\.\d+\.", key):  # top-level head copies
+            duplicates[key] = value
+            continue
+        split = _apply(in_proj, key) if source != "hf" else None
+        if split is not None:
+            if value.shape[0] % 3:
+                raise ValueError(f"{key!r}: {tuple(value.shape)} does not stack q, k, v")
+            for name, part in zip("qkv", value.chunk(3, 0)):
+                put(split.format(name), part, key)
+            continue
+        new = _apply(rules, key[len(prefix):]) if key.startswith(prefix) else None
+        if new is None:
+            unmapped.append(key)
+        else:
+            put(new, value, key)
+    for key, value in duplicates.items():
+        twin = f"{prefix}decoder.{key}"
+        if twin in state and not torch.equal(state[twin], value):
+            raise ValueError(f"{key!r} differs from {twin!r}; they are one tensor in the {model_name} model")
+        if twin not in state:
+            put(_apply(rules, f"decoder.{key}"), value, key)
+        else:
+            dropped.append(key)
     if unmapped:
-        raise KeyError(f"unexpected {source!r} RT-DETR keys (no rule maps them): {unmapped[:20]}"
+        raise KeyError(f"unexpected {source!r} {model_name} keys (no rule maps them): {unmapped[:20]}"
                        + (f" ... ({len(unmapped)} in all)" if len(unmapped) > 20 else ""))
 
     backbone_ref = {k[len("backbone."):]: v for k, v in ref_state.items() if k.startswith("backbone.")}
-    backbone, _ = convert_resnet_vd({k: v for k, v in state.items() if k.startswith(backbone_prefix_arg)},
-                                    backbone_source, "backbone.", source_prefix=backbone_prefix_arg,
+    backbone, _ = convert_resnet_vd({k: v for k, v in state.items() if k.startswith(backbone_prefix)},
+                                    backbone_source, "backbone.", source_prefix=backbone_prefix,
                                     reference=backbone_ref)
     for k, v in backbone.items():
         put(k, v, k)
-    dropped += fill_and_check(converted, origin, ref_state, "RT-DETR")
+    dropped += fill_and_check(converted, origin, ref_state, model_name)
     return converted, dropped
