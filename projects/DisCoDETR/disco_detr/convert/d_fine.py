@@ -36,31 +36,26 @@ import torch
 from torch import nn
 
 from .rtdetr import _aifi_layer, _rules, convert_two_stage
+from .rtdetr import _decoder_layer as _rtdetr_decoder_layer
 
 __all__ = ["DFINE_SOURCES", "convert_dfine"]
 
 DFINE_SOURCES = ("hf", "release")
 
 
+def _mlp_to_fc(rest: str) -> str:
+    """transformers' D-FINE MLP names (``mlp.layers.{0,1}``) -> RT-DETR's (``fc1``, ``fc2``)."""
+    return re.sub(r"^mlp\.layers\.([01])\.", lambda m: f"fc{int(m[1]) + 1}.", rest)
+
+
 def _decoder_layer(rest: str) -> str:
-    """transformers' D-FINE decoder layer names -> ours."""
-    for pattern, target in ((r"^self_attn\.(q|k|v)_proj\.", r"self_attn.\1_proj."),
-                            (r"^self_attn\.o_proj\.", "self_attn.out_proj."),
-                            (r"^self_attn_layer_norm\.", "norm1."), (r"^encoder_attn\.", "cross_attn."),
-                            (r"^gateway\.", "gateway."), (r"^mlp\.layers\.0\.", "linear1."),
-                            (r"^mlp\.layers\.1\.", "linear2."), (r"^final_layer_norm\.", "norm3.")):
-        if re.match(pattern, rest):
-            return re.sub(pattern, target, rest)
-    raise KeyError(rest)
-
-
-def _hf_aifi_layer(rest: str) -> str:
-    return _aifi_layer(re.sub(r"^mlp\.layers\.([01])\.", lambda m: f"fc{int(m[1]) + 1}.", rest))
+    """transformers' D-FINE decoder layer names -> ours: RT-DETR's, plus the gate."""
+    return rest if rest.startswith("gateway.") else _rtdetr_decoder_layer(_mlp_to_fc(rest))
 
 
 _HF_RULES = _rules([
     (r"^encoder_input_proj\.(\d+)\.([01])\.(.+)$", lambda m: f"encoder.input_proj.{m[1]}.{m[2]}.{m[3]}"),
-    (r"^encoder\.aifi\.(\d+)\.layers\.(\d+)\.(.+)$", lambda m: f"encoder.aifi.{m[1]}.{m[2]}.{_hf_aifi_layer(m[3])}"),
+    (r"^encoder\.aifi\.(\d+)\.layers\.(\d+)\.(.+)$", lambda m: f"encoder.aifi.{m[1]}.{m[2]}.{_aifi_layer(_mlp_to_fc(m[3]))}"),
     (r"^encoder\.(lateral_convs|fpn_blocks|downsample_convs|pan_blocks)\.(.+)$", lambda m: f"encoder.{m[1]}.{m[2]}"),
     (r"^(enc_output|enc_score_head|enc_bbox_head|denoising_class_embed)\.(.+)$", lambda m: f"{m[1]}.{m[2]}"),
     (r"^decoder\.layers\.(\d+)\.(.+)$", lambda m: f"decoder.layers.{m[1]}.{_decoder_layer(m[2])}"),
