@@ -34,7 +34,8 @@ encoder's score head and the denoising label embedding; the distribution heads, 
 transfer). What the distillation does there: docs/pretraining.md.
 
 Deviations from the release (docs/detectors.md, "D-FINE"): padding is masked, as in RT-DETR; matching is
-per layer (no union set across layers for the box and distribution losses); ``eval_idx`` is the last layer.
+per layer (no union set across layers for the box and distribution losses); ``eval_idx`` is the last layer;
+the query position is clamped to [-10, 10] and the FFN output to the float16 range, as transformers' port does.
 """
 from __future__ import annotations
 
