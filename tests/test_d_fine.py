@@ -320,3 +320,22 @@ def test_convert_tool_writes_a_loadable_checkpoint(fixture, tmp_path):
     assert all(torch.equal(state[k], reference[k]) for k in reference)
     with pytest.raises(SystemExit, match="missing.pth"):
         tool.main([str(tmp_path / "missing.pth"), str(tmp_path / "x.pth"), "--source", "hf", "--config", str(cfg)])
+
+
+def test_deformable_attention_is_recorded_for_the_analysis_plots(fixture, decoded):
+    """Each decoder layer emits its sampling locations and weights (padded points of weight 0) for tools/analyze.py;
+    the recorded locations are those the layer sampled at (recording changes no output)."""
+    from disco_detr.modeling.layers.recording import record_attention
+
+    model = _fixture_model().eval()
+    model.load_state_dict(convert_dfine(fixture["state_dict"], "hf", model)[0])
+    encoded, out = decoded
+    with torch.no_grad(), record_attention(model) as records:
+        again = model.decode(encoded, model.initial_queries(encoded))
+    sites = [r for r in records if r.site == "deformable"]
+    assert len(sites) == 3
+    weights = sites[0].tensors["weights"]                                        # (B, N, H, L, P_max)
+    assert weights.shape == (2, 20, 4, 3, 6)
+    assert torch.allclose(weights.sum((-1, -2)), torch.ones(2, 20, 4))
+    assert (weights[..., 0, 3:] == 0).all() and (weights[..., 2, 3:] == 0).all()  # levels 0 and 2 have 3 points
+    assert torch.equal(again.logits, out.logits)

@@ -55,6 +55,7 @@ from ..layers import MLP, LayerCheckpointing, inverse_sigmoid
 from ..layers.denoising import DenoisingGroups
 from ..layers.distribution import distance_to_box, weighting_function
 from ..layers.ms_deform_attn import ms_deform_attn
+from ..layers.recording import emit, is_recording
 from .base import DecoderOutput, DenoisingOutput, EncoderOutput, layer_suffixes
 from .rt_detr import RTDETR, RTDETRDecoderLayer
 from .two_stage import init_prediction_heads
@@ -77,6 +78,8 @@ class DFineDeformableAttention(nn.Module):
     level_start_index (L,), padding_mask (B, S) bool or None) -> (B, Nq, d). Point p of level l samples at
     ``ref_xy + offset * ref_wh * offset_scale / P_l``. The samples go through the project's
     :func:`~..layers.ms_deform_attn.ms_deform_attn` with every level padded to max P_l points of weight 0.
+    Inside :func:`~..layers.recording.record_attention` it emits site ``"deformable"`` as
+    :class:`~..layers.MultiScaleDeformableAttention` does (padded points with weight 0).
     """
 
     def __init__(self, d_model: int = 256, num_heads: int = 8, points_per_level: tuple[int, ...] = (4, 4, 4),
@@ -135,6 +138,8 @@ class DFineDeformableAttention(nn.Module):
         weights = weights[:, :, :, self.point_index].view(b, nq, heads, levels, p_max)
         weights = weights * self.point_valid.to(weights.dtype)
         shapes = torch.as_tensor(spatial_shapes, device=query.device)
+        if is_recording():   # analysis plots: site "deformable" (padded points carry weight 0)
+            emit("deformable", self, locations=locations, weights=weights, spatial_shapes=shapes)
         return ms_deform_attn(value, shapes, level_start_index, locations, weights)
 
 
