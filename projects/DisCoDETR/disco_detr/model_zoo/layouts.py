@@ -100,19 +100,20 @@ def _reference_model(entry):
         return instantiate(cfg.model)
 
 
-def _two_stage(layout: str, convert: Callable, name: str):
-    """RT-DETR's and D-FINE's: the EMA weights where the file has them, converted against the entry's model."""
+def _two_stage(layout: str, module, function: str, name: str):
+    """RT-DETR's and D-FINE's: the EMA weights where the file has them, converted by ``module.function`` (looked
+    up at each call) against the entry's model."""
     def run(obj, entry):
         key = entry.options.get("key") or ("ema.module" if isinstance(obj, Mapping) and "ema" in obj else None)
         state = resnet_vd.unwrap_state_dict(obj, key)
-        out, dropped = convert(state, layout.split("_", 1)[1], _reference_model(entry))
+        out, dropped = getattr(module, function)(state, layout.split("_", 1)[1], _reference_model(entry))
         return out, {k: f"dropped by the {name} converter (merged duplicate / constant / unused head)"
                      for k in dropped}, {}
     return run
 
 
 def _rtdetr(layout: str):
-    return _two_stage(layout, rtdetr.convert_rtdetr, "RT-DETR")
+    return _two_stage(layout, rtdetr, "convert_rtdetr", "RT-DETR")
 
 
 def _detrex_available(variant: str) -> str | None:
@@ -159,10 +160,10 @@ _CONVERTERS: dict[str, tuple[str, Callable, Callable]] = {
                   _rtdetr_available),
     "rtdetr_release": ("convert.rtdetr.convert_rtdetr(source='release')", _rtdetr("rtdetr_release"),
                        _rtdetr_available),
-    "dfine_hf": ("convert.d_fine.convert_dfine(source='hf')", _two_stage("dfine_hf", d_fine.convert_dfine, "D-FINE"),
+    "dfine_hf": ("convert.d_fine.convert_dfine(source='hf')", _two_stage("dfine_hf", d_fine, "convert_dfine", "D-FINE"),
                  _dfine_available),
     "dfine_release": ("convert.d_fine.convert_dfine(source='release')",
-                      _two_stage("dfine_release", d_fine.convert_dfine, "D-FINE"), _dfine_available),
+                      _two_stage("dfine_release", d_fine, "convert_dfine", "D-FINE"), _dfine_available),
     "siamese_detr": ("convert.siamese_detr.convert_siamese_detr", _siamese, _siamese_available),
     "ours": ("none (our own layout)", _ours, lambda e: None),
 }
