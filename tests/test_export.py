@@ -190,7 +190,7 @@ def test_read_image_scales_16_bit_and_composites_alpha(tmp_path):
         read_image(str(tmp_path / "bad.jpg"))
 
 
-@pytest.mark.parametrize("variant", ["deformable_ms", "dino", "rtdetr"])
+@pytest.mark.parametrize("variant", ["deformable_ms", "dino", "rtdetr", "dfine"])
 def test_gather_sampling_graph_has_no_grid_sample_and_matches(variant, tmp_path):
     """``sampling="gather"``: no GridSample node (Gather ops instead), and onnxruntime equals PyTorch."""
     import onnx

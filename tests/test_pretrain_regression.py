@@ -31,6 +31,7 @@ CASES = {
     "disco_dab": ("tiny_disco_dab.py", [], "demo_proposals"),
     "disco_dino": ("tiny_disco_dino.py", [], "demo_proposals"),
     "disco_rtdetr": ("tiny_disco_rtdetr.py", [], "demo_proposals"),
+    "disco_dfine": ("tiny_disco_dfine.py", [], "demo_proposals"),
     "detreg_cond": ("tiny_detreg.py", [], "demo_ss_proposals"),
 }
 WRITE = os.environ.get("DISCO_WRITE_REGRESSION") == "1"

@@ -18,11 +18,12 @@ from types import MappingProxyType
 
 from detectron2.config import LazyCall as L
 
+from .convert.d_fine import convert_dfine
 from .convert.detrex import convert_detrex
 from .convert.rtdetr import convert_rtdetr
 from .model_zoo.catalog import REPO_ROOT  # the repository root: row paths are relative to it
 from .modeling.backbone import build_tiny_resnet
-from .modeling.detectors import DABDETR, DINO, RTDETR, ConditionalDETR, DeformableDETR
+from .modeling.detectors import DABDETR, DFINE, DINO, RTDETR, ConditionalDETR, DeformableDETR
 
 __all__ = ["METHODS", "REPO_ROOT", "SLOW_DEFORMABLE", "VARIANTS", "PretrainingMethod", "Variant", "config_path"]
 
@@ -74,6 +75,17 @@ def _shrink_rtdetr(model, freeze_at: int | None = None) -> tuple[str, ...]:
     model.encoder.update(in_channels=(8, 16, 32), depth_mult=1 / 3, **_TINY)
     model.decoder.update(num_layers=2, num_points=2, **_TINY)
     model.num_queries = 12
+    return features
+
+
+def _shrink_dfine(model, freeze_at: int | None = None) -> tuple[str, ...]:
+    """D-FINE: RT-DETR's tiny encoder (GELAN fusion), 2 decoder layers with (2, 3, 2) points, LQE hidden 16."""
+    features = ("res2", "res3", "res4")
+    model.backbone, model.in_features = _tiny_backbone(features, freeze_at), features
+    model.encoder.update(in_channels=(8, 16, 32), depth_mult=1 / 3, **_TINY)
+    model.decoder.update(num_layers=2, points_per_level=(2, 3, 2), **_TINY)
+    model.num_queries = 12
+    model.lqe_hidden_dim = 16
     return features
 
 
@@ -142,7 +154,7 @@ _COCO_HW = (800, 1333)
 
 #: canonical name -> row. DisCo's lambda_0 (weight_rec) is 5 for Conditional DETR (DAB-DETR takes its value:
 #: the authors released no DAB-DETR pre-training) and 3 for the deformable-attention variants (Deformable DETR,
-#: DINO, RT-DETR); lambda_3 (weight_contrast) is 2, 5 for multi-scale Deformable DETR (Table 3 (c)).
+#: DINO, RT-DETR, D-FINE); lambda_3 (weight_contrast) is 2, 5 for multi-scale Deformable DETR (Table 3 (c)).
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant(name="cond", detector=ConditionalDETR,
             model_config="configs/common/models/conditional_detr_r50.py", demo_config="configs/demo/cond.py",
@@ -182,6 +194,12 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             feature_levels=_RES3_5, demo_feature_levels=_STRIDE8_32, disco_loss_weights=_weights(3.0, 2.0),
             shrink=_shrink_rtdetr, converter=functools.partial(convert_rtdetr, source="release"),
             converter_source="the RT-DETR release", two_stage=True),
+    Variant(name="dfine", detector=DFINE,
+            model_config="configs/common/models/d_fine_r50vd.py", demo_config="configs/demo/dfine.py",
+            finetune_coco_config="configs/finetune_dfine_coco.py", paper_image_hw=(640, 640), batch_per_gpu=4,
+            feature_levels=_RES3_5, demo_feature_levels=_STRIDE8_32, disco_loss_weights=_weights(3.0, 2.0),
+            shrink=_shrink_dfine, converter=functools.partial(convert_dfine, source="release"),
+            converter_source="the D-FINE release", two_stage=True),
 )}
 
 #: the pre-training methods every variant has configs for (configs/<method>_<variant>.py and the demo's)

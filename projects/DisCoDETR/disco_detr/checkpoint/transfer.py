@@ -27,14 +27,15 @@ GROUPS = ("backbone", "encoder", "decoder", "heads", "other")
 #: First name components (besides any containing "encoder" / "decoder") that belong to a group.
 _ENCODER = ("input_proj", "level_embed", "enc_output", "enc_output_norm")
 _DECODER = ("query_embed", "anchor_embed", "tgt_embed", "reference_points")
-_HEADS = ("class", "bbox", "score", "label")
+_HEADS = ("class", "bbox", "score", "label", "lqe")
 #: ResNet depth from blocks per stage and block kind: depth = 2 + blocks * (3 bottleneck, 2 basic).
 _STANDARD_RESNET_WIDTHS = {True: (256, 512, 1024, 2048), False: (64, 128, 256, 512)}
 
 
 def module_group(key: str) -> str:
     """The group of a detector state-dict key: ``backbone.*`` -> backbone; class / box / score /
-    label modules (DINO's ``enc_class_embed``, RT-DETR's ``enc_score_head``, ...) -> heads; anything
+    label modules and quality estimators (DINO's ``enc_class_embed``, RT-DETR's ``enc_score_head``, D-FINE's
+    ``lqe_layers``, ...) -> heads; anything
     named ``*decoder*`` or a query embedding -> decoder; ``*encoder*``, the input projection, level
     embedding and encoder output (query selection) -> encoder; the rest -> other."""
     first = key.split(".", 1)[0]

@@ -35,7 +35,7 @@ from torch import nn
 
 from .resnet_vd import convert_resnet_vd
 
-__all__ = ["RTDETR_SOURCES", "convert_rtdetr"]
+__all__ = ["RTDETR_SOURCES", "convert_rtdetr", "convert_two_stage", "fill_and_check"]
 
 RTDETR_SOURCES = ("hf", "release")
 
@@ -123,6 +123,35 @@ def _model_prefix(keys) -> str:
     return "model." if any(k.startswith("model.encoder_input_proj.") for k in keys) else ""
 
 
+def fill_and_check(converted: dict[str, torch.Tensor], origin: dict[str, str], ref_state: Mapping[str, torch.Tensor],
+                   model_name: str) -> list[str]:
+    """Finish a converted state dict in place against the target's ``ref_state``: BN step counters filled with
+    zeros where only the target has them; the denoising label embedding dropped when the target is built
+    without denoising (its source keys are returned); then every target key filled, no key without a place,
+    every shape equal (``KeyError`` / ``ValueError`` naming the keys otherwise). ``origin``: our key -> source key."""
+    expected = {k: tuple(v.shape) for k, v in ref_state.items()}
+    dropped = []
+    for k in expected:
+        if k.endswith("num_batches_tracked") and k not in converted:
+            converted[k] = torch.zeros((), dtype=torch.long)
+            origin[k] = "(new)"
+    for k in [k for k in converted if k.startswith("denoising_class_embed.") and k not in expected]:
+        dropped.append(origin.pop(k))
+        del converted[k]
+    missing = [k for k in expected if k not in converted]
+    if missing:
+        raise KeyError(f"missing keys for the {model_name} model: {missing[:20]}"
+                       + (f" ... ({len(missing)} in all)" if len(missing) > 20 else ""))
+    unexpected = [f"{origin[k]} -> {k}" for k in converted if k not in expected]
+    if unexpected:
+        raise KeyError(f"keys with no place in the {model_name} model: {unexpected[:20]}")
+    bad = [f"{origin[k]} -> {k}: {tuple(v.shape)} vs {expected[k]}" for k, v in converted.items()
+           if tuple(v.shape) != expected[k]]
+    if bad:
+        raise ValueError(f"shape mismatch: {bad[:20]}")
+    return dropped
+
+
 def convert_rtdetr(state: Mapping[str, torch.Tensor], source: str, reference: nn.Module | Mapping[str, torch.Tensor],
                    ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Rename a ``source``-layout RT-DETR state dict (``"hf"`` or ``"release"``) to our layout.
@@ -139,8 +168,19 @@ def convert_rtdetr(state: Mapping[str, torch.Tensor], source: str, reference: nn
     """
     if source not in RTDETR_SOURCES:
         raise KeyError(f"unknown source {source!r}; choose from {RTDETR_SOURCES}")
+    rules = _HF_RULES if source == "hf" else _RELEASE_RULES
+    return convert_two_stage(state, source, reference, rules, _RELEASE_IN_PROJ, "RT-DETR")
+
+
+def convert_two_stage(state: Mapping[str, torch.Tensor], source: str,
+                      reference: nn.Module | Mapping[str, torch.Tensor], rules: list[Rule], in_proj: list[Rule],
+                      model_name: str, skip: tuple[str, ...] | list[str] = ()) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The renaming RT-DETR's and D-FINE's converters share, for a transformers (``source="hf"``) or release layout:
+    every key but the backbone's and ``skip`` through ``rules`` (transformers: relative to ``model.`` when the file
+    is a ``*ForObjectDetection``, whose top-level copies of the decoder heads must equal ``decoder.*`` and are
+    merged); the release's stacked ``in_proj_*`` (``in_proj`` rules) split into q, k, v; the ResNet-vd backbone
+    through :func:`~.resnet_vd.convert_resnet_vd`; then :func:`fill_and_check`. Returns (converted, dropped)."""
     ref_state = reference.state_dict() if isinstance(reference, nn.Module) else reference
-    expected = {k: tuple(v.shape) for k, v in ref_state.items()}
     converted: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}
     dropped: list[str] = []
@@ -153,74 +193,45 @@ def convert_rtdetr(state: Mapping[str, torch.Tensor], source: str, reference: nn
 
     if source == "hf":
         prefix = _model_prefix(state.keys())
-        backbone_prefix = f"{prefix}backbone.model."
-        duplicates = {}
-        for key, value in state.items():
-            if key.startswith(backbone_prefix):
-                continue
-            if prefix and re.match(r"^(class_embed|bbox_embed)\.\d+\.", key):   # 4.x top-level alias of the heads
-                duplicates[key] = value
-                continue
-            local = key[len(prefix):] if key.startswith(prefix) else None
-            new = _apply(_HF_RULES, local) if local is not None else None
-            if new is None:
-                unmapped.append(key)
-            else:
-                put(new, value, key)
-        for key, value in duplicates.items():
-            twin = f"{prefix}decoder.{key}"
-            if twin in state and not torch.equal(state[twin], value):
-                raise ValueError(f"{key!r} differs from {twin!r}; they are one tensor in RTDetrForObjectDetection")
-            if twin not in state:
-                put(_apply(_HF_RULES, f"decoder.{key}"), value, key)
-            else:
-                dropped.append(key)
-        backbone_source, backbone_prefix_arg = "hf", backbone_prefix
+        backbone_source, backbone_prefix = "hf", f"{prefix}backbone.model."
     else:
-        for key, value in state.items():
-            if key.startswith("backbone."):
-                continue
-            split = _apply(_RELEASE_IN_PROJ, key)
-            if split is not None:
-                if value.shape[0] % 3:
-                    raise ValueError(f"{key!r}: {tuple(value.shape)} does not stack q, k, v")
-                for name, part in zip("qkv", value.chunk(3, 0)):
-                    put(split.format(name), part, key)
-                continue
-            new = _apply(_RELEASE_RULES, key)
-            if new is None:
-                unmapped.append(key)
-            else:
-                put(new, value, key)
-        backbone_source, backbone_prefix_arg = "rtdetr", "backbone."
+        prefix, backbone_source, backbone_prefix = "", "rtdetr", "backbone."
+    duplicates = {}
+    for key, value in state.items():
+        if key.startswith(backbone_prefix) or key in skip:
+            continue
+        if source == "hf" and prefix and re.match(r"^(class_embed|bbox_embed)\.\d+\.", key):  # top-level head copies
+            duplicates[key] = value
+            continue
+        split = _apply(in_proj, key) if source != "hf" else None
+        if split is not None:
+            if value.shape[0] % 3:
+                raise ValueError(f"{key!r}: {tuple(value.shape)} does not stack q, k, v")
+            for name, part in zip("qkv", value.chunk(3, 0)):
+                put(split.format(name), part, key)
+            continue
+        new = _apply(rules, key[len(prefix):]) if key.startswith(prefix) else None
+        if new is None:
+            unmapped.append(key)
+        else:
+            put(new, value, key)
+    for key, value in duplicates.items():
+        twin = f"{prefix}decoder.{key}"
+        if twin in state and not torch.equal(state[twin], value):
+            raise ValueError(f"{key!r} differs from {twin!r}; they are one tensor in the {model_name} model")
+        if twin not in state:
+            put(_apply(rules, f"decoder.{key}"), value, key)
+        else:
+            dropped.append(key)
     if unmapped:
-        raise KeyError(f"unexpected {source!r} RT-DETR keys (no rule maps them): {unmapped[:20]}"
+        raise KeyError(f"unexpected {source!r} {model_name} keys (no rule maps them): {unmapped[:20]}"
                        + (f" ... ({len(unmapped)} in all)" if len(unmapped) > 20 else ""))
 
     backbone_ref = {k[len("backbone."):]: v for k, v in ref_state.items() if k.startswith("backbone.")}
-    backbone, _ = convert_resnet_vd({k: v for k, v in state.items() if k.startswith(backbone_prefix_arg)},
-                                    backbone_source, "backbone.", source_prefix=backbone_prefix_arg,
+    backbone, _ = convert_resnet_vd({k: v for k, v in state.items() if k.startswith(backbone_prefix)},
+                                    backbone_source, "backbone.", source_prefix=backbone_prefix,
                                     reference=backbone_ref)
     for k, v in backbone.items():
         put(k, v, k)
-    # BN step counters: carried where both sides have them, filled with zeros where only we have them
-    for k in expected:
-        if k.endswith("num_batches_tracked") and k not in converted:
-            converted[k] = torch.zeros((), dtype=torch.long)
-            origin[k] = "(new)"
-    # a model built without denoising (num_denoising=0) has no label embedding for it
-    for k in [k for k in converted if k.startswith("denoising_class_embed.") and k not in expected]:
-        dropped.append(origin.pop(k))
-        del converted[k]
-    missing = [k for k in expected if k not in converted]
-    if missing:
-        raise KeyError(f"missing keys for the RT-DETR model: {missing[:20]}"
-                       + (f" ... ({len(missing)} in all)" if len(missing) > 20 else ""))
-    unexpected = [f"{origin[k]} -> {k}" for k in converted if k not in expected]
-    if unexpected:
-        raise KeyError(f"keys with no place in the RT-DETR model: {unexpected[:20]}")
-    bad = [f"{origin[k]} -> {k}: {tuple(v.shape)} vs {expected[k]}" for k, v in converted.items()
-           if tuple(v.shape) != expected[k]]
-    if bad:
-        raise ValueError(f"shape mismatch: {bad[:20]}")
+    dropped += fill_and_check(converted, origin, ref_state, model_name)
     return converted, dropped

@@ -39,6 +39,8 @@ LAYOUTS = (
     "detrex_dino",          # detrex DINO
     "rtdetr_hf",            # HuggingFace transformers RTDetrForObjectDetection
     "rtdetr_release",       # lyuwenyu/RT-DETR rtdetr_pytorch checkpoints
+    "dfine_hf",             # HuggingFace transformers DFineForObjectDetection
+    "dfine_release",        # Peterande/D-FINE checkpoints
     "siamese_detr",         # Zx55/SiameseDETR pre-trained Conditional / Deformable DETR
     "ours",                 # this project's own checkpoints (tools/publish_model.py)
 )
@@ -128,6 +130,8 @@ _RTDETR_PAGE = "https://github.com/lyuwenyu/RT-DETR/tree/main/rtdetr_pytorch#mod
 _RTDETR_STORE = "https://github.com/lyuwenyu/storage/releases/download/v0.1/"
 _DETREX_STORE = "https://github.com/IDEA-Research/detrex-storage/releases/download/"
 _SIAMESE_PAGE = "https://github.com/Zx55/SiameseDETR/releases/tag/v0.1"
+_DFINE_PAGE = "https://github.com/Peterande/D-FINE#model-zoo"
+_DFINE_STORE = "https://github.com/Peterande/storage/releases/download/dfinev1.0/"
 _NO_RTDETR_CONFIG = ("its architecture differs from configs/common/models/rt_detr_r50vd.py (R50-vd, 6 decoder "
                      "layers), so it fits none of our configs and the RT-DETR converter (which checks against a "
                      "target model) refuses it")
@@ -216,6 +220,16 @@ def builtin_entries() -> list[ZooEntry]:
             licence="Apache-2.0 (lyuwenyu/RT-DETR; not re-read here)", page=_RTDETR_PAGE, url_verified=True,
             note=("The release's COCO detector; its file layout ({'model'} or {'ema': {'module'}}) was not seen here."
                   if fits else _NO_RTDETR_CONFIG + ".")))
+    for size, backbone, ap in (("s", "B0", "48.5"), ("m", "B2", "52.3"), ("l", "B4", "54.0"), ("x", "B5", "55.8")):
+        e.append(ZooEntry(
+            name=f"dfine/dfine_hgnetv2_{size}_coco", url=_DFINE_STORE + f"dfine_{size}_coco.pth",
+            layout="dfine_release",
+            trained_on=f"COCO 2017 train, 640 px (AP {ap} per the release README)",
+            licence="Apache-2.0 (Peterande/D-FINE; not re-read here)", page=_DFINE_PAGE,
+            note=("Unverified: the URL follows the release README and scripts (some copies name the folder "
+                  f"'dfinev1'); no file was downloaded here. An HGNetv2-{backbone} D-FINE: it fits no config of this "
+                  "project until the HGNetv2 backbone and its D-FINE configs exist (then the D-FINE converter "
+                  "checks every key against that model).")))
     return e
 
 

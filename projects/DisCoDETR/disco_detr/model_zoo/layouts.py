@@ -19,7 +19,7 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from torch import Tensor
 
-from ..convert import detrex, resnet_vd, rtdetr, siamese_detr, torchvision_resnet
+from ..convert import d_fine, detrex, resnet_vd, rtdetr, siamese_detr, torchvision_resnet
 from ..modeling.pretrain.base import DETECTOR_PREFIX
 from .catalog import get_config_file
 
@@ -100,13 +100,20 @@ def _reference_model(entry):
         return instantiate(cfg.model)
 
 
-def _rtdetr(layout: str):
+def _two_stage(layout: str, module, function: str, name: str):
+    """RT-DETR's and D-FINE's: the EMA weights where the file has them, converted by ``module.function`` (looked
+    up at each call) against the entry's model."""
     def run(obj, entry):
         key = entry.options.get("key") or ("ema.module" if isinstance(obj, Mapping) and "ema" in obj else None)
         state = resnet_vd.unwrap_state_dict(obj, key)
-        out, dropped = rtdetr.convert_rtdetr(state, layout.split("_", 1)[1], _reference_model(entry))
-        return out, {k: "dropped by the RT-DETR converter (merged duplicate / unused head)" for k in dropped}, {}
+        out, dropped = getattr(module, function)(state, layout.split("_", 1)[1], _reference_model(entry))
+        return out, {k: f"dropped by the {name} converter (merged duplicate / constant / unused head)"
+                     for k in dropped}, {}
     return run
+
+
+def _rtdetr(layout: str):
+    return _two_stage(layout, rtdetr, "convert_rtdetr", "RT-DETR")
 
 
 def _detrex_available(variant: str) -> str | None:
@@ -116,12 +123,18 @@ def _detrex_available(variant: str) -> str | None:
             f"converter handles only {detrex.DETREX_VARIANTS} so far)")
 
 
-def _rtdetr_available(entry) -> str | None:
-    if not entry.fits and not entry.config:
-        return ("a target config for disco_detr.convert.rtdetr.convert_rtdetr, which checks every key against our "
-                "RT-DETR model built from the config the entry fits; this entry fits none of our configs (see its "
-                "note)")
-    return None
+def _target_available(converter: str, model: str):
+    def check(entry) -> str | None:
+        if not entry.fits and not entry.config:
+            return (f"a target config for disco_detr.convert.{converter}, which checks every key against our "
+                    f"{model} model built from the config the entry fits; this entry fits none of our configs (see "
+                    "its note)")
+        return None
+    return check
+
+
+_rtdetr_available = _target_available("rtdetr.convert_rtdetr", "RT-DETR")
+_dfine_available = _target_available("d_fine.convert_dfine", "D-FINE")
 
 
 def _siamese_available(entry) -> str | None:
@@ -147,6 +160,10 @@ _CONVERTERS: dict[str, tuple[str, Callable, Callable]] = {
                   _rtdetr_available),
     "rtdetr_release": ("convert.rtdetr.convert_rtdetr(source='release')", _rtdetr("rtdetr_release"),
                        _rtdetr_available),
+    "dfine_hf": ("convert.d_fine.convert_dfine(source='hf')", _two_stage("dfine_hf", d_fine, "convert_dfine", "D-FINE"),
+                 _dfine_available),
+    "dfine_release": ("convert.d_fine.convert_dfine(source='release')",
+                      _two_stage("dfine_release", d_fine, "convert_dfine", "D-FINE"), _dfine_available),
     "siamese_detr": ("convert.siamese_detr.convert_siamese_detr", _siamese, _siamese_available),
     "ours": ("none (our own layout)", _ours, lambda e: None),
 }

@@ -1,13 +1,14 @@
 from . import detectors  # noqa: F401  (registers the meta-architectures)
 from .backbone import MobileNetV2Backbone, build_resnet, build_tiny_resnet
 from .criterion import SetCriterion
-from .detectors import DABDETR, DINO, RTDETR, ConditionalDETR, DeformableDETR
+from .detectors import DABDETR, DFINE, DINO, RTDETR, ConditionalDETR, DeformableDETR
 from .hgnetv2 import HGNetV2, build_hgnetv2
 from .matching import HungarianMatcher
 from .resnet_vd import ResNetVd, build_resnet_vd
 
 __all__ = [
     "DABDETR",
+    "DFINE",
     "DINO",
     "RTDETR",
     "ConditionalDETR",

@@ -2,9 +2,10 @@
 on detectron2's META_ARCH_REGISTRY). Their table (configs, presets, converters, test shrink):
 disco_detr/variants.py."""
 from .conditional_detr import ConditionalDETR
+from .d_fine import DFINE
 from .dab_detr import DABDETR
 from .deformable_detr import DeformableDETR
 from .dino import DINO
 from .rt_detr import RTDETR
 
-__all__ = ["DABDETR", "DINO", "RTDETR", "ConditionalDETR", "DeformableDETR"]
+__all__ = ["DABDETR", "DFINE", "DINO", "RTDETR", "ConditionalDETR", "DeformableDETR"]

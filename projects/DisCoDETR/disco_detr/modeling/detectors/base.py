@@ -31,6 +31,8 @@ detector through these members only; no code outside ``detectors/`` asks which v
   ``DecoderOutput.supervised_layers()`` walks what a per-layer loss supervises;
 * ``transfer_drop``: the state-dict prefixes that pre-training -> fine-tuning transfer
   drops (the class heads, and any label embedding).
+* ``pretraining_losses(decoded, targets, matches)``: the variant's own losses on a pre-training
+  method's boxes and per-layer matching (none by default; D-FINE: its distribution losses).
 * ``num_queries``, ``num_classes``, ``d_model``, ``backbone``, and ``preprocess_images`` /
   ``preprocess_padded`` (the same ImageList from a list of images or from an already padded batch).
 """
@@ -242,6 +244,13 @@ class DETRDetector(nn.Module):
 
     def decode(self, encoded: EncoderOutput, queries: QueryInit) -> DecoderOutput:
         raise NotImplementedError
+
+    def pretraining_losses(self, decoded: DecoderOutput, targets: list[dict],
+                           matches: dict[str, list[tuple[Tensor, Tensor]]]) -> dict[str, Tensor]:
+        """Weighted losses the variant adds in pre-training, given a method's targets (dicts with "boxes" (T_b, 4)
+        normalised cxcywh) and its matching of each supervised layer (keyed by the suffix of
+        :meth:`DecoderOutput.supervised_layers`). None here."""
+        return {}
 
     # ---- shared steps -------------------------------------------------------------------------
     def set_activation_checkpointing(self, parts: tuple[str, ...] | list[str] = ()) -> None:

@@ -25,16 +25,19 @@ from .attention import MultiheadAttention
 from .checkpointing import LayerCheckpointing
 from .sync_batch_norm import SyncBatchNorm2d
 
-__all__ = ["AIFILayer", "CSPRepLayer", "ConvNormAct", "HybridEncoder", "RepVGGBlock", "sincos_position_embedding_2d"]
+__all__ = ["AIFILayer", "CSPRepLayer", "ConvNormAct", "GELANBlock", "HybridEncoder", "RepVGGBlock", "SCDown",
+           "sincos_position_embedding_2d"]
 
 
 class ConvNormAct(nn.Module):
     """Conv2d (no bias, 'same' padding (k-1)//2) + BatchNorm2d (synchronised) + SiLU (or no activation):
     (B,Ci,H,W)->(B,Co,H',W')."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, act: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, act: bool = True,
+                 groups: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, bias=False)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups,
+                              bias=False)
         self.norm = SyncBatchNorm2d(out_channels)
         self.act = nn.SiLU() if act else nn.Identity()
 
@@ -68,6 +71,40 @@ class CSPRepLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv3(self.bottlenecks(self.conv1(x)) + self.conv2(x))
+
+
+class GELANBlock(nn.Module):
+    """D-FINE's fusion block (RepNCSPELAN4, after YOLOv9's GELAN): conv1 1x1 (2d -> 2d), split into halves
+    (a, b); c = conv2(CSPRepLayer(b)), e = conv3(CSPRepLayer(c)) (3x3 convs, width ``hidden``); conv4 1x1 of
+    [a, b, c, e] -> d. Every conv + BN + SiLU. (B, 2d, H, W) -> (B, d, H, W)."""
+
+    def __init__(self, d_model: int, hidden: int, num_blocks: int):
+        super().__init__()
+        self.conv1 = ConvNormAct(2 * d_model, 2 * d_model, 1)
+        self.csp_rep1 = CSPRepLayer(d_model, hidden, num_blocks)
+        self.conv2 = ConvNormAct(hidden, hidden, 3)
+        self.csp_rep2 = CSPRepLayer(hidden, hidden, num_blocks)
+        self.conv3 = ConvNormAct(hidden, hidden, 3)
+        self.conv4 = ConvNormAct(2 * d_model + 2 * hidden, d_model, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.conv1(x).chunk(2, 1)
+        c = self.conv2(self.csp_rep1(b))
+        e = self.conv3(self.csp_rep2(c))
+        return self.conv4(torch.cat([a, b, c, e], 1))
+
+
+class SCDown(nn.Module):
+    """D-FINE's downsampling (spatial-channel decoupled, after YOLOv10): conv1x1 + BN, then a depth-wise
+    conv3x3/s2 + BN, no activation. (B, d, H, W) -> (B, d, ceil(H / 2), ceil(W / 2))."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.conv1 = ConvNormAct(d_model, d_model, 1, act=False)
+        self.conv2 = ConvNormAct(d_model, d_model, 3, 2, act=False, groups=d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv2(self.conv1(x))
 
 
 def sincos_position_embedding_2d(h: int, w: int, dim: int, temperature: float = 10000.0, layout: str = "hf",
@@ -123,13 +160,16 @@ class HybridEncoder(LayerCheckpointing, nn.Module):
         in_channels: backbone channels per level; d_model: the width d; aifi_levels: indices of the levels AIFI
         runs on (the release: the last, ``(2,)``); num_aifi_layers: layers per AIFI level (1);
         expansion / depth_mult: CSPRepLayer hidden width factor and ``round(3 * depth_mult)`` RepVGG blocks;
-        aifi_position: "hf" or "release" (see :func:`sincos_position_embedding_2d`).
+        aifi_position: "hf" or "release" (see :func:`sincos_position_embedding_2d`);
+        fusion: "csp" (RT-DETR: :class:`CSPRepLayer` blocks, conv3x3/s2 downsampling) or "gelan" (D-FINE:
+        :class:`GELANBlock` of width ``round(expansion * d_model // 2)``, :class:`SCDown` downsampling, no
+        activation after the lateral convs).
     """
 
     def __init__(self, in_channels: list[int] | tuple[int, ...] = (512, 1024, 2048), d_model: int = 256,
                  num_heads: int = 8, dim_feedforward: int = 1024, dropout: float = 0.0,
                  aifi_levels: tuple[int, ...] = (2,), num_aifi_layers: int = 1, temperature: float = 10000.0,
-                 expansion: float = 1.0, depth_mult: float = 1.0, aifi_position: str = "hf"):
+                 expansion: float = 1.0, depth_mult: float = 1.0, aifi_position: str = "hf", fusion: str = "csp"):
         super().__init__()
         self.in_channels = list(in_channels)
         self.d_model = d_model
@@ -138,6 +178,8 @@ class HybridEncoder(LayerCheckpointing, nn.Module):
         if aifi_position not in ("hf", "release"):
             raise ValueError(f"aifi_position must be 'hf' or 'release', got {aifi_position!r}")
         self.aifi_position = aifi_position
+        if fusion not in ("csp", "gelan"):
+            raise ValueError(f"fusion must be 'csp' or 'gelan', got {fusion!r}")
         n = len(self.in_channels)
         self.input_proj = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, d_model, 1, bias=False), SyncBatchNorm2d(d_model)) for c in self.in_channels)
@@ -145,10 +187,22 @@ class HybridEncoder(LayerCheckpointing, nn.Module):
             nn.ModuleList(AIFILayer(d_model, num_heads, dim_feedforward, dropout) for _ in range(num_aifi_layers))
             for _ in self.aifi_levels)
         blocks = round(3 * depth_mult)
-        self.lateral_convs = nn.ModuleList(ConvNormAct(d_model, d_model, 1) for _ in range(n - 1))
-        self.fpn_blocks = nn.ModuleList(CSPRepLayer(2 * d_model, d_model, blocks, expansion) for _ in range(n - 1))
-        self.downsample_convs = nn.ModuleList(ConvNormAct(d_model, d_model, 3, 2) for _ in range(n - 1))
-        self.pan_blocks = nn.ModuleList(CSPRepLayer(2 * d_model, d_model, blocks, expansion) for _ in range(n - 1))
+        self.lateral_convs = nn.ModuleList(ConvNormAct(d_model, d_model, 1, act=fusion == "csp") for _ in range(n - 1))
+        if fusion == "csp":
+            def block():
+                return CSPRepLayer(2 * d_model, d_model, blocks, expansion)
+
+            def down():
+                return ConvNormAct(d_model, d_model, 3, 2)
+        else:
+            def block():
+                return GELANBlock(d_model, round(expansion * d_model // 2), blocks)
+
+            def down():
+                return SCDown(d_model)
+        self.fpn_blocks = nn.ModuleList(block() for _ in range(n - 1))
+        self.downsample_convs = nn.ModuleList(down() for _ in range(n - 1))
+        self.pan_blocks = nn.ModuleList(block() for _ in range(n - 1))
 
     def forward(self, maps: list[Tensor], masks: list[Tensor] | None = None) -> list[Tensor]:
         if len(maps) != len(self.in_channels):

@@ -116,10 +116,12 @@ class DETRegPretrain(PretrainingModel):
         losses: dict[str, Tensor] = {}
         weights = self.criterion.weights
         # the encoder's prediction on its selected queries (``_enc``, two-stage variants), then every decoder layer
+        matches = {}
         for suffix, logits, boxes, _ in decoded.supervised_layers():
-            indices = self.criterion.matcher(logits, boxes, targets)
+            indices = matches[suffix] = self.criterion.matcher(logits, boxes, targets)
             for name, value in self.criterion.layer_losses(logits, boxes, targets, num_boxes, indices).items():
                 losses[name + suffix] = weights[name] * value
+        losses.update(det.pretraining_losses(decoded, targets, matches))   # the variant's own (D-FINE's FGL, DDF)
         # the last layer's matched queries regress their boxes' crop features
         cosine = None
         if self.embed_head is not None:

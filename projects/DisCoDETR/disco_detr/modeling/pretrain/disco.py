@@ -252,9 +252,10 @@ class DisCoDETR(PretrainingModel):
         labels = torch.zeros(n, dtype=torch.long, device=self.device)  # every box is "object"
         target_list = [{"labels": labels, "boxes": t} for t in targets]
         matched = None  # the encoder's prediction (``_enc``, two-stage variants) first, then every decoder layer
+        matches = {}
         for suffix, logits, pred_boxes, hidden in decoded.supervised_layers():
             last = suffix == ""
-            indices = self.matcher(logits, pred_boxes, target_list)
+            indices = matches[suffix] = self.matcher(logits, pred_boxes, target_list)
             if last:
                 self.log_health(queries, decoded.references, owner, indices)
             if self.weights["loc"] > 0:
@@ -266,6 +267,8 @@ class DisCoDETR(PretrainingModel):
                 if self.rec_head is not None:
                     rec = reconstruction_loss(self.rec_head(matched), crop_targets)
                     losses[f"loss_rec{suffix}"] = self.weights["rec"] * rec
+
+        losses.update(det.pretraining_losses(decoded, target_list, matches))   # the variant's own (D-FINE's FGL, DDF)
 
         # L_enc on the two views' pooled encoder memories, CLD on the last layer's matched outputs
         if self.enc_head is not None:
