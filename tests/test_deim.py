@@ -8,10 +8,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
 from PIL import Image
-from tiny_detectors import tiny_detector
+from tiny_detectors import tiny_config
 
 from disco_detr.config import load_config
 from disco_detr.data import DetrDatasetMapper, MosaicDetrDatasetMapper, StreamDataset
@@ -64,10 +65,13 @@ def test_mal_by_hand_float64():
         torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
 
 
-def test_rtdetr_with_mal_names_every_classification_term_loss_mal():
-    model = tiny_detector("rtdetr").train()
-    model.criterion.class_loss = "mal"
-    model.criterion.weights = {"loss_mal": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+@pytest.mark.parametrize("variant", ["rtdetr", "dfine"])
+def test_two_stage_with_mal_names_every_classification_term_loss_mal(variant):
+    """deim_recipe's class_loss="mal" reaches RT-DETR's criterion and D-FINE's (a subclass), built by the config."""
+    cfg = tiny_config(variant)
+    cfg.model.criterion.class_loss = "mal"
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
     inst = Instances((96, 96))
     inst.gt_boxes = Boxes(torch.tensor([[10.0, 20.0, 60.0, 90.0], [50.0, 5.0, 90.0, 40.0]]))
     inst.gt_classes = torch.tensor([0, 1])
