@@ -168,3 +168,17 @@ def _to_hf(state):
         k = k.replace("stem.", "embedder.", 1) if k.startswith("stem.") else k.replace("stages.", "encoder.stages.", 1)
         out[k] = v
     return out
+
+
+def test_dfine_hgnetv2_configs_have_the_release_parameter_counts():
+    """configs/common/models/d_fine_hgnetv2_{s,m,l}.py build detectors whose parameter counts equal the release
+    README's (10 / 19 / 31 M, rounded to the million there)."""
+    from detectron2.config import instantiate
+
+    models = os.path.join(REPO, "configs", "common", "models")
+    table = LazyConfig.load(os.path.join(models, "d_fine_hgnetv2_sizes.py"))
+    for size in ("s", "m", "l"):
+        cfg = LazyConfig.load(os.path.join(models, f"d_fine_hgnetv2_{size}.py"))
+        reported = table.DFINE_HGNETV2_SIZES[size.upper()]["reported"]["params_m"]
+        count = sum(p.numel() for p in instantiate(cfg.model).parameters()) / 1e6
+        assert abs(count - reported) < 0.6, (size, count, reported)

@@ -223,13 +223,15 @@ def builtin_entries() -> list[ZooEntry]:
     for size, backbone, ap in (("s", "B0", "48.5"), ("m", "B2", "52.3"), ("l", "B4", "54.0"), ("x", "B5", "55.8")):
         e.append(ZooEntry(
             name=f"dfine/dfine_hgnetv2_{size}_coco", url=_DFINE_STORE + f"dfine_{size}_coco.pth",
-            layout="dfine_release",
+            layout="dfine_release", fits=() if size == "x" else (f"finetune_dfine_hgnetv2_{size}_coco.py",),
             trained_on=f"COCO 2017 train, 640 px (AP {ap} per the release README)",
             licence="Apache-2.0 (Peterande/D-FINE; not re-read here)", page=_DFINE_PAGE,
             note=("Unverified: the URL follows the release README and scripts (some copies name the folder "
-                  f"'dfinev1'); no file was downloaded here. An HGNetv2-{backbone} D-FINE: it fits no config of this "
-                  "project until the HGNetv2 backbone and its D-FINE configs exist (then the D-FINE converter "
-                  "checks every key against that model).")))
+                  f"'dfinev1'); no file was downloaded here. An HGNetv2-{backbone} D-FINE"
+                  + (": it fits no config of this project (its d=384 encoder needs an encoder-to-decoder projection "
+                     "our D-FINE lacks)." if size == "x" else
+                     f"; the D-FINE converter checks every key against "
+                     f"configs/common/models/d_fine_hgnetv2_{size}.py's model."))))
     return e
 
 
