@@ -35,7 +35,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .rtdetr import _aifi_layer, _rules, convert_two_stage
+from .rtdetr import _RELEASE_IN_PROJ, _aifi_layer, _rules, convert_two_stage
 from .rtdetr import _decoder_layer as _rtdetr_decoder_layer
 
 __all__ = ["DFINE_SOURCES", "convert_dfine"]
@@ -95,13 +95,6 @@ _RELEASE_RULES = _rules([
     (r"^decoder\.(?:decoder\.)?(pre_bbox_head|lqe_layers)\.(.+)$", lambda m: f"{m[1]}.{m[2]}"),
     (r"^decoder\.dec_score_head\.(\d+)\.(.+)$", lambda m: f"class_embed.{m[1]}.{m[2]}"),
     (r"^decoder\.dec_bbox_head\.(\d+)\.(.+)$", lambda m: f"bbox_embed.{m[1]}.{m[2]}"),
-])
-
-_RELEASE_IN_PROJ = _rules([
-    (r"^encoder\.encoder\.(\d+)\.layers\.(\d+)\.self_attn\.in_proj_(weight|bias)$",
-     lambda m: f"encoder.aifi.{m[1]}.{m[2]}.self_attn.{{}}_proj.{m[3]}"),
-    (r"^decoder\.decoder\.layers\.(\d+)\.self_attn\.in_proj_(weight|bias)$",
-     lambda m: f"decoder.layers.{m[1]}.self_attn.{{}}_proj.{m[2]}"),
 ])
 
 # tensors of the source that are constants or derived buffers on our side: checked or recomputed, not loaded
