@@ -123,9 +123,11 @@ class CaseResult:
 
 #: the cases of ``make test`` (tests/test_ddp_matrix.py), one per variant: a case's training costs about the same
 #: whatever its kind (1-5 s of a ~10 s set-up per launch on 2 cores), so the kinds rotate to cover all four, and the
-#: two-stage detectors (denoising, encoder heads) fine-tune, with the batch whose last rank has no box
+#: two-stage detectors (denoising, encoder heads; D-FINE also its distribution losses) fine-tune, with the batch
+#: whose last rank has no box
 TEST_CASES = (Case("cond", "finetune"), Case("dab", "disco"), Case("deformable_ss", "siamese"),
-              Case("deformable_ms", "detreg"), Case("dino", "finetune"), Case("rtdetr", "finetune"))
+              Case("deformable_ms", "detreg"), Case("dino", "finetune"), Case("rtdetr", "finetune"),
+              Case("dfine", "finetune"))
 
 
 def all_cases(variants=None, kinds=KINDS) -> list[Case]:
