@@ -28,6 +28,7 @@ DETREG_CONFIGS = {  # config -> (detector class, denoising queries or None)
     "detreg_dab.py": ("DABDETR", None),
     "detreg_dino.py": ("DINO", 0),
     "detreg_rtdetr.py": ("RTDETR", 0),
+    "detreg_dfine.py": ("DFINE", 0),
 }
 CONFIG_OF = {name: os.path.basename(row.pretrain_config("detreg")) for name, row in VARIANTS.items()}
 
