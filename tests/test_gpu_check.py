@@ -158,7 +158,8 @@ def test_quick_main_puts_every_unit_under_the_budget(monkeypatch, tmp_path):
     monkeypatch.setattr(tool, "pretrain_figures", lambda device, args, deadline=None: calls.append(
         ("pretrain", args.pretrain_queries, deadline is not None)) or {900: {"disco_over_siamese": 1.02}})
     tool.main(["--quick", "--out", str(tmp_path), "--peak-tflops", "100"])
-    assert calls == [("tests", tool.QUICK["tests_timeout"]), ("kernel", True), ("variants", False, True), ("pretrain", [900], True)]
+    assert calls == [("tests", tool.QUICK["tests_timeout"]), ("kernel", True), ("variants", False, True),
+                     ("pretrain", [900], True)]
     saved = json.loads((tmp_path / "gpu_check.json").read_text())
     assert saved["args"]["quick"] is True and saved["goals"]["disco_over_siamese_max"]["value"] == 1.02
     assert "| dino | no | 800x1333 |" in (tmp_path / "gpu_check.md").read_text()
