@@ -126,6 +126,12 @@ def label_split_name(dataset: str, *, fraction: float | None = None, shots: int 
     return LabelSplit(dataset, fraction, shots, fold).name
 
 
+def fraction_dataset(dataset: str, fraction: float, fold: int = 0) -> str:
+    """The dataset a fine-tuning on ``fraction`` (fold ``fold``) of ``dataset`` trains on: ``dataset`` itself at
+    fraction 1, else its registered label split (:func:`label_split_name`)."""
+    return dataset if fraction == 1 else label_split_name(dataset, fraction=fraction, fold=fold)
+
+
 def _id_key(image_id):
     return (0, image_id, "") if isinstance(image_id, int) and not isinstance(image_id, bool) else (1, 0, str(image_id))
 

@@ -33,7 +33,7 @@ import os
 import numpy as np
 from detectron2.config import LazyConfig
 
-from ..data.label_splits import DEFAULT_FRACTIONS, LabelSplit
+from ..data.label_splits import DEFAULT_FRACTIONS, LabelSplit, fraction_dataset
 from . import studies
 
 #: fractions with a registered split of every training set (and 1 = the whole set)
@@ -44,11 +44,6 @@ HEALTH = studies.HEALTH
 def token(fraction: float) -> str:
     """``5pct`` / ``100pct``: a fraction's folder name and key in study.json."""
     return LabelSplit("x", fraction=fraction).token
-
-
-def train_set(fraction: float, fold: int, parent: str) -> str:
-    """The dataset a fine-tuning on ``fraction`` (fold ``fold``) of ``parent`` trains on."""
-    return parent if fraction == 1 else LabelSplit(parent, fraction=fraction, fold=fold).name
 
 
 def study_steps(args, plan: dict) -> list[tuple[str, str, list[str], list[str]]]:
@@ -69,7 +64,7 @@ def study_steps(args, plan: dict) -> list[tuple[str, str, list[str], list[str]]]
             for start in args.starts:
                 step = (os.path.join(cell, f"finetune_{start}"), plan["finetune"],
                         [f"train.seed={fold}", f"train.max_iter={args.finetune_iters}",
-                         f"dataloader.train.dataset.names={train_set(fraction, fold, parent)}",
+                         f"dataloader.train.dataset.names={fraction_dataset(parent, fraction, fold)}",
                          f"train.init_checkpoint={inits[start]}"],
                         [] if start == "none" else [os.path.join(args.out, f"pretrain_{start}")])
                 (none if start == "none" else finetune).append(step)

@@ -38,7 +38,7 @@ import time
 
 from detectron2.config import LazyConfig
 
-from ..data.label_splits import LabelSplit
+from ..data.label_splits import fraction_dataset
 from .demo_runs import (
     DEFAULT_VARIANT,
     LABELS,
@@ -53,13 +53,6 @@ from .demo_runs import (
     variants,
 )
 from .paths import REPO
-
-
-def finetune_dataset(config: str, fraction: float, fold: int) -> str:
-    """The registered dataset the demo fine-tunes on: the fine-tuning preset's training set, or its label split
-    ``<set>_<P>pct_fold<F>`` (:class:`disco_detr.data.label_splits.LabelSplit`) when ``fraction`` < 1."""
-    parent = LazyConfig.load(os.path.join(REPO, config)).dataloader.train.dataset.names
-    return parent if fraction >= 1 else LabelSplit(parent, fraction=fraction, fold=fold).name
 
 
 def main(argv=None):
@@ -103,7 +96,8 @@ def main(argv=None):
     common = [f"train.seed={args.seed}"]
     v = args.variant
     presets = VARIANTS[v]
-    labelled = finetune_dataset(presets.demo_config, args.fraction, args.fold)
+    labelled = fraction_dataset(LazyConfig.load(os.path.join(REPO, presets.demo_config)).dataloader.train.dataset.names,
+                                args.fraction, args.fold)
     analysis = [f"train.analysis.reference_period={args.reference_period}", "train.analysis.query_distance=True"]
     names = [f"pretrain_{m}" for m in methods] + [f"finetune_{s}" for s in ["none", *methods] if s in starts]
     out = {name: os.path.join(out_root, name) for name in names}
