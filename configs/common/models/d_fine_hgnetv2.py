@@ -2,6 +2,8 @@
 # configs/common/models/d_fine_r50vd.py's detector with that size's backbone, encoder and decoder from
 # d_fine_hgnetv2_sizes.py (the release's dfine_hgnetv2_{s,m,l}_coco). "X" is refused: its encoder (d=384) is
 # wider than its decoder (d=256), and our D-FINE has no encoder-to-decoder projection (docs/detectors.md).
+import copy
+
 from detectron2.config import LazyCall as L
 
 from disco_detr.modeling import build_hgnetv2
@@ -17,16 +19,14 @@ def d_fine_hgnetv2_model(size: str):
     if size not in ("S", "M", "L"):
         raise ValueError(f"D-FINE size {size!r}: S, M or L (X's wider encoder needs a projection we do not have)")
     row = DFINE_HGNETV2_SIZES[size]
-    model = _r50vd.copy()
+    model = copy.deepcopy(_r50vd)
     model.backbone = L(build_hgnetv2)(out_features=HGNETV2_FEATURES, **row["backbone"])
     model.in_features = HGNETV2_FEATURES
-    model.encoder = _r50vd.encoder.copy()
     model.encoder.in_channels = row["encoder"]["in_channels"]
     model.encoder.d_model = row["encoder"]["hidden_dim"]
     model.encoder.dim_feedforward = row["encoder"]["dim_feedforward"]
     model.encoder.expansion = row["encoder"]["expansion"]
     model.encoder.depth_mult = row["encoder"]["depth_mult"]
-    model.decoder = _r50vd.decoder.copy()
     model.decoder.d_model = row["decoder"]["hidden_dim"]
     model.decoder.num_layers = row["decoder"]["num_layers"]
     model.decoder.points_per_level = row["decoder"]["num_points"]
